@@ -1,0 +1,229 @@
+//! The completion pipeline, one function from (text, cursor) to a completion. The CLI, the server
+//! and the eval harness all call [`Completer::complete`].
+
+use crate::postprocess::{limit_to_block, postprocess, Surroundings};
+use nib_model::prompt::{self, FimTokens, PromptParts};
+use nib_model::{generate, Backend, CancelToken, GenerateParams, ModelError, Session, StopReason};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Whether a completion may span several lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Multiline {
+    /// Decided from the cursor's surroundings.
+    Auto,
+    Always,
+    Never,
+}
+
+impl FromStr for Multiline {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Multiline::Auto),
+            "always" => Ok(Multiline::Always),
+            "never" => Ok(Multiline::Never),
+            _ => Err(format!("expected auto, always or never, not `{s}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CompleterConfig {
+    /// Tokens of text before the cursor, at most.
+    pub prefix_tokens: usize,
+    /// Tokens of text after the cursor, at most. Kept small: it sits after the prefix in the
+    /// prompt and is recomputed whenever the prefix changes.
+    pub suffix_tokens: usize,
+    pub max_tokens_single: usize,
+    pub max_tokens_multi: usize,
+}
+
+impl Default for CompleterConfig {
+    fn default() -> Self {
+        Self {
+            prefix_tokens: 1024,
+            suffix_tokens: 256,
+            max_tokens_single: 48,
+            max_tokens_multi: 128,
+        }
+    }
+}
+
+/// One completion request: plain data.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest<'a> {
+    /// Repository name and the file's path relative to it (tell the model the language).
+    pub repo_name: &'a str,
+    pub path: &'a str,
+    pub text: &'a str,
+    /// Byte offset of the cursor in `text`, on a char boundary.
+    pub cursor: usize,
+    pub multiline: Multiline,
+    /// Overrides the configured token limit.
+    pub max_tokens: Option<usize>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Completion {
+    pub text: String,
+    pub multiline: bool,
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    pub stop: StopReason,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+pub struct Completer {
+    backend: Box<dyn Backend>,
+    fim: FimTokens,
+    session: Box<dyn Session>,
+    pub config: CompleterConfig,
+}
+
+impl Completer {
+    pub fn new(backend: Box<dyn Backend>, config: CompleterConfig) -> Result<Self, ModelError> {
+        let fim = FimTokens::detect(backend.tokenizer()).ok_or(ModelError::NoFim)?;
+        let session = backend.new_session();
+        Ok(Self {
+            backend,
+            fim,
+            session,
+            config,
+        })
+    }
+
+    pub fn model_name(&self) -> String {
+        self.backend.info().model
+    }
+
+    pub fn complete(
+        &mut self,
+        req: &CompletionRequest,
+        cancel: &CancelToken,
+    ) -> Result<Completion, ModelError> {
+        let tok = self.backend.tokenizer().clone();
+        let cursor = req.cursor.min(req.text.len());
+
+        // 1. Context: the local window under the token budget.
+        let count = |s: &str| tok.encode(s).len();
+        let window = nib_indexer::local_window(
+            req.text,
+            cursor,
+            self.config.prefix_tokens,
+            self.config.suffix_tokens,
+            &count,
+        );
+
+        // 2. How much to ask for.
+        let line_start = req.text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = req.text[cursor..]
+            .find('\n')
+            .map_or(req.text.len(), |i| cursor + i);
+        let line_prefix = &req.text[line_start..cursor];
+        let line_suffix = req.text[cursor..line_end].trim_end_matches('\r');
+        let multiline = match req.multiline {
+            Multiline::Always => true,
+            Multiline::Never => false,
+            Multiline::Auto => wants_block(req.text, line_start, line_prefix, line_suffix),
+        };
+        let max_tokens = req.max_tokens.unwrap_or(if multiline {
+            self.config.max_tokens_multi
+        } else {
+            self.config.max_tokens_single
+        });
+
+        // 3. Prompt and generation.
+        let parts = PromptParts {
+            repo_name: req.repo_name.to_string(),
+            files: Vec::new(),
+            path: req.path.to_string(),
+            prefix: window.prefix,
+            suffix: window.suffix,
+        };
+        let ids = prompt::build(&tok, &self.fim, &parts);
+        let mut params = GenerateParams::new(&tok, self.fim.stops.clone(), max_tokens, !multiline);
+        if multiline {
+            // Stop decoding as soon as the block is complete.
+            let head = line_prefix.to_string();
+            params.stop_check = Some(Arc::new(move |text: &str| {
+                let kept = limit_to_block(text, &head).len();
+                (kept < text.len()).then_some(kept)
+            }));
+        }
+        let generation = generate(self.session.as_mut(), &tok, &ids, &params, cancel)?;
+
+        // 4. Post-processing.
+        let text = postprocess(
+            &generation.text,
+            &Surroundings {
+                line_prefix,
+                line_suffix,
+                single_line: !multiline,
+            },
+        );
+        Ok(Completion {
+            text,
+            multiline,
+            prompt_tokens: generation.prompt_tokens,
+            reused_tokens: generation.reused_tokens,
+            generated_tokens: generation.tokens.len(),
+            stop: generation.stop,
+            prefill_ms: generation.prefill_ms,
+            decode_ms: generation.decode_ms,
+        })
+    }
+}
+
+/// A block is wanted where a new scope starts: the cursor ends a line that opens one, or sits on
+/// an empty line right after such a line. Elsewhere one line is enough.
+fn wants_block(text: &str, line_start: usize, line_prefix: &str, line_suffix: &str) -> bool {
+    if !line_suffix.trim().is_empty() {
+        return false;
+    }
+    let opens = |line: &str| {
+        let t = line.trim_end();
+        t.ends_with('{') || t.ends_with(':') || t.ends_with("=>") || t.ends_with('(')
+    };
+    if !line_prefix.trim().is_empty() {
+        return opens(line_prefix);
+    }
+    let previous = text[..line_start.saturating_sub(1)]
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty());
+    previous.is_some_and(opens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_block;
+
+    #[test]
+    fn block_only_where_a_scope_opens() {
+        // (text, cursor marker '|', expect block)
+        let cases = [
+            ("fn f() {|\n}", true),
+            ("fn f() {\n    |\n}", true),
+            ("let x = 1;\n|\n", false),
+            ("let x = foo(|);", false),
+            ("def f(x):\n    |", true),
+            ("    let y = |", false),
+        ];
+        for (src, want) in cases {
+            let cursor = src.find('|').unwrap();
+            let text = src.replace('|', "");
+            let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[cursor..].find('\n').map_or(text.len(), |i| cursor + i);
+            let got = wants_block(
+                &text,
+                line_start,
+                &text[line_start..cursor],
+                &text[cursor..line_end],
+            );
+            assert_eq!(got, want, "{src:?}");
+        }
+    }
+}

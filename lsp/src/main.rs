@@ -1,0 +1,263 @@
+//! The `nib` command line. Exit codes: 0 success (an empty completion too), 1 runtime error
+//! (model, file, inference), 2 usage error (bad arguments, a position outside the file).
+//! Every error is one line on stderr.
+
+use clap::{Parser, Subcommand};
+use nib_lsp::document::{decode_text, offset_of};
+use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
+use nib_model::fetch::{self, ModelRef};
+use nib_model::{BackendKind, CancelToken};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "nib", version, about = "Local AI code completion")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Complete code at FILE:LINE:COL (1-based; the column counts characters).
+    Complete(CompleteArgs),
+    /// Fetch and list models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct CompleteArgs {
+    /// FILE:LINE:COL
+    position: String,
+    /// Workspace root (default: the enclosing VCS root, else the file's directory).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Read the buffer from stdin; FILE still names the file.
+    #[arg(long)]
+    stdin: bool,
+    /// Tokens to generate at most.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// auto, always or never.
+    #[arg(long, default_value = "auto")]
+    multiline: Multiline,
+    /// Print one JSON object with timings.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// GGUF model file (default: $NIB_MODEL, else the default model fetched by `nib model pull`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu (cuda, metal and remote are on the way).
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
+    /// Threads for inference (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download a model: small (default), large, or HF_REPO:FILE.
+    Pull {
+        #[arg(default_value = "small")]
+        model: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Show the models present on this machine.
+    List,
+}
+
+/// An error and the exit code it maps to.
+struct Failure(u8, String);
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure(2, msg.into())
+}
+
+fn runtime(msg: impl std::fmt::Display) -> Failure {
+    Failure(1, msg.to_string())
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "nib: internal error: {msg} (at {:?})",
+            info.location().map(|l| l.to_string())
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Complete(args) => complete(args, start),
+        Command::Model { command } => model(command),
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failure(code, msg))) => {
+            eprintln!("nib: {msg}");
+            ExitCode::from(code)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+fn model(cmd: ModelCommand) -> Result<(), Failure> {
+    match cmd {
+        ModelCommand::Pull { model, quiet } => {
+            let r = ModelRef::parse(&model).map_err(usage)?;
+            let path = fetch::pull(&r, !quiet, &mut |m| eprintln!("nib: {m}")).map_err(runtime)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        ModelCommand::List => {
+            let models = fetch::list_local();
+            if models.is_empty() {
+                println!("no models yet: fetch the default one with `nib model pull`");
+            }
+            for (path, size) in models {
+                println!("{:>8.1} MB  {}", size as f64 / 1e6, path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = arg {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("NIB_MODEL").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    fetch::default_model_path().map_err(runtime)
+}
+
+/// Splits `FILE:LINE:COL` at its last two colons, so paths may contain colons.
+fn parse_position(s: &str) -> Result<(PathBuf, usize, usize), Failure> {
+    let bad = || usage(format!("expected FILE:LINE:COL, got `{s}`"));
+    let (rest, col) = s.rsplit_once(':').ok_or_else(bad)?;
+    let (file, line) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let line: usize = line.parse().map_err(|_| bad())?;
+    let col: usize = col.parse().map_err(|_| bad())?;
+    if file.is_empty() {
+        return Err(bad());
+    }
+    Ok((PathBuf::from(file), line, col))
+}
+
+/// The enclosing repository root of `file`, else its directory.
+fn find_root(file: &Path) -> PathBuf {
+    let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    dir.ancestors()
+        .find(|d| {
+            [".git", ".hg", ".jj", ".svn"]
+                .iter()
+                .any(|m| d.join(m).exists())
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or(dir)
+}
+
+fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
+    let (file, line, col) = parse_position(&args.position)?;
+    let bytes = if args.stdin {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| runtime(format!("cannot read stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read(&file).map_err(|e| runtime(format!("cannot read {}: {e}", file.display())))?
+    };
+    let text = decode_text(&bytes).map_err(|e| runtime(format!("{} {e}", file.display())))?;
+    let cursor =
+        offset_of(text, line, col).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => find_root(&file),
+    };
+    let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+    let rel = abs
+        .strip_prefix(std::path::absolute(&root).unwrap_or(root.clone()))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| PathBuf::from(file.file_name().unwrap_or_default()));
+    let repo_name = root
+        .canonicalize()
+        .ok()
+        .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+
+    if let Some(n) = args.model.threads {
+        if n == 0 {
+            return Err(usage("--threads must be at least 1"));
+        }
+        // candle sizes its thread pool from this on first use.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let model_path = resolve_model(&args.model.model)?;
+    let t_load = Instant::now();
+    let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
+    let mut completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    let req = CompletionRequest {
+        repo_name: &repo_name,
+        path: &rel,
+        text,
+        cursor,
+        multiline: args.multiline,
+        max_tokens: args.max_tokens,
+    };
+    let c = completer
+        .complete(&req, &CancelToken::new())
+        .map_err(runtime)?;
+    if args.json {
+        let out = serde_json::json!({
+            "completion": c.text,
+            "model": completer.model_name(),
+            "prompt_tokens": c.prompt_tokens,
+            "generated_tokens": c.generated_tokens,
+            "multiline": c.multiline,
+            "stop": c.stop,
+            "latency_ms": {
+                "total": start.elapsed().as_secs_f64() * 1e3,
+                "load": load_ms,
+                "prefill": c.prefill_ms,
+                "decode": c.decode_ms,
+            }
+        });
+        println!("{out}");
+    } else {
+        println!("{}", c.text);
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The accelerator abstraction. A [`Backend`] holds a loaded model; a [`Session`] holds one KV
+//! cache and the tokens it covers. The decoding loop ([`crate::generate`]) only talks to these
+//! traits, so a device is a configuration choice: a new accelerator is one new implementation here,
+//! never `#[cfg]` spread through the pipeline.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
+use crate::transformer::{KvCache, Transformer};
+use candle_core::Device;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Which implementation runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Cpu,
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "cuda" | "metal" | "remote" => Err(format!(
+                "backend `{s}` is not available in this build yet (available: cpu)"
+            )),
+            other => Err(format!("unknown backend `{other}` (available: cpu)")),
+        }
+    }
+}
+
+/// What a backend can do, for callers that budget prompts and caches.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    pub backend: &'static str,
+    pub device: String,
+    pub model: String,
+    pub context_length: usize,
+    /// Whether sessions keep their KV cache between prompts (prefix reuse).
+    pub cache_reuse: bool,
+}
+
+pub trait Session: Send {
+    /// The tokens whose keys and values are cached, in order.
+    fn tokens(&self) -> &[u32];
+    /// Forgets every cached position from `n` on.
+    fn truncate(&mut self, n: usize) -> Result<()>;
+    /// Appends `tokens` at the end of the cache and returns the logits after the last of them.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+}
+
+pub trait Backend: Send + Sync {
+    fn info(&self) -> BackendInfo;
+    fn tokenizer(&self) -> &Arc<Tokenizer>;
+    fn new_session(&self) -> Box<dyn Session>;
+}
+
+/// Opens a GGUF model on the chosen backend.
+pub fn load_backend(kind: BackendKind, path: &Path) -> Result<Box<dyn Backend>> {
+    match kind {
+        BackendKind::Cpu => Ok(Box::new(CpuBackend::load(path)?)),
+    }
+}
+
+/// The model on this machine's CPU, through candle.
+pub struct CpuBackend {
+    model: Arc<Transformer>,
+    tokenizer: Arc<Tokenizer>,
+    name: String,
+}
+
+impl CpuBackend {
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut g = GgufFile::open(path)?;
+        // Check the architecture before the tokenizer, so an unsupported model says so first.
+        crate::transformer::Arch::from_name(g.architecture()?)?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&g)?);
+        let model = Arc::new(Transformer::load(&mut g, &Device::Cpu)?);
+        Ok(Self {
+            model,
+            tokenizer,
+            name: g.model_name(),
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: "cpu",
+            device: "cpu".into(),
+            model: self.name.clone(),
+            context_length: self.model.cfg.context_length,
+            cache_reuse: true,
+        }
+    }
+
+    fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    fn new_session(&self) -> Box<dyn Session> {
+        Box::new(CpuSession {
+            cache: self.model.new_cache(),
+            model: self.model.clone(),
+            tokens: Vec::new(),
+        })
+    }
+}
+
+struct CpuSession {
+    model: Arc<Transformer>,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl Session for CpuSession {
+    fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    fn truncate(&mut self, n: usize) -> Result<()> {
+        self.cache.truncate(n)?;
+        self.tokens.truncate(n);
+        Ok(())
+    }
+
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if self.tokens.len() + tokens.len() > self.model.cfg.context_length {
+            return Err(ModelError::Inference(format!(
+                "{} tokens do not fit the model's context of {}",
+                self.tokens.len() + tokens.len(),
+                self.model.cfg.context_length
+            )));
+        }
+        let logits = self.model.forward(tokens, &mut self.cache)?;
+        self.tokens.extend_from_slice(tokens);
+        crate::transformer::logits_vec(&logits)
+    }
+}

@@ -1,0 +1,199 @@
+//! The decoding loop: reuse the session's cached prefix, prefill the rest in chunks, then decode
+//! greedily until a stop rule fires. Cancellation is checked between chunks and between tokens.
+
+use crate::backend::Session;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::Tokenizer;
+use crate::transformer::argmax;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared flag a caller sets to stop a generation at the next check.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    /// Tokens that end the completion (not part of it).
+    pub stops: Vec<u32>,
+    /// Tokens never emitted (special tokens that are not stops).
+    pub banned: Vec<u32>,
+    /// End at the first newline that follows some non-blank text.
+    pub single_line: bool,
+    /// Prompt tokens per forward pass while prefilling (bounds memory, paces cancellation).
+    pub prefill_chunk: usize,
+    /// Called with the text so far after each token; `Some(len)` ends the completion there.
+    pub stop_check: Option<StopCheck>,
+}
+
+/// A caller's own stop rule over the generated text (e.g. "the block has ended").
+pub type StopCheck = Arc<dyn Fn(&str) -> Option<usize> + Send + Sync>;
+
+impl GenerateParams {
+    /// Stops on `stops`, and bans every other special token of the vocabulary.
+    pub fn new(tok: &Tokenizer, stops: Vec<u32>, max_tokens: usize, single_line: bool) -> Self {
+        let banned = tok
+            .special_ids()
+            .into_iter()
+            .filter(|id| !stops.contains(id))
+            .collect();
+        Self {
+            max_tokens,
+            stops,
+            banned,
+            single_line,
+            prefill_chunk: 256,
+            stop_check: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    StopToken,
+    EndOfLine,
+    EndOfBlock,
+    MaxTokens,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV entries were reused from the session.
+    pub reused_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+/// Generates a completion of `prompt` in `session`.
+pub fn generate(
+    session: &mut dyn Session,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    cancel: &CancelToken,
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(ModelError::Inference("empty prompt".into()));
+    }
+    let t0 = Instant::now();
+    // Reuse the cached common prefix, but always feed at least one token to get logits.
+    let common = session
+        .tokens()
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt.len() - 1);
+    session.truncate(common)?;
+    let mut logits = Vec::new();
+    for chunk in prompt[common..].chunks(params.prefill_chunk.max(1)) {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        logits = session.feed(chunk)?;
+    }
+    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let t1 = Instant::now();
+    let mut tokens = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut stop = StopReason::MaxTokens;
+    while tokens.len() < params.max_tokens {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let next = argmax(&logits, &params.banned);
+        if params.stops.contains(&next) {
+            stop = StopReason::StopToken;
+            break;
+        }
+        tokens.push(next);
+        bytes.extend_from_slice(tok.token_bytes(next));
+        if params.single_line {
+            if let Some(end) = end_of_first_line(&bytes) {
+                bytes.truncate(end);
+                stop = StopReason::EndOfLine;
+                break;
+            }
+        }
+        if let Some(check) = &params.stop_check {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(end) = check(&text) {
+                let end = end.min(text.len());
+                bytes = text.as_bytes()[..end].to_vec();
+                stop = StopReason::EndOfBlock;
+                break;
+            }
+        }
+        if tokens.len() == params.max_tokens {
+            break;
+        }
+        logits = session.feed(&[next])?;
+    }
+    Ok(Generation {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        tokens,
+        stop,
+        prompt_tokens: prompt.len(),
+        reused_tokens: common,
+        prefill_ms,
+        decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Byte index of the first `\n` that follows non-blank text, if any.
+pub fn end_of_first_line(bytes: &[u8]) -> Option<usize> {
+    let mut seen_text = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\n' if seen_text => {
+                return Some(if i > 0 && bytes[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                })
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => seen_text = true,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_of_first_line;
+
+    #[test]
+    fn first_line_ends_after_text() {
+        let cases: &[(&str, Option<usize>)] = &[
+            ("foo()\nbar", Some(5)),
+            ("\n    foo()\nbar", Some(10)),
+            ("  \n\n", None),
+            ("foo()", None),
+            ("x\r\ny", Some(1)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(end_of_first_line(text.as_bytes()), *want, "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The decoder-only transformer of the Qwen2 and Llama families, read top to bottom.
+//!
+//! Both are pre-norm (RMSNorm), rotary position embeddings, grouped-query attention and a SwiGLU
+//! feed-forward block. They differ in two places: Qwen2 has biases on the Q/K/V projections and
+//! rotates the two halves of each head ("NeoX" rope); llama.cpp's Llama files rotate interleaved
+//! pairs. Weights stay quantized as stored in the GGUF file; the KV cache is explicit, owned by the
+//! caller, and can be cut back to any length so that a new prompt reuses its common prefix.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Qwen2,
+    Llama,
+}
+
+impl Arch {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "qwen2" => Ok(Arch::Qwen2),
+            "llama" => Ok(Arch::Llama),
+            other => Err(ModelError::UnsupportedArch { arch: other.into() }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let name = g.architecture()?.to_string();
+        let arch = Arch::from_name(&name)?;
+        let key = |k: &str| format!("{name}.{k}");
+        let n_embd = g.usize(&key("embedding_length"))?;
+        let n_head = g.usize(&key("attention.head_count"))?;
+        let n_kv_head = g.usize(&key("attention.head_count_kv")).unwrap_or(n_head);
+        let head_dim = g
+            .usize(&key("attention.key_length"))
+            .unwrap_or(n_embd / n_head.max(1));
+        let vocab_size = match g.content.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims()[0],
+            None => 0,
+        };
+        let cfg = Self {
+            arch,
+            n_layer: g.usize(&key("block_count"))?,
+            n_embd,
+            n_head,
+            n_kv_head,
+            head_dim,
+            rms_eps: g.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_base: g.f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            context_length: g.usize(&key("context_length")).unwrap_or(4096),
+            vocab_size,
+        };
+        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
+            return Err(ModelError::Corrupt {
+                path: g.path.clone(),
+                detail: format!("{} heads cannot share {} KV heads", n_head, n_kv_head),
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+pub struct Transformer {
+    pub cfg: Config,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    /// Rotary frequencies, one per pair of head dimensions.
+    inv_freq: Vec<f32>,
+    device: Device,
+}
+
+/// Keys and values of every layer for the tokens seen so far: `(1, n_kv_head, len, head_dim)`.
+pub struct KvCache {
+    k: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            k: vec![None; n_layer],
+            v: vec![None; n_layer],
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position from `n` on.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n >= self.len {
+            return Ok(());
+        }
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            if let Some(x) = t.take() {
+                if n > 0 {
+                    *t = Some(x.narrow(2, 0, n)?);
+                }
+            }
+        }
+        self.len = n;
+        Ok(())
+    }
+}
+
+impl Transformer {
+    pub fn load(g: &mut GgufFile, device: &Device) -> Result<Self> {
+        let cfg = Config::from_gguf(g)?;
+        let embed = Arc::new(g.tensor("token_embd.weight", device)?);
+        let output = if g.has_tensor("output.weight") {
+            QMatMul::from_qtensor(g.tensor("output.weight", device)?)?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let norm = g.tensor("output_norm.weight", device)?.dequantize(device)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |name: &str| format!("blk.{i}.{name}");
+            let mut mm = |name: &str| -> Result<QMatMul> {
+                Ok(QMatMul::from_qtensor(g.tensor(&p(name), device)?)?)
+            };
+            let (wq, wk, wv, wo) = (
+                mm("attn_q.weight")?,
+                mm("attn_k.weight")?,
+                mm("attn_v.weight")?,
+                mm("attn_output.weight")?,
+            );
+            let (gate, up, down) = (
+                mm("ffn_gate.weight")?,
+                mm("ffn_up.weight")?,
+                mm("ffn_down.weight")?,
+            );
+            let mut dense = |name: &str| -> Result<Tensor> {
+                Ok(g.tensor(&p(name), device)?.dequantize(device)?)
+            };
+            let attn_norm = dense("attn_norm.weight")?;
+            let ffn_norm = dense("ffn_norm.weight")?;
+            let mut bias = |name: &str| -> Result<Option<Tensor>> {
+                if g.has_tensor(&p(name)) {
+                    Ok(Some(g.tensor(&p(name), device)?.dequantize(device)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let (bq, bk, bv) = (
+                bias("attn_q.bias")?,
+                bias("attn_k.bias")?,
+                bias("attn_v.bias")?,
+            );
+            layers.push(Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                bq,
+                bk,
+                bv,
+                wo,
+                ffn_norm,
+                gate,
+                up,
+                down,
+            });
+        }
+        let half = cfg.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.head_dim as f32))
+            .collect();
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            output,
+            inv_freq,
+            device: device.clone(),
+        })
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layer)
+    }
+
+    /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last one, `(vocab,)`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (l, pos) = (tokens.len(), cache.len);
+        if l == 0 {
+            return Err(ModelError::Inference(
+                "forward called with no tokens".into(),
+            ));
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, L, D)
+        let (cos, sin) = self.rope_tables(pos, l)?;
+        let mask = if l > 1 {
+            Some(self.causal_mask(pos, l)?)
+        } else {
+            None
+        };
+        let n_rep = cfg.n_head / cfg.n_kv_head;
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
+            let project = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+                let mut y = w.forward(&h)?;
+                if let Some(b) = b {
+                    y = y.broadcast_add(b)?;
+                }
+                Ok(y.reshape((1, l, heads, cfg.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let q = project(&layer.wq, &layer.bq, cfg.n_head)?;
+            let k = project(&layer.wk, &layer.bk, cfg.n_kv_head)?;
+            let v = project(&layer.wv, &layer.bv, cfg.n_kv_head)?;
+            let (q, k) = match cfg.arch {
+                Arch::Qwen2 => (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                ),
+                Arch::Llama => (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                ),
+            };
+            let (k, v) = match (&cache.k[i], &cache.v[i]) {
+                (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                _ => (k, v),
+            };
+            cache.k[i] = Some(k.clone());
+            cache.v[i] = Some(v.clone());
+            let t = pos + l;
+            // Grouped-query attention without copying K/V: the query heads that share one KV head
+            // are stacked along the sequence axis.
+            let qg = q.reshape((1, cfg.n_kv_head, n_rep * l, cfg.head_dim))?;
+            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+            let att = (qg.matmul(&k.t()?)? * scale)?;
+            let att = match &mask {
+                Some(m) => att
+                    .reshape((1, cfg.n_head, l, t))?
+                    .broadcast_add(m)?
+                    .reshape((1, cfg.n_kv_head, n_rep * l, t))?,
+                None => att,
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v)?
+                .reshape((1, cfg.n_head, l, cfg.head_dim))?
+                .transpose(1, 2)?
+                .reshape((1, l, cfg.n_head * cfg.head_dim))?;
+            x = (x + layer.wo.forward(&y)?)?;
+            // Feed-forward block.
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let ffn = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (x + ffn)?;
+        }
+        cache.len = pos + l;
+        let last = x.narrow(1, l - 1, 1)?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, cfg.rms_eps)?;
+        Ok(self
+            .output
+            .forward(&last)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?)
+    }
+
+    /// cos and sin tables for positions `pos..pos + l`: `(l, head_dim / 2)`.
+    fn rope_tables(&self, pos: usize, l: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(l * half);
+        for p in pos..pos + l {
+            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (l, half), &self.device)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    /// `(l, pos + l)`: 0 where query `i` may see key `j`, minus infinity after it.
+    fn causal_mask(&self, pos: usize, l: usize) -> Result<Tensor> {
+        let t = pos + l;
+        let mask: Vec<f32> = (0..l)
+            .flat_map(|i| (0..t).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(mask, (l, t), &self.device)?)
+    }
+}
+
+/// Index of the largest logit, never one of `banned`.
+pub fn argmax(logits: &[f32], banned: &[u32]) -> u32 {
+    let mut best = (0u32, f32::NEG_INFINITY);
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best.1 {
+            best = (i as u32, x);
+        }
+    }
+    if !banned.contains(&best.0) {
+        return best.0;
+    }
+    // Rare: the best token is banned. Rescan with the banned ones masked out.
+    let mut masked = logits.to_vec();
+    for &b in banned {
+        if let Some(x) = masked.get_mut(b as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    argmax(&masked, &[])
+}
+
+/// Logits as a plain vector of f32.
+pub fn logits_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
