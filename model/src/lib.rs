@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod prompt;
+pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
 

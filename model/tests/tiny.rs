@@ -1,0 +1,151 @@
+//! Loading, tokenizing and generating with a tiny model written by the test (real GGUF format,
+//! random weights): no download needed.
+
+mod common;
+
+use nib_model::prompt::{self, FimFamily, FimTokens, PromptParts};
+use nib_model::{generate, load_backend, BackendKind, CancelToken, GenerateParams, ModelError};
+
+#[test]
+fn loads_and_detects_fim_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let info = backend.info();
+    assert_eq!(info.model, "nib tiny test model");
+    assert_eq!(info.context_length, 512);
+    let fim = FimTokens::detect(backend.tokenizer()).expect("fim tokens");
+    assert_eq!(fim.family, FimFamily::Qwen);
+    assert!(fim.stops.contains(&fim.prefix) && fim.file_sep.is_some());
+}
+
+#[test]
+fn tokenizer_applies_merges_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer();
+    // " the" merges to one token (Ġ t → Ġt, h e → he, Ġt he → Ġthe).
+    let ids = tok.encode(" the");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(tok.decode(&ids), " the");
+    for text in [
+        "fn main() {\n    let x = 1;\n}\n",
+        "héllo wörld — 你好 🦀\r\n\t\t  ",
+        "<|endoftext|> is text here",
+        "",
+    ] {
+        assert_eq!(tok.decode(&tok.encode(text)), text);
+    }
+}
+
+fn prompt_ids(tok: &nib_model::Tokenizer, fim: &FimTokens, prefix: &str) -> Vec<u32> {
+    let parts = PromptParts {
+        repo_name: "demo".into(),
+        files: vec![("lib.rs".into(), "pub fn helper() {}".into())],
+        path: "main.rs".into(),
+        prefix: prefix.into(),
+        suffix: "\n}\n".into(),
+    };
+    prompt::build(tok, fim, &parts)
+}
+
+#[test]
+fn generation_is_deterministic_and_cache_reuse_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    let params = GenerateParams::new(&tok, fim.stops.clone(), 24, false);
+    let cancel = CancelToken::new();
+
+    let a = prompt_ids(&tok, &fim, "fn main() {\n    let x");
+    let b = prompt_ids(&tok, &fim, "fn main() {\n    let xy");
+
+    // Fresh sessions.
+    let fresh_a = generate(backend.new_session().as_mut(), &tok, &a, &params, &cancel).unwrap();
+    let fresh_b = generate(backend.new_session().as_mut(), &tok, &b, &params, &cancel).unwrap();
+    // One session reused: a, then b (shares a prefix), then a again.
+    let mut s = backend.new_session();
+    let reused_a = generate(s.as_mut(), &tok, &a, &params, &cancel).unwrap();
+    let reused_b = generate(s.as_mut(), &tok, &b, &params, &cancel).unwrap();
+    let again_a = generate(s.as_mut(), &tok, &a, &params, &cancel).unwrap();
+
+    assert!(!fresh_a.tokens.is_empty());
+    assert_eq!(fresh_a.tokens, reused_a.tokens);
+    assert_eq!(fresh_b.tokens, reused_b.tokens);
+    assert_eq!(fresh_a.tokens, again_a.tokens);
+    assert_eq!(reused_a.reused_tokens, 0);
+    assert!(reused_b.reused_tokens > 0, "b shares a prefix with a");
+    assert!(again_a.reused_tokens > 0);
+    // Special tokens other than stops are never emitted.
+    for t in fresh_a.tokens.iter().chain(&fresh_b.tokens) {
+        assert!(!tok.is_special(*t));
+    }
+}
+
+#[test]
+fn chunked_prefill_matches_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let ids = tok.encode("let counts = HashMap::new();\nfor word in text.split_whitespace() {\n");
+    let one = backend.new_session().feed(&ids).unwrap();
+    let mut s = backend.new_session();
+    let mut chunked = Vec::new();
+    for c in ids.chunks(5) {
+        chunked = s.feed(c).unwrap();
+    }
+    let max_diff = one
+        .iter()
+        .zip(&chunked)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff < 1e-3, "logits differ by {max_diff}");
+}
+
+#[test]
+fn single_line_mode_stops_at_end_of_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    let ids = prompt_ids(&tok, &fim, "fn main() {\n    ");
+    let params = GenerateParams::new(&tok, fim.stops.clone(), 200, true);
+    let g = generate(backend.new_session().as_mut(), &tok, &ids, &params, &CancelToken::new()).unwrap();
+    let body = g.text.trim_start_matches(['\n', '\r', ' ', '\t']);
+    assert!(!body.contains('\n'), "single-line output spans lines: {:?}", g.text);
+}
+
+#[test]
+fn cancelled_generation_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let params = GenerateParams::new(&tok, fim.stops.clone(), 20, false);
+    let r = generate(
+        backend.new_session().as_mut(),
+        &tok,
+        &prompt_ids(&tok, &fim, "x"),
+        &params,
+        &cancel,
+    );
+    assert!(matches!(r, Err(ModelError::Cancelled)));
+}
+
+#[test]
+fn llama_architecture_loads_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama.gguf");
+    let cfg = nib_model::tiny::TinyConfig {
+        arch: "llama",
+        ..Default::default()
+    };
+    nib_model::tiny::write(&path, &cfg).unwrap();
+    let backend = load_backend(BackendKind::Cpu, &path).unwrap();
+    let tok = backend.tokenizer().clone();
+    let logits = backend.new_session().feed(&tok.encode("fn main")).unwrap();
+    assert_eq!(logits.len(), tok.vocab_size());
+    assert!(logits.iter().all(|x| x.is_finite()));
+}
