@@ -70,7 +70,7 @@ impl GgufFile {
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
-            if elems % block != 0 {
+            if !elems.is_multiple_of(block) {
                 return Err(ModelError::Corrupt {
                     path: path.to_path_buf(),
                     detail: format!(

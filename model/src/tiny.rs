@@ -10,8 +10,22 @@ use std::path::Path;
 
 /// Merges of the tiny vocabulary, in rank order (GPT-2 byte-level form: `Ġ` is a space).
 pub const MERGES: &[&str] = &[
-    "Ġ Ġ", "ĠĠ ĠĠ", "i n", "e r", "Ġ t", "h e", "Ġt he", "r e", "o n", "f n", "l e", "le t",
-    "Ġ =", "( )", "Ċ Ġ", "ĊĠ ĠĠ",
+    "Ġ Ġ",
+    "ĠĠ ĠĠ",
+    "i n",
+    "e r",
+    "Ġ t",
+    "h e",
+    "Ġt he",
+    "r e",
+    "o n",
+    "f n",
+    "l e",
+    "le t",
+    "Ġ =",
+    "( )",
+    "Ċ Ġ",
+    "ĊĠ ĠĠ",
 ];
 
 /// Special tokens appended after the byte tokens and merges.
@@ -86,10 +100,16 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
         QTensor::quantize(&Tensor::from_vec(data, shape, &dev)?, GgmlDType::Q8_0)
     };
     let ones = |n: usize| -> candle_core::Result<QTensor> {
-        QTensor::quantize(&Tensor::ones(n, candle_core::DType::F32, &dev)?, GgmlDType::F32)
+        QTensor::quantize(
+            &Tensor::ones(n, candle_core::DType::F32, &dev)?,
+            GgmlDType::F32,
+        )
     };
     let zeros = |n: usize| -> candle_core::Result<QTensor> {
-        QTensor::quantize(&Tensor::zeros(n, candle_core::DType::F32, &dev)?, GgmlDType::F32)
+        QTensor::quantize(
+            &Tensor::zeros(n, candle_core::DType::F32, &dev)?,
+            GgmlDType::F32,
+        )
     };
     let kv = cfg.n_kv_head * head_dim;
     let mut tensors: Vec<(String, QTensor)> = vec![
@@ -104,7 +124,10 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
         tensors.push((p("attn_q.weight"), rand((cfg.n_embd, cfg.n_embd), 0.3)?));
         tensors.push((p("attn_k.weight"), rand((kv, cfg.n_embd), 0.3)?));
         tensors.push((p("attn_v.weight"), rand((kv, cfg.n_embd), 0.3)?));
-        tensors.push((p("attn_output.weight"), rand((cfg.n_embd, cfg.n_embd), 0.3)?));
+        tensors.push((
+            p("attn_output.weight"),
+            rand((cfg.n_embd, cfg.n_embd), 0.3)?,
+        ));
         if cfg.arch == "qwen2" {
             tensors.push((p("attn_q.bias"), zeros(cfg.n_embd)?));
             tensors.push((p("attn_k.bias"), zeros(kv)?));
@@ -118,7 +141,10 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
     let u32v = |x: usize| Value::U32(x as u32);
     let meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),
-        ("general.name".into(), Value::String("nib tiny test model".into())),
+        (
+            "general.name".into(),
+            Value::String("nib tiny test model".into()),
+        ),
         (format!("{a}.block_count"), u32v(cfg.n_layer)),
         (format!("{a}.context_length"), u32v(512)),
         (format!("{a}.embedding_length"), u32v(cfg.n_embd)),
@@ -126,7 +152,10 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
         (format!("{a}.attention.head_count"), u32v(cfg.n_head)),
         (format!("{a}.attention.head_count_kv"), u32v(cfg.n_kv_head)),
         (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("qwen2".into())),
         (
@@ -139,9 +168,17 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
         ),
         (
             "tokenizer.ggml.merges".into(),
-            Value::Array(MERGES.iter().map(|m| Value::String(m.to_string())).collect()),
+            Value::Array(
+                MERGES
+                    .iter()
+                    .map(|m| Value::String(m.to_string()))
+                    .collect(),
+            ),
         ),
-        ("tokenizer.ggml.eos_token_id".into(), u32v(vocab - SPECIALS.len() + 1)),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            u32v(vocab - SPECIALS.len() + 1),
+        ),
     ];
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();

@@ -69,7 +69,7 @@ impl Config {
             context_length: g.usize(&key("context_length")).unwrap_or(4096),
             vocab_size,
         };
-        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
+        if cfg.n_head == 0 || cfg.n_kv_head == 0 || !cfg.n_head.is_multiple_of(cfg.n_kv_head) {
             return Err(ModelError::Corrupt {
                 path: g.path.clone(),
                 detail: format!("{} heads cannot share {} KV heads", n_head, n_kv_head),

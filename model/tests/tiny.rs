@@ -110,9 +110,20 @@ fn single_line_mode_stops_at_end_of_line() {
     let fim = FimTokens::detect(&tok).unwrap();
     let ids = prompt_ids(&tok, &fim, "fn main() {\n    ");
     let params = GenerateParams::new(&tok, fim.stops.clone(), 200, true);
-    let g = generate(backend.new_session().as_mut(), &tok, &ids, &params, &CancelToken::new()).unwrap();
+    let g = generate(
+        backend.new_session().as_mut(),
+        &tok,
+        &ids,
+        &params,
+        &CancelToken::new(),
+    )
+    .unwrap();
     let body = g.text.trim_start_matches(['\n', '\r', ' ', '\t']);
-    assert!(!body.contains('\n'), "single-line output spans lines: {:?}", g.text);
+    assert!(
+        !body.contains('\n'),
+        "single-line output spans lines: {:?}",
+        g.text
+    );
 }
 
 #[test]

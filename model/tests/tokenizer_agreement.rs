@@ -48,7 +48,10 @@ fn special_tokens_are_text_unless_asked() {
     assert!(!literal.contains(&151643) && !literal.contains(&151659));
     assert_eq!(tok.decode(&literal), text);
     let parsed = tok.encode_with_special(text);
-    assert!(parsed.contains(&151643) && parsed.contains(&151659), "{parsed:?}");
+    assert!(
+        parsed.contains(&151643) && parsed.contains(&151659),
+        "{parsed:?}"
+    );
     // The ids DESIGN.md names.
     for (name, id) in [
         ("<|endoftext|>", 151643),

@@ -1,0 +1,92 @@
+//! The completion pipeline with the real default model, greedy and deterministic.
+
+mod common;
+
+use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
+use nib_model::{load_backend, BackendKind, CancelToken};
+use std::sync::{Mutex, OnceLock};
+
+/// One model for the whole test binary; tests take turns.
+fn completer() -> std::sync::MutexGuard<'static, Completer> {
+    static C: OnceLock<Mutex<Completer>> = OnceLock::new();
+    C.get_or_init(|| {
+        let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+        Mutex::new(Completer::new(backend, CompleterConfig::default()).expect("completer"))
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Completes at the `|` marker of `src`.
+fn complete_at(path: &str, src: &str, multiline: Multiline) -> nib_lsp::Completion {
+    complete_with(&mut completer(), path, src, multiline)
+}
+
+fn complete_with(
+    c: &mut Completer,
+    path: &str,
+    src: &str,
+    multiline: Multiline,
+) -> nib_lsp::Completion {
+    let cursor = src.find('|').expect("cursor marker");
+    let text = src.replacen('|', "", 1);
+    let req = CompletionRequest {
+        repo_name: "demo",
+        path,
+        text: &text,
+        cursor,
+        multiline,
+        max_tokens: None,
+    };
+    c.complete(&req, &CancelToken::new()).expect("completion")
+}
+
+#[test]
+fn rust_word_count_uses_the_entry_api() {
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/wordcount.rs")).unwrap();
+    // Cursor at the end of the blank line inside the loop.
+    let at = src.find("{\n        \n").unwrap() + "{\n        ".len();
+    let marked = format!("{}|{}", &src[..at], &src[at..]);
+    let c = complete_at("src/main.rs", &marked, Multiline::Auto);
+    assert!(c.text.contains("counts.entry("), "{:?}", c.text);
+    assert!(c.generated_tokens > 0 && c.prompt_tokens > 50);
+}
+
+#[test]
+fn python_block_fills_the_loop_body() {
+    let src = std::fs::read_to_string(common::fixture("walk.py")).unwrap();
+    let at = src.find("filenames in os.walk(root):\n        ").unwrap()
+        + "filenames in os.walk(root):\n        ".len();
+    let marked = format!("{}|{}", &src[..at], &src[at..]);
+    let c = complete_at("tools/walk.py", &marked, Multiline::Always);
+    assert!(c.text.contains("filenames"), "{:?}", c.text);
+    assert!(c.text.contains("result.append("), "{:?}", c.text);
+    // Limited to the loop's block: nothing at the function's own indentation or less.
+    assert!(!c.text.contains("\n    return"), "{:?}", c.text);
+}
+
+#[test]
+fn single_line_mode_stops_at_the_end_of_the_line() {
+    let src = std::fs::read_to_string(common::fixture("walk.py")).unwrap();
+    let at = src.find("filenames in os.walk(root):\n        ").unwrap()
+        + "filenames in os.walk(root):\n        ".len();
+    let marked = format!("{}|{}", &src[..at], &src[at..]);
+    let c = complete_at("tools/walk.py", &marked, Multiline::Never);
+    assert!(!c.text.trim().is_empty());
+    assert!(!c.text.trim_start().contains('\n'), "{:?}", c.text);
+    assert_eq!(c.stop, nib_model::StopReason::EndOfLine);
+}
+
+#[test]
+fn completing_twice_reuses_the_cache_and_gives_the_same_text() {
+    let src = "fn add(a: i32, b: i32) -> i32 {\n    |\n}\n";
+    let mut c = completer();
+    let first = complete_with(&mut c, "src/lib.rs", src, Multiline::Never);
+    let second = complete_with(&mut c, "src/lib.rs", src, Multiline::Never);
+    assert_eq!(first.text, second.text);
+    assert!(
+        second.reused_tokens + 1 >= second.prompt_tokens,
+        "{second:?}"
+    );
+}
