@@ -23,6 +23,7 @@ pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod kernels;
 pub mod prompt;
 pub mod tiny;
 pub mod tokenizer;

@@ -87,18 +87,21 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
     let vocab = tokens.len();
     let head_dim = cfg.n_embd / cfg.n_head;
     let mut rng = cfg.seed;
-    let mut rand = |shape: (usize, usize), scale: f32| -> candle_core::Result<QTensor> {
-        let data: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| {
-                // xorshift: deterministic, no dependency.
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                ((rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect();
-        QTensor::quantize(&Tensor::from_vec(data, shape, &dev)?, GgmlDType::Q8_0)
-    };
+    // Both formats of the real model: Q8_0, and Q5_0 (the one nib's own kernels run).
+    let (q8, q5) = (GgmlDType::Q8_0, GgmlDType::Q5_0);
+    let mut rand =
+        |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> candle_core::Result<QTensor> {
+            let data: Vec<f32> = (0..shape.0 * shape.1)
+                .map(|_| {
+                    // xorshift: deterministic, no dependency.
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    ((rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 2.0 * scale
+                })
+                .collect();
+            QTensor::quantize(&Tensor::from_vec(data, shape, &dev)?, dtype)
+        };
     let ones = |n: usize| -> candle_core::Result<QTensor> {
         QTensor::quantize(
             &Tensor::ones(n, candle_core::DType::F32, &dev)?,
@@ -113,29 +116,32 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
     };
     let kv = cfg.n_kv_head * head_dim;
     let mut tensors: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), rand((vocab, cfg.n_embd), 1.0)?),
+        (
+            "token_embd.weight".into(),
+            rand((vocab, cfg.n_embd), 1.0, q5)?,
+        ),
         ("output_norm.weight".into(), ones(cfg.n_embd)?),
-        ("output.weight".into(), rand((vocab, cfg.n_embd), 0.5)?),
+        ("output.weight".into(), rand((vocab, cfg.n_embd), 0.5, q8)?),
     ];
     for i in 0..cfg.n_layer {
         let p = |n: &str| format!("blk.{i}.{n}");
         tensors.push((p("attn_norm.weight"), ones(cfg.n_embd)?));
         tensors.push((p("ffn_norm.weight"), ones(cfg.n_embd)?));
-        tensors.push((p("attn_q.weight"), rand((cfg.n_embd, cfg.n_embd), 0.3)?));
-        tensors.push((p("attn_k.weight"), rand((kv, cfg.n_embd), 0.3)?));
-        tensors.push((p("attn_v.weight"), rand((kv, cfg.n_embd), 0.3)?));
+        tensors.push((p("attn_q.weight"), rand((cfg.n_embd, cfg.n_embd), 0.3, q5)?));
+        tensors.push((p("attn_k.weight"), rand((kv, cfg.n_embd), 0.3, q8)?));
+        tensors.push((p("attn_v.weight"), rand((kv, cfg.n_embd), 0.3, q8)?));
         tensors.push((
             p("attn_output.weight"),
-            rand((cfg.n_embd, cfg.n_embd), 0.3)?,
+            rand((cfg.n_embd, cfg.n_embd), 0.3, q5)?,
         ));
         if cfg.arch == "qwen2" {
             tensors.push((p("attn_q.bias"), zeros(cfg.n_embd)?));
             tensors.push((p("attn_k.bias"), zeros(kv)?));
             tensors.push((p("attn_v.bias"), zeros(kv)?));
         }
-        tensors.push((p("ffn_gate.weight"), rand((cfg.ffn, cfg.n_embd), 0.3)?));
-        tensors.push((p("ffn_up.weight"), rand((cfg.ffn, cfg.n_embd), 0.3)?));
-        tensors.push((p("ffn_down.weight"), rand((cfg.n_embd, cfg.ffn), 0.3)?));
+        tensors.push((p("ffn_gate.weight"), rand((cfg.ffn, cfg.n_embd), 0.3, q5)?));
+        tensors.push((p("ffn_up.weight"), rand((cfg.ffn, cfg.n_embd), 0.3, q5)?));
+        tensors.push((p("ffn_down.weight"), rand((cfg.n_embd, cfg.ffn), 0.3, q8)?));
     }
     let a = cfg.arch;
     let u32v = |x: usize| Value::U32(x as u32);

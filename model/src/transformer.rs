@@ -8,7 +8,8 @@
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use candle_core::quantized::{QMatMul, QTensor};
+use crate::kernels::{self, Format, QWeight};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use std::sync::Arc;
 
@@ -79,19 +80,65 @@ impl Config {
     }
 }
 
+/// A quantized linear layer: nib's kernels where they apply (see [`crate::kernels`]), candle's
+/// otherwise.
+pub enum Linear {
+    Fast(QWeight),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    pub fn new(t: QTensor) -> Result<Self> {
+        // Q8_0 stays with candle: its repacked AVX-512 kernel is as fast for one token.
+        let format = match t.dtype() {
+            GgmlDType::Q5_0 => Some(Format::Q5_0),
+            _ => None,
+        };
+        if let (true, Some(format), Ok((n, k))) = (kernels::available(), format, t.shape().dims2())
+        {
+            if let Some(w) = QWeight::new(format, n, k, t.data()?.into_owned()) {
+                return Ok(Linear::Fast(w));
+            }
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(q) => Ok(q.forward(x)?),
+            Linear::Fast(w) => {
+                let mut dims = x.dims().to_vec();
+                let k = *dims.last().unwrap_or(&0);
+                if k != w.k {
+                    return Err(ModelError::Inference(format!(
+                        "linear layer expects {} inputs, got {k}",
+                        w.k
+                    )));
+                }
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let m = xs.len() / k;
+                let mut out = vec![0f32; m * w.n];
+                kernels::matmul(&xs, m, w, &mut out);
+                *dims.last_mut().unwrap() = w.n;
+                Ok(Tensor::from_vec(out, dims, x.device())?)
+            }
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 pub struct Transformer {
@@ -99,7 +146,7 @@ pub struct Transformer {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     /// Rotary frequencies, one per pair of head dimensions.
     inv_freq: Vec<f32>,
     device: Device,
@@ -151,17 +198,16 @@ impl Transformer {
         let cfg = Config::from_gguf(g)?;
         let embed = Arc::new(g.tensor("token_embd.weight", device)?);
         let output = if g.has_tensor("output.weight") {
-            QMatMul::from_qtensor(g.tensor("output.weight", device)?)?
+            Linear::new(g.tensor("output.weight", device)?)?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            Linear::Candle(QMatMul::from_arc(embed.clone())?)
         };
         let norm = g.tensor("output_norm.weight", device)?.dequantize(device)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |name: &str| format!("blk.{i}.{name}");
-            let mut mm = |name: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(g.tensor(&p(name), device)?)?)
-            };
+            let mut mm =
+                |name: &str| -> Result<Linear> { Linear::new(g.tensor(&p(name), device)?) };
             let (wq, wk, wv, wo) = (
                 mm("attn_q.weight")?,
                 mm("attn_k.weight")?,
@@ -245,7 +291,7 @@ impl Transformer {
         for (i, layer) in self.layers.iter().enumerate() {
             // Attention block.
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let project = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            let project = |w: &Linear, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
                 let mut y = w.forward(&h)?;
                 if let Some(b) = b {
                     y = y.broadcast_add(b)?;

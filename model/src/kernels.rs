@@ -1,0 +1,390 @@
+//! Quantized weights × activations on the CPU, where candle is slow.
+//!
+//! candle 0.11 multiplies Q5_0 weights (most of Qwen2.5-Coder-0.5B's "Q4_K_M" file) with a scalar
+//! loop, and runs a prompt of `m` tokens as `m` separate passes over every weight. Here a weight
+//! row is decoded once into unsigned 8-bit codes and then dotted with every activation row while
+//! it sits in L1, with AVX-512 VNNI (`vpdpbusd`: 64 u8×i8 products per instruction).
+//!
+//! The maths: a weight block is `x = a·(u − c)` with `u` unsigned (Q5_0: `u = x/a + 16`, 0..31;
+//! Q8_0: `u = x/a + 128`), activations are quantized per 32-block as `y = d·q` (`q` i8). So
+//! `Σ x·y = a·d·Σ u·q − c·a·(d·Σq)`: one VNNI dot per block plus a correction from per-block sums
+//! computed once per activation row.
+//!
+//! On CPUs without AVX-512 VNNI the caller keeps candle's own kernels ([`available`] is false).
+
+use half::f16;
+
+/// Elements per quantization block (Q5_0, Q8_0 and the activations).
+pub const QK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Q5_0,
+    Q8_0,
+}
+
+impl Format {
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Format::Q5_0 => 22,
+            Format::Q8_0 => 34,
+        }
+    }
+
+    fn offset(self) -> f32 {
+        match self {
+            Format::Q5_0 => 16.0,
+            Format::Q8_0 => 128.0,
+        }
+    }
+}
+
+/// A weight matrix of `n` rows (output features) by `k` columns, in GGUF block layout.
+pub struct QWeight {
+    pub format: Format,
+    pub n: usize,
+    pub k: usize,
+    data: Vec<u8>,
+}
+
+impl QWeight {
+    pub fn new(format: Format, n: usize, k: usize, data: Vec<u8>) -> Option<Self> {
+        let ok = k.is_multiple_of(QK) && data.len() == n * (k / QK) * format.block_bytes();
+        ok.then_some(Self { format, n, k, data })
+    }
+
+    pub fn size_in_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Decodes row `j` into unsigned codes `u` (k bytes) and block scales `a` (k/32).
+    fn expand_row(&self, j: usize, u: &mut [u8], a: &mut [f32]) {
+        let nb = self.k / QK;
+        let bb = self.format.block_bytes();
+        let row = &self.data[j * nb * bb..(j + 1) * nb * bb];
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: `available` checked the CPU features the function is compiled for.
+            unsafe { x86::expand_row(self.format, row, u, a) };
+            return;
+        }
+        expand_row_scalar(self.format, row, u, a);
+    }
+}
+
+fn expand_row_scalar(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
+    let bb = format.block_bytes();
+    for (b, blk) in row.chunks_exact(bb).enumerate() {
+        a[b] = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        let out = &mut u[b * QK..(b + 1) * QK];
+        match format {
+            Format::Q5_0 => {
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                for j in 0..16 {
+                    let q = blk[6 + j];
+                    out[j] = (q & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+                    out[j + 16] = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+            }
+            Format::Q8_0 => {
+                for j in 0..QK {
+                    out[j] = blk[2 + j] ^ 0x80;
+                }
+            }
+        }
+    }
+}
+
+/// Activations quantized to 8 bits per 32-block.
+pub struct QActs {
+    pub m: usize,
+    pub k: usize,
+    pub q: Vec<i8>,
+    /// Block scales, `m × k/32`.
+    pub d: Vec<f32>,
+    /// `d · Σq` per block, `m × k/32`.
+    pub ds: Vec<f32>,
+}
+
+/// Quantizes `m` rows of `k` activations (round half away from zero, as ggml does).
+pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
+    let nb = k / QK;
+    let mut q = vec![0i8; m * k];
+    let mut d = vec![0f32; m * nb];
+    let mut ds = vec![0f32; m * nb];
+    for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
+        let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let mut sum = 0i32;
+        for (o, v) in qb.iter_mut().zip(blk) {
+            let r = (v * inv).round() as i32;
+            *o = r as i8;
+            sum += r;
+        }
+        d[i] = scale;
+        ds[i] = scale * sum as f32;
+    }
+    QActs { m, k, q, d, ds }
+}
+
+/// Whether this CPU runs the fast kernels (x86-64 with AVX-512 BW/VL and VNNI), unless the
+/// environment variable `NIB_KERNELS=candle` asks for candle's.
+pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("NIB_KERNELS").is_ok_and(|v| v == "candle") {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// One weight row (codes `u`, scales `a`) against one activation row.
+fn dot(u: &[u8], a: &[f32], offset: f32, q: &[i8], d: &[f32], ds: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `available` checked the CPU features the function is compiled for.
+        return unsafe { x86::dot(u, a, offset, q, d, ds) };
+    }
+    dot_scalar(u, a, offset, q, d, ds)
+}
+
+pub fn dot_scalar(u: &[u8], a: &[f32], offset: f32, q: &[i8], d: &[f32], ds: &[f32]) -> f32 {
+    let mut sum = 0f32;
+    for b in 0..a.len() {
+        let mut s = 0i32;
+        for j in b * QK..(b + 1) * QK {
+            s += u[j] as i32 * q[j] as i32;
+        }
+        sum += a[b] * (d[b] * s as f32 - offset * ds[b]);
+    }
+    sum
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: tasks write disjoint rows through it (see `matmul`).
+unsafe impl Sync for SyncPtr {}
+
+/// `out (m × n) = x (m × k) · wᵀ`, rows of `x` and `out` contiguous.
+pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {
+    assert_eq!(x.len(), m * w.k, "activations are not m × k");
+    assert_eq!(out.len(), m * w.n, "output is not m × n");
+    let acts = quantize_acts(x, m, w.k);
+    let nb = w.k / QK;
+    let offset = w.format.offset();
+    // Each task owns a run of weight rows: decode a row once, dot it with every activation row.
+    // The tasks run on candle's own worker threads, so the two never compete for the cores.
+    let rows_per_task = 16;
+    let n_tasks = w.n.div_ceil(rows_per_task);
+    let mut out_t = vec![0f32; w.n * m]; // transposed: one run of m values per weight row
+    let out_ptr = SyncPtr(out_t.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(n_tasks, |tasks| {
+        let out_ptr = &out_ptr;
+        let mut u = vec![0u8; w.k];
+        let mut a = vec![0f32; nb];
+        for t in tasks {
+            let rows = t * rows_per_task..((t + 1) * rows_per_task).min(w.n);
+            for j in rows {
+                w.expand_row(j, &mut u, &mut a);
+                // SAFETY: row j of `out_t` is written by this task alone.
+                let col = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(j * m), m) };
+                for (i, o) in col.iter_mut().enumerate() {
+                    *o = dot(
+                        &u,
+                        &a,
+                        offset,
+                        &acts.q[i * w.k..(i + 1) * w.k],
+                        &acts.d[i * nb..(i + 1) * nb],
+                        &acts.ds[i * nb..(i + 1) * nb],
+                    );
+                }
+            }
+        }
+    });
+    if m == 1 {
+        out.copy_from_slice(&out_t);
+    } else {
+        for (j, col) in out_t.chunks_exact(m).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                out[i * w.n + j] = *v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Format, QK};
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn expand_row(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
+        let bb = format.block_bytes();
+        let nb = row.len() / bb;
+        debug_assert!(u.len() >= nb * QK && a.len() >= nb);
+        let low = _mm_set1_epi8(0x0f);
+        let high_bit = _mm256_set1_epi8(0x10);
+        let flip = _mm256_set1_epi8(-128);
+        for b in 0..nb {
+            let blk = row.as_ptr().add(b * bb);
+            *a.get_unchecked_mut(b) = f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+            let v = match format {
+                Format::Q5_0 => {
+                    let qh = (blk.add(2) as *const u32).read_unaligned();
+                    let qs = _mm_loadu_si128(blk.add(6) as *const __m128i);
+                    let lo = _mm_and_si128(qs, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+                    let v = _mm256_set_m128i(hi, lo);
+                    _mm256_mask_add_epi8(v, qh, v, high_bit)
+                }
+                Format::Q8_0 => {
+                    _mm256_xor_si256(_mm256_loadu_si256(blk.add(2) as *const __m256i), flip)
+                }
+            };
+            _mm256_storeu_si256(u.as_mut_ptr().add(b * QK) as *mut __m256i, v);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot(u: &[u8], a: &[f32], offset: f32, q: &[i8], d: &[f32], ds: &[f32]) -> f32 {
+        let nb = a.len();
+        let mut acc = _mm512_setzero_ps();
+        let mut b = 0;
+        while b + 2 <= nb {
+            let uv = _mm512_loadu_si512(u.as_ptr().add(b * QK) as *const _);
+            let qv = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const _);
+            let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uv, qv);
+            let s0 = _mm512_set1_ps(*a.get_unchecked(b) * *d.get_unchecked(b));
+            let s1 = _mm512_set1_ps(*a.get_unchecked(b + 1) * *d.get_unchecked(b + 1));
+            let s = _mm512_mask_blend_ps(0xff00, s0, s1);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc);
+            b += 2;
+        }
+        let mut sum = _mm512_reduce_add_ps(acc);
+        if b < nb {
+            let uv = _mm256_loadu_si256(u.as_ptr().add(b * QK) as *const __m256i);
+            let qv = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
+            let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uv, qv);
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, dp);
+            sum += a[b] * d[b] * lanes.iter().sum::<i32>() as f32;
+        }
+        let mut correction = 0f32;
+        for b in 0..nb {
+            correction += *a.get_unchecked(b) * *ds.get_unchecked(b);
+        }
+        sum - offset * correction
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expansion_matches_scalar() {
+        let mut seed = 7;
+        let bytes: Vec<u8> = rand_vec(22 * 28, &mut seed)
+            .iter()
+            .map(|v| (v * 127.0) as i8 as u8)
+            .collect();
+        // Keep the f16 scales finite.
+        let mut bytes = bytes;
+        for b in bytes.chunks_exact_mut(22) {
+            b[0..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+        }
+        let w = QWeight::new(Format::Q5_0, 1, 896, bytes.clone()).unwrap();
+        let (mut u1, mut a1) = (vec![0u8; 896], vec![0f32; 28]);
+        let (mut u2, mut a2) = (vec![0u8; 896], vec![0f32; 28]);
+        w.expand_row(0, &mut u1, &mut a1);
+        expand_row_scalar(Format::Q5_0, &bytes, &mut u2, &mut a2);
+        assert_eq!(u1, u2);
+        assert_eq!(a1, a2);
+        assert!(u1.iter().all(|&x| x < 32));
+    }
+}
+
+#[cfg(test)]
+mod reference {
+    //! The kernels against candle's own quantized matmul, on random weights of the model's
+    //! shapes (the real weights are checked in tests/kernels_real.rs).
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+        let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (x, y)| {
+            (n + ((x - y) as f64).powi(2), d + (*x as f64).powi(2))
+        });
+        (num / den).sqrt()
+    }
+
+    #[test]
+    fn q5_0_matches_candle() {
+        let dev = Device::Cpu;
+        for (n, k, m) in [(64, 896, 1), (200, 896, 7), (96, 4864, 3), (40, 96, 5)] {
+            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
+            let ours = QWeight::new(Format::Q5_0, n, k, q.data().unwrap().into_owned()).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let want = QMatMul::from_qtensor(q)
+                .unwrap()
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = vec![0f32; m * n];
+            matmul(
+                &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                m,
+                &ours,
+                &mut got,
+            );
+            let e = rel_err(&want, &got);
+            assert!(e <= 1e-3, "{n}x{k} m={m}: relative error {e}");
+        }
+    }
+
+    #[test]
+    fn q8_0_matches_candle() {
+        let dev = Device::Cpu;
+        let (n, k, m) = (48, 896, 4);
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let ours = QWeight::new(Format::Q8_0, n, k, q.data().unwrap().into_owned()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let want = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut got = vec![0f32; m * n];
+        matmul(
+            &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            m,
+            &ours,
+            &mut got,
+        );
+        assert!(rel_err(&want, &got) <= 1e-3);
+    }
+}
