@@ -89,9 +89,10 @@ pub enum Linear {
 
 impl Linear {
     pub fn new(t: QTensor) -> Result<Self> {
-        // Q8_0 stays with candle: its repacked AVX-512 kernel is as fast for one token.
+        // K-quants stay with candle: its kernels for them are fast already.
         let format = match t.dtype() {
             GgmlDType::Q5_0 => Some(Format::Q5_0),
+            GgmlDType::Q8_0 => Some(Format::Q8_0),
             _ => None,
         };
         if let (true, Some(format), Ok((n, k))) = (kernels::available(), format, t.shape().dims2())
@@ -322,9 +323,10 @@ impl Transformer {
             let t = pos + l;
             // Grouped-query attention without copying K/V: the query heads that share one KV head
             // are stacked along the sequence axis.
-            let qg = q.reshape((1, cfg.n_kv_head, n_rep * l, cfg.head_dim))?;
+            // Scaling the queries costs l·d multiplications; scaling the scores would cost l·t.
             let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-            let att = (qg.matmul(&k.t()?)? * scale)?;
+            let qg = (q * scale)?.reshape((1, cfg.n_kv_head, n_rep * l, cfg.head_dim))?;
+            let att = qg.matmul(&k.t()?)?;
             let att = match &mask {
                 Some(m) => att
                     .reshape((1, cfg.n_head, l, t))?
