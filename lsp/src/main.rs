@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Complete code at FILE:LINE:COL (1-based; the column counts characters).
     Complete(CompleteArgs),
+    /// Measure the engine: prefill and decode throughput, time to first token, memory.
+    Bench(BenchArgs),
     /// Fetch and list models.
     Model {
         #[command(subcommand)]
@@ -47,6 +49,21 @@ struct CompleteArgs {
     #[arg(long, default_value = "auto")]
     multiline: Multiline,
     /// Print one JSON object with timings.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -115,6 +132,7 @@ fn main() -> ExitCode {
     };
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Complete(args) => complete(args, start),
+        Command::Bench(args) => bench(args),
         Command::Model { command } => model(command),
     });
     match result {
@@ -146,6 +164,76 @@ fn model(cmd: ModelCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(usage("--threads must be at least 1"));
+        }
+        // candle sizes its thread pool from this on first use.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    if args.prompt_tokens < 8 || args.gen_tokens == 0 {
+        return Err(usage(
+            "--prompt-tokens must be at least 8 and --gen-tokens at least 1",
+        ));
+    }
+    set_threads(args.model.threads)?;
+    let model_path = resolve_model(&args.model.model)?;
+    let t = Instant::now();
+    let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let params = nib_model::bench::BenchParams {
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        ..Default::default()
+    };
+    let r = nib_model::bench::run(backend.as_ref(), &params).map_err(runtime)?;
+    let threads = candle_threads();
+    if args.json {
+        let mut v = serde_json::to_value(&r).map_err(runtime)?;
+        v["load_ms"] = serde_json::json!(load_ms);
+        v["model"] = serde_json::json!(backend.info().model);
+        v["backend"] = serde_json::json!(backend.info().backend);
+        v["threads"] = serde_json::json!(threads);
+        println!("{v}");
+    } else {
+        println!(
+            "model        {} ({}, {threads} threads)",
+            backend.info().model,
+            backend.info().backend
+        );
+        println!("load         {load_ms:.0} ms");
+        println!(
+            "prefill      {:.1} tok/s ({} tokens)",
+            r.prefill_tok_s, r.prompt_tokens
+        );
+        println!(
+            "decode       {:.1} tok/s ({} tokens)",
+            r.decode_tok_s, r.gen_tokens
+        );
+        println!("ttft cold    {:.0} ms", r.ttft_cold_ms);
+        println!(
+            "ttft reuse   {:.0} ms (one character typed; {} tokens reused)",
+            r.ttft_reuse_ms, r.reused_tokens
+        );
+        if let Some(mb) = r.peak_rss_mb {
+            println!("peak RSS     {mb:.0} MB");
+        }
+    }
+    Ok(())
+}
+
+fn candle_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
@@ -215,13 +303,7 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
         .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
 
-    if let Some(n) = args.model.threads {
-        if n == 0 {
-            return Err(usage("--threads must be at least 1"));
-        }
-        // candle sizes its thread pool from this on first use.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    set_threads(args.model.threads)?;
     let model_path = resolve_model(&args.model.model)?;
     let t_load = Instant::now();
     let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;

@@ -468,3 +468,168 @@ mod tests {
         check(GgmlDType::Q8_0, Format::Q8_0, 33, 160, 1);
     }
 }
+
+/// Causal attention of `l` new queries (positions `pos..pos + l`) over the cached keys.
+///
+/// `q` is `(n_head, l, head_dim)`; `k[g]` and `v[g]` hold KV head `g`'s cached positions,
+/// `(pos + l) × head_dim`; query head `h` reads KV head `h / (n_head / k.len())`. Returns
+/// `(l, n_head × head_dim)`, the layout the output projection takes. Tasks of a few queries of one
+/// head run on candle's worker pool; scores use a vectorisable `exp`.
+pub fn attention(
+    q: &[f32],
+    l: usize,
+    pos: usize,
+    k: &[Vec<f32>],
+    v: &[Vec<f32>],
+    n_head: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    let hd = head_dim;
+    let n_rep = n_head / k.len().max(1);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; l * n_head * hd];
+    let per_task = 8;
+    let blocks = l.div_ceil(per_task);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(n_head * blocks, |tasks| {
+        let out_ptr = &out_ptr;
+        let mut scores = vec![0f32; pos + l];
+        let mut acc = vec![0f32; hd];
+        for t in tasks {
+            let (h, b) = (t / blocks, t % blocks);
+            let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
+            for i in b * per_task..((b + 1) * per_task).min(l) {
+                let qi = &q[(h * l + i) * hd..(h * l + i + 1) * hd];
+                let keys = pos + i + 1;
+                let s = &mut scores[..keys];
+                let mut max = f32::NEG_INFINITY;
+                for (j, sj) in s.iter_mut().enumerate() {
+                    *sj = dot_f32(qi, &kh[j * hd..(j + 1) * hd]) * scale;
+                    max = max.max(*sj);
+                }
+                let sum = exp_shifted(s, max);
+                acc.fill(0.0);
+                for (j, &p) in s.iter().enumerate() {
+                    for (a, x) in acc.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
+                        *a += p * x;
+                    }
+                }
+                let inv = 1.0 / sum;
+                // SAFETY: (query i, head h) is written by this task alone, inside l × n_head × hd.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), hd)
+                };
+                for (o, a) in o.iter_mut().zip(&acc) {
+                    *o = a * inv;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Dot product with 16 independent lanes, so that it vectorises without fast-math.
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Replaces each `x` by `exp(x − max)` and returns their sum.
+fn exp_shifted(xs: &mut [f32], max: f32) -> f32 {
+    for x in xs.iter_mut() {
+        *x = fast_exp(*x - max);
+    }
+    xs.iter().sum()
+}
+
+/// `exp(x)` for `x ≤ 0` to about 1e-5 relative error: `2^n · 2^f` with a degree-6 polynomial
+/// for `2^f`, written so that the compiler vectorises it.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    let n = t.floor();
+    let f = t - n;
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        for i in 0..=10_000 {
+            let x = -(i as f32) * 0.0087;
+            let (want, got) = (x.exp(), fast_exp(x));
+            assert!(
+                (want - got).abs() <= 2e-5 * want + 1e-30,
+                "exp({x}) = {want}, got {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_naive_softmax() {
+        let (n_head, n_kv, hd, pos, l) = (4, 2, 64, 5, 3);
+        let t = pos + l;
+        let mut seed = 3u64;
+        let mut r = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        let q: Vec<f32> = (0..n_head * l * hd).map(|_| r() * 4.0).collect();
+        let k: Vec<Vec<f32>> = (0..n_kv)
+            .map(|_| (0..t * hd).map(|_| r()).collect())
+            .collect();
+        let v: Vec<Vec<f32>> = (0..n_kv)
+            .map(|_| (0..t * hd).map(|_| r()).collect())
+            .collect();
+        let got = attention(&q, l, pos, &k, &v, n_head, hd);
+        for h in 0..n_head {
+            let g = h / (n_head / n_kv);
+            for i in 0..l {
+                let qi = &q[(h * l + i) * hd..(h * l + i + 1) * hd];
+                let keys = pos + i + 1;
+                let s: Vec<f64> = (0..keys)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| (qi[d] * k[g][j * hd + d]) as f64)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                for d in 0..hd {
+                    let want: f64 = (0..keys)
+                        .map(|j| (s[j] - m).exp() / z * v[g][j * hd + d] as f64)
+                        .sum();
+                    let have = got[(i * n_head + h) * hd + d] as f64;
+                    assert!(
+                        (want - have).abs() < 1e-5,
+                        "h{h} i{i} d{d}: {want} vs {have}"
+                    );
+                }
+            }
+        }
+    }
+}

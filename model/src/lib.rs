@@ -19,6 +19,7 @@
 //! goes into a prompt is the indexer's and the server's business; this crate only lays it out.
 
 pub mod backend;
+pub mod bench;
 pub mod error;
 pub mod fetch;
 pub mod generate;

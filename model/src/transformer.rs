@@ -153,18 +153,21 @@ pub struct Transformer {
     device: Device,
 }
 
-/// Keys and values of every layer for the tokens seen so far: `(1, n_kv_head, len, head_dim)`.
+/// Keys and values of every layer for the tokens seen so far: per layer, per KV head, one
+/// `len × head_dim` run of f32. Appending is amortised O(1); cutting back is free.
 pub struct KvCache {
-    k: Vec<Option<Tensor>>,
-    v: Vec<Option<Tensor>>,
+    k: Vec<Vec<Vec<f32>>>,
+    v: Vec<Vec<Vec<f32>>>,
+    head_dim: usize,
     len: usize,
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize) -> Self {
+    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize) -> Self {
         Self {
-            k: vec![None; n_layer],
-            v: vec![None; n_layer],
+            k: vec![vec![Vec::new(); n_kv_head]; n_layer],
+            v: vec![vec![Vec::new(); n_kv_head]; n_layer],
+            head_dim,
             len: 0,
         }
     }
@@ -182,15 +185,20 @@ impl KvCache {
         if n >= self.len {
             return Ok(());
         }
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            if let Some(x) = t.take() {
-                if n > 0 {
-                    *t = Some(x.narrow(2, 0, n)?);
-                }
-            }
+        for head in self.k.iter_mut().chain(self.v.iter_mut()).flatten() {
+            head.truncate(n * self.head_dim);
         }
         self.len = n;
         Ok(())
+    }
+
+    /// Appends `l` new positions of layer `layer` from `(n_kv_head, l, head_dim)` data.
+    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], l: usize) {
+        let run = l * self.head_dim;
+        for (g, (kh, vh)) in self.k[layer].iter_mut().zip(&mut self.v[layer]).enumerate() {
+            kh.extend_from_slice(&k[g * run..(g + 1) * run]);
+            vh.extend_from_slice(&v[g * run..(g + 1) * run]);
+        }
     }
 }
 
@@ -268,7 +276,7 @@ impl Transformer {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.n_layer)
+        KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim)
     }
 
     /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last one, `(vocab,)`.
@@ -283,12 +291,6 @@ impl Transformer {
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, L, D)
         let (cos, sin) = self.rope_tables(pos, l)?;
-        let mask = if l > 1 {
-            Some(self.causal_mask(pos, l)?)
-        } else {
-            None
-        };
-        let n_rep = cfg.n_head / cfg.n_kv_head;
         for (i, layer) in self.layers.iter().enumerate() {
             // Attention block.
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
@@ -314,32 +316,19 @@ impl Transformer {
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
             };
-            let (k, v) = match (&cache.k[i], &cache.v[i]) {
-                (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                _ => (k, v),
-            };
-            cache.k[i] = Some(k.clone());
-            cache.v[i] = Some(v.clone());
-            let t = pos + l;
-            // Grouped-query attention without copying K/V: the query heads that share one KV head
-            // are stacked along the sequence axis.
-            // Scaling the queries costs l·d multiplications; scaling the scores would cost l·t.
-            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-            let qg = (q * scale)?.reshape((1, cfg.n_kv_head, n_rep * l, cfg.head_dim))?;
-            let att = qg.matmul(&k.t()?)?;
-            let att = match &mask {
-                Some(m) => att
-                    .reshape((1, cfg.n_head, l, t))?
-                    .broadcast_add(m)?
-                    .reshape((1, cfg.n_kv_head, n_rep * l, t))?,
-                None => att,
-            };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att
-                .matmul(&v)?
-                .reshape((1, cfg.n_head, l, cfg.head_dim))?
-                .transpose(1, 2)?
-                .reshape((1, l, cfg.n_head * cfg.head_dim))?;
+            let as_vec =
+                |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+            cache.append(i, &as_vec(&k)?, &as_vec(&v)?, l);
+            let y = kernels::attention(
+                &as_vec(&q)?,
+                l,
+                pos,
+                &cache.k[i],
+                &cache.v[i],
+                cfg.n_head,
+                cfg.head_dim,
+            );
+            let y = Tensor::from_vec(y, (1, l, cfg.n_head * cfg.head_dim), &self.device)?;
             x = (x + layer.wo.forward(&y)?)?;
             // Feed-forward block.
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
@@ -366,15 +355,6 @@ impl Transformer {
         }
         let angles = Tensor::from_vec(angles, (l, half), &self.device)?;
         Ok((angles.cos()?, angles.sin()?))
-    }
-
-    /// `(l, pos + l)`: 0 where query `i` may see key `j`, minus infinity after it.
-    fn causal_mask(&self, pos: usize, l: usize) -> Result<Tensor> {
-        let t = pos + l;
-        let mask: Vec<f32> = (0..l)
-            .flat_map(|i| (0..t).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        Ok(Tensor::from_vec(mask, (l, t), &self.device)?)
     }
 }
 

@@ -1,0 +1,111 @@
+//! Engine throughput and latency on one backend, as `nib bench` reports them.
+//!
+//! The prompt is a fill-in-the-middle prompt over real source text (nib's own), of a chosen size:
+//! prefix, then a short suffix, as the server lays them out. Measured: prefill and decode
+//! throughput, time to the first token cold, and after typing one more character into the prefix
+//! with the session's cache reused.
+
+use crate::backend::Backend;
+use crate::error::{ModelError, Result};
+use crate::generate::{generate, CancelToken, GenerateParams};
+use crate::prompt::{self, FimTokens, PromptParts};
+
+/// Source text the bench prompts are cut from.
+const CORPUS: &[&str] = &[
+    include_str!("transformer.rs"),
+    include_str!("tokenizer.rs"),
+    include_str!("generate.rs"),
+    include_str!("kernels.rs"),
+    include_str!("fetch.rs"),
+    include_str!("gguf.rs"),
+];
+
+#[derive(Debug, Clone)]
+pub struct BenchParams {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    /// Tokens of the prompt that are suffix (after the cursor).
+    pub suffix_tokens: usize,
+}
+
+impl Default for BenchParams {
+    fn default() -> Self {
+        Self {
+            prompt_tokens: 512,
+            gen_tokens: 128,
+            suffix_tokens: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub ttft_cold_ms: f64,
+    pub ttft_reuse_ms: f64,
+    /// Prompt tokens whose cache entries the one-character edit reused.
+    pub reused_tokens: usize,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Text of `n` tokens cut from the corpus, at a token boundary.
+fn text_of(tok: &crate::Tokenizer, n: usize, skip_chars: usize) -> String {
+    let mut corpus = String::new();
+    while corpus.len() < skip_chars + n * 8 {
+        for part in CORPUS {
+            corpus.push_str(part);
+        }
+    }
+    let ids = tok.encode(&corpus[skip_chars..]);
+    tok.decode(&ids[..n.min(ids.len())])
+}
+
+pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).ok_or(ModelError::NoFim)?;
+    let suffix_tokens = p.suffix_tokens.min(p.prompt_tokens / 4);
+    let prefix_tokens = p.prompt_tokens.saturating_sub(suffix_tokens + 3).max(1);
+    let prefix = text_of(&tok, prefix_tokens, 0);
+    let suffix = text_of(&tok, suffix_tokens, 20_000);
+    let parts = |prefix: &str| PromptParts {
+        prefix: prefix.to_string(),
+        suffix: suffix.clone(),
+        ..Default::default()
+    };
+    let ids = prompt::build(&tok, &fim, &parts(&prefix));
+    // Always decode the full count: no stop tokens, specials banned.
+    let mut params = GenerateParams::new(&tok, Vec::new(), p.gen_tokens.max(1), false);
+    params.banned = tok.special_ids();
+    let cancel = CancelToken::new();
+
+    let mut session = backend.new_session();
+    let cold = generate(session.as_mut(), &tok, &ids, &params, &cancel)?;
+
+    // One more character typed at the cursor, same session.
+    let edited = prompt::build(&tok, &fim, &parts(&format!("{prefix}x")));
+    params.max_tokens = 1;
+    let reuse = generate(session.as_mut(), &tok, &edited, &params, &cancel)?;
+
+    let decoded = cold.tokens.len().saturating_sub(1).max(1);
+    Ok(BenchReport {
+        prompt_tokens: ids.len(),
+        gen_tokens: cold.tokens.len(),
+        prefill_tok_s: ids.len() as f64 / (cold.prefill_ms / 1e3),
+        decode_tok_s: decoded as f64 / (cold.decode_ms / 1e3),
+        ttft_cold_ms: cold.prefill_ms,
+        ttft_reuse_ms: reuse.prefill_ms,
+        reused_tokens: reuse.reused_tokens,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
