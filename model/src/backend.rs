@@ -4,6 +4,7 @@
 //! never `#[cfg]` spread through the pipeline.
 
 use crate::error::{ModelError, Result};
+use crate::generate::CancelToken;
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
 use crate::transformer::{KvCache, Transformer};
@@ -48,7 +49,8 @@ pub trait Session: Send {
     /// Forgets every cached position from `n` on.
     fn truncate(&mut self, n: usize) -> Result<()>;
     /// Appends `tokens` at the end of the cache and returns the logits after the last of them.
-    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// A cancelled feed returns `ModelError::Cancelled` and leaves the session as it was.
+    fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>>;
 }
 
 pub trait Backend: Send + Sync {
@@ -127,7 +129,7 @@ impl Session for CpuSession {
         Ok(())
     }
 
-    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>> {
         if self.tokens.len() + tokens.len() > self.model.cfg.context_length {
             return Err(ModelError::Inference(format!(
                 "{} tokens do not fit the model's context of {}",
@@ -135,7 +137,7 @@ impl Session for CpuSession {
                 self.model.cfg.context_length
             )));
         }
-        let logits = self.model.forward(tokens, &mut self.cache)?;
+        let logits = self.model.forward(tokens, &mut self.cache, Some(cancel))?;
         self.tokens.extend_from_slice(tokens);
         crate::transformer::logits_vec(&logits)
     }

@@ -109,7 +109,7 @@ pub fn generate(
         if cancel.is_cancelled() {
             return Err(ModelError::Cancelled);
         }
-        logits = session.feed(chunk)?;
+        logits = session.feed(chunk, cancel)?;
     }
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
@@ -147,7 +147,7 @@ pub fn generate(
         if tokens.len() == params.max_tokens {
             break;
         }
-        logits = session.feed(&[next])?;
+        logits = session.feed(&[next], cancel)?;
     }
     Ok(Generation {
         text: String::from_utf8_lossy(&bytes).into_owned(),

@@ -7,6 +7,7 @@
 //! caller, and can be cut back to any length so that a new prompt reuses its common prefix.
 
 use crate::error::{ModelError, Result};
+use crate::generate::CancelToken;
 use crate::gguf::GgufFile;
 use crate::kernels::{self, Format, QWeight};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -180,15 +181,12 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets every position from `n` on.
+    /// Forgets every position from `n` on (also in layers a cancelled pass had reached).
     pub fn truncate(&mut self, n: usize) -> Result<()> {
-        if n >= self.len {
-            return Ok(());
-        }
         for head in self.k.iter_mut().chain(self.v.iter_mut()).flatten() {
             head.truncate(n * self.head_dim);
         }
-        self.len = n;
+        self.len = self.len.min(n);
         Ok(())
     }
 
@@ -280,7 +278,13 @@ impl Transformer {
     }
 
     /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last one, `(vocab,)`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    /// `cancel` is checked between layers; a cancelled pass leaves the cache as it was.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (l, pos) = (tokens.len(), cache.len);
         if l == 0 {
@@ -292,6 +296,10 @@ impl Transformer {
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, L, D)
         let (cos, sin) = self.rope_tables(pos, l)?;
         for (i, layer) in self.layers.iter().enumerate() {
+            if cancel.is_some_and(CancelToken::is_cancelled) {
+                cache.truncate(pos)?;
+                return Err(ModelError::Cancelled);
+            }
             // Attention block.
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
             let project = |w: &Linear, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {

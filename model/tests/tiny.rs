@@ -88,11 +88,14 @@ fn chunked_prefill_matches_one_pass() {
     let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
     let tok = backend.tokenizer().clone();
     let ids = tok.encode("let counts = HashMap::new();\nfor word in text.split_whitespace() {\n");
-    let one = backend.new_session().feed(&ids).unwrap();
+    let one = backend
+        .new_session()
+        .feed(&ids, &CancelToken::new())
+        .unwrap();
     let mut s = backend.new_session();
     let mut chunked = Vec::new();
     for c in ids.chunks(5) {
-        chunked = s.feed(c).unwrap();
+        chunked = s.feed(c, &CancelToken::new()).unwrap();
     }
     let max_diff = one
         .iter()
@@ -156,7 +159,36 @@ fn llama_architecture_loads_too() {
     nib_model::tiny::write(&path, &cfg).unwrap();
     let backend = load_backend(BackendKind::Cpu, &path).unwrap();
     let tok = backend.tokenizer().clone();
-    let logits = backend.new_session().feed(&tok.encode("fn main")).unwrap();
+    let logits = backend
+        .new_session()
+        .feed(&tok.encode("fn main"), &CancelToken::new())
+        .unwrap();
     assert_eq!(logits.len(), tok.vocab_size());
     assert!(logits.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn cancelled_feed_leaves_the_session_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let mut s = backend.new_session();
+    let head = tok.encode("fn main() {");
+    let want = s.feed(&head, &CancelToken::new()).unwrap();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let r = s.feed(&tok.encode(" let x = 1;"), &cancel);
+    assert!(matches!(r, Err(ModelError::Cancelled)));
+    assert_eq!(s.tokens(), &head[..]);
+    // The cache holds exactly the head again: re-feeding its last token gives the same logits.
+    s.truncate(head.len() - 1).unwrap();
+    let again = s
+        .feed(&head[head.len() - 1..], &CancelToken::new())
+        .unwrap();
+    let diff = want
+        .iter()
+        .zip(&again)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "{diff}");
 }
