@@ -48,6 +48,8 @@ pub trait Session: Send {
     fn tokens(&self) -> &[u32];
     /// Forgets every cached position from `n` on.
     fn truncate(&mut self, n: usize) -> Result<()>;
+    /// Positions the session can hold at most.
+    fn context_length(&self) -> usize;
     /// Appends `tokens` at the end of the cache and returns the logits after the last of them.
     /// A cancelled feed returns `ModelError::Cancelled` and leaves the session as it was.
     fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>>;
@@ -79,6 +81,15 @@ impl CpuBackend {
         // Check the architecture before the tokenizer, so an unsupported model says so first.
         crate::transformer::Arch::from_name(g.architecture()?)?;
         let tokenizer = Arc::new(Tokenizer::from_gguf(&g)?);
+        // The vocabulary's metadata copies are no longer needed: free them before the weights
+        // come in, so they do not add to the peak.
+        for key in [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+        ] {
+            g.content.metadata.remove(key);
+        }
         let model = Arc::new(Transformer::load(&mut g, &Device::Cpu)?);
         Ok(Self {
             model,
@@ -127,6 +138,10 @@ impl Session for CpuSession {
         self.cache.truncate(n)?;
         self.tokens.truncate(n);
         Ok(())
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.cfg.context_length
     }
 
     fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>> {

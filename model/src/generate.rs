@@ -56,7 +56,7 @@ impl GenerateParams {
             stops,
             banned,
             single_line,
-            prefill_chunk: 256,
+            prefill_chunk: 128,
             stop_check: None,
         }
     }
@@ -81,6 +81,27 @@ pub struct Generation {
     pub reused_tokens: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Set when the prompt had to be cut to fit the context.
+    pub warning: Option<String>,
+}
+
+/// Cuts a prompt that leaves no room for `max_tokens` in a context of `limit`: tokens go from the
+/// left, after the first one (the layout's opening marker).
+pub fn fit_context(prompt: &[u32], max_tokens: usize, limit: usize) -> (Vec<u32>, Option<String>) {
+    let keep = limit.saturating_sub(max_tokens).max(2);
+    if prompt.len() <= keep {
+        return (prompt.to_vec(), None);
+    }
+    let cut = prompt.len() - keep;
+    let mut out = Vec::with_capacity(keep);
+    out.push(prompt[0]);
+    out.extend_from_slice(&prompt[1 + cut..]);
+    let warning = format!(
+        "prompt of {} tokens does not fit the context of {limit} with {max_tokens} to generate: \
+         cut {cut} tokens from its start",
+        prompt.len()
+    );
+    (out, Some(warning))
 }
 
 /// Generates a completion of `prompt` in `session`.
@@ -94,6 +115,8 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(ModelError::Inference("empty prompt".into()));
     }
+    let (prompt, warning) = fit_context(prompt, params.max_tokens, session.context_length());
+    let prompt = &prompt[..];
     let t0 = Instant::now();
     // Reuse the cached common prefix, but always feed at least one token to get logits.
     let common = session
@@ -157,6 +180,7 @@ pub fn generate(
         reused_tokens: common,
         prefill_ms,
         decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+        warning,
     })
 }
 
@@ -181,7 +205,19 @@ pub fn end_of_first_line(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::end_of_first_line;
+    use super::{end_of_first_line, fit_context};
+
+    #[test]
+    fn long_prompts_lose_their_start_but_keep_the_marker() {
+        let prompt: Vec<u32> = (0..100).collect();
+        let (p, w) = fit_context(&prompt, 10, 200);
+        assert_eq!((p.len(), w), (100, None));
+        let (p, w) = fit_context(&prompt, 10, 60);
+        assert_eq!(p.len(), 50);
+        assert_eq!(p[0], 0);
+        assert_eq!(p[1..], prompt[51..]);
+        assert!(w.unwrap().contains("cut 50 tokens"));
+    }
 
     #[test]
     fn first_line_ends_after_text() {

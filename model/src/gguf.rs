@@ -6,7 +6,7 @@
 
 use crate::error::{ModelError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -151,6 +151,35 @@ impl GgufFile {
 
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
+    }
+
+    /// A tensor's storage type, shape (candle order: outermost first) and raw bytes, read straight
+    /// from the file with no intermediate copy.
+    pub fn raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>)> {
+        use std::io::{Seek, SeekFrom};
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("tensor {name} is missing"),
+            })?;
+        let (dtype, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
+        let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let mut bytes = vec![0u8; size];
+        let start = self.content.tensor_data_offset + info.offset;
+        let io = |e: std::io::Error| ModelError::Unreadable {
+            path: self.path.clone(),
+            detail: format!("tensor {name}: {e}"),
+        };
+        self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
+        self.reader.read_exact(&mut bytes).map_err(io)?;
+        Ok((dtype, dims, bytes))
+    }
+
+    pub fn dtype(&self, name: &str) -> Option<GgmlDType> {
+        self.content.tensor_infos.get(name).map(|i| i.ggml_dtype)
     }
 
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {

@@ -89,20 +89,26 @@ pub enum Linear {
 }
 
 impl Linear {
-    pub fn new(t: QTensor) -> Result<Self> {
+    /// Loads tensor `name`: formats nib's kernels handle are read straight into their own
+    /// buffer (no second copy of the weights, even for a moment); the rest go through candle.
+    pub fn load(g: &mut GgufFile, name: &str, device: &Device) -> Result<Self> {
         // K-quants stay with candle: its kernels for them are fast already.
-        let format = match t.dtype() {
-            GgmlDType::Q5_0 => Some(Format::Q5_0),
-            GgmlDType::Q8_0 => Some(Format::Q8_0),
+        let format = match g.dtype(name) {
+            Some(GgmlDType::Q5_0) => Some(Format::Q5_0),
+            Some(GgmlDType::Q8_0) => Some(Format::Q8_0),
             _ => None,
         };
-        if let (true, Some(format), Ok((n, k))) = (kernels::available(), format, t.shape().dims2())
-        {
-            if let Some(w) = QWeight::new(format, n, k, t.data()?.into_owned()) {
-                return Ok(Linear::Fast(w));
+        if let (true, Some(format)) = (kernels::available() && device.is_cpu(), format) {
+            let (_, dims, bytes) = g.raw(name)?;
+            if let [n, k] = dims[..] {
+                if let Some(w) = QWeight::new(format, n, k, bytes) {
+                    return Ok(Linear::Fast(w));
+                }
             }
         }
-        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
+        Ok(Linear::Candle(QMatMul::from_qtensor(
+            g.tensor(name, device)?,
+        )?))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -205,7 +211,7 @@ impl Transformer {
         let cfg = Config::from_gguf(g)?;
         let embed = Arc::new(g.tensor("token_embd.weight", device)?);
         let output = if g.has_tensor("output.weight") {
-            Linear::new(g.tensor("output.weight", device)?)?
+            Linear::load(g, "output.weight", device)?
         } else {
             Linear::Candle(QMatMul::from_arc(embed.clone())?)
         };
@@ -213,8 +219,7 @@ impl Transformer {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |name: &str| format!("blk.{i}.{name}");
-            let mut mm =
-                |name: &str| -> Result<Linear> { Linear::new(g.tensor(&p(name), device)?) };
+            let mut mm = |name: &str| -> Result<Linear> { Linear::load(g, &p(name), device) };
             let (wq, wk, wv, wo) = (
                 mm("attn_q.weight")?,
                 mm("attn_k.weight")?,

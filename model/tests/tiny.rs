@@ -192,3 +192,25 @@ fn cancelled_feed_leaves_the_session_as_it_was() {
         .fold(0f32, f32::max);
     assert!(diff < 1e-4, "{diff}");
 }
+
+#[test]
+fn prompt_longer_than_the_context_is_cut_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    let long = "let value = compute(1, 2, 3);\n".repeat(80); // well over 512 tokens
+    let ids = prompt_ids(&tok, &fim, &long);
+    assert!(ids.len() > 512);
+    let params = GenerateParams::new(&tok, fim.stops.clone(), 16, false);
+    let g = generate(
+        backend.new_session().as_mut(),
+        &tok,
+        &ids,
+        &params,
+        &CancelToken::new(),
+    )
+    .expect("a long prompt still completes");
+    assert!(g.prompt_tokens + 16 <= 512, "{}", g.prompt_tokens);
+    assert!(g.warning.unwrap().contains("does not fit"));
+}
