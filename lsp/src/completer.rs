@@ -74,6 +74,8 @@ pub struct Completion {
     pub stop: StopReason,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Set when the prompt had to be cut to fit the model's context.
+    pub warning: Option<String>,
 }
 
 pub struct Completer {
@@ -173,6 +175,7 @@ impl Completer {
             stop: generation.stop,
             prefill_ms: generation.prefill_ms,
             decode_ms: generation.decode_ms,
+            warning: generation.warning,
         })
     }
 }

@@ -63,6 +63,9 @@ struct BenchArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Prompt-lookup speculation: draft tokens at most (0: off).
+    #[arg(long, default_value_t = 0)]
+    draft: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -191,6 +194,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     let params = nib_model::bench::BenchParams {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
+        draft_len: args.draft,
         ..Default::default()
     };
     let r = nib_model::bench::run(backend.as_ref(), &params).map_err(runtime)?;
@@ -322,6 +326,9 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
     let c = completer
         .complete(&req, &CancelToken::new())
         .map_err(runtime)?;
+    if let Some(w) = &c.warning {
+        eprintln!("nib: warning: {w}");
+    }
     if args.json {
         let out = serde_json::json!({
             "completion": c.text,

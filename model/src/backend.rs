@@ -52,7 +52,17 @@ pub trait Session: Send {
     fn context_length(&self) -> usize;
     /// Appends `tokens` at the end of the cache and returns the logits after the last of them.
     /// A cancelled feed returns `ModelError::Cancelled` and leaves the session as it was.
-    fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>>;
+    fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>> {
+        Ok(self.feed_all(tokens, 1, cancel)?.pop().unwrap_or_default())
+    }
+    /// Like `feed`, but returns the logits after each of the last `n_out` tokens (for checking
+    /// a speculative draft in one pass).
+    fn feed_all(
+        &mut self,
+        tokens: &[u32],
+        n_out: usize,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<f32>>>;
 }
 
 pub trait Backend: Send + Sync {
@@ -144,7 +154,12 @@ impl Session for CpuSession {
         self.model.cfg.context_length
     }
 
-    fn feed(&mut self, tokens: &[u32], cancel: &CancelToken) -> Result<Vec<f32>> {
+    fn feed_all(
+        &mut self,
+        tokens: &[u32],
+        n_out: usize,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<f32>>> {
         if self.tokens.len() + tokens.len() > self.model.cfg.context_length {
             return Err(ModelError::Inference(format!(
                 "{} tokens do not fit the model's context of {}",
@@ -152,8 +167,12 @@ impl Session for CpuSession {
                 self.model.cfg.context_length
             )));
         }
-        let logits = self.model.forward(tokens, &mut self.cache, Some(cancel))?;
+        let logits = self
+            .model
+            .forward(tokens, &mut self.cache, Some(cancel), n_out)?;
         self.tokens.extend_from_slice(tokens);
-        crate::transformer::logits_vec(&logits)
+        let flat = crate::transformer::logits_vec(&logits)?;
+        let vocab = flat.len() / n_out.clamp(1, tokens.len());
+        Ok(flat.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect())
     }
 }

@@ -26,6 +26,8 @@ pub struct BenchParams {
     pub gen_tokens: usize,
     /// Tokens of the prompt that are suffix (after the cursor).
     pub suffix_tokens: usize,
+    /// Prompt-lookup speculation, draft tokens at most (0: off).
+    pub draft_len: usize,
 }
 
 impl Default for BenchParams {
@@ -34,6 +36,7 @@ impl Default for BenchParams {
             prompt_tokens: 512,
             gen_tokens: 128,
             suffix_tokens: 64,
+            draft_len: 0,
         }
     }
 }
@@ -48,6 +51,9 @@ pub struct BenchReport {
     pub ttft_reuse_ms: f64,
     /// Prompt tokens whose cache entries the one-character edit reused.
     pub reused_tokens: usize,
+    /// Speculation: draft tokens proposed and kept.
+    pub drafted: usize,
+    pub accepted: usize,
     pub peak_rss_mb: Option<f64>,
 }
 
@@ -79,6 +85,7 @@ pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
     // Always decode the full count: no stop tokens, specials banned.
     let mut params = GenerateParams::new(&tok, Vec::new(), p.gen_tokens.max(1), false);
     params.banned = tok.special_ids();
+    params.draft_len = p.draft_len;
     let cancel = CancelToken::new();
 
     let mut session = backend.new_session();
@@ -98,6 +105,8 @@ pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
         ttft_cold_ms: cold.prefill_ms,
         ttft_reuse_ms: reuse.prefill_ms,
         reused_tokens: reuse.reused_tokens,
+        drafted: cold.drafted,
+        accepted: cold.accepted,
         peak_rss_mb: peak_rss_mb(),
     })
 }

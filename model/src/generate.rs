@@ -38,6 +38,10 @@ pub struct GenerateParams {
     pub prefill_chunk: usize,
     /// Called with the text so far after each token; `Some(len)` ends the completion there.
     pub stop_check: Option<StopCheck>,
+    /// Prompt-lookup speculation: at most this many draft tokens, copied from the context where
+    /// its last tokens occurred before, are checked in one pass. 0 turns it off. The output is
+    /// the same as without it: a draft token is kept only where greedy decoding picks it.
+    pub draft_len: usize,
 }
 
 /// A caller's own stop rule over the generated text (e.g. "the block has ended").
@@ -58,6 +62,7 @@ impl GenerateParams {
             single_line,
             prefill_chunk: 128,
             stop_check: None,
+            draft_len: 0,
         }
     }
 }
@@ -83,6 +88,26 @@ pub struct Generation {
     pub decode_ms: f64,
     /// Set when the prompt had to be cut to fit the context.
     pub warning: Option<String>,
+    /// Speculation: draft tokens proposed, and how many of them greedy decoding kept.
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+/// Draft tokens for prompt-lookup speculation: where the last 3 (else 2) tokens of `context`
+/// occurred before, the up to `max` tokens that followed them (the latest occurrence wins).
+pub fn lookup_draft(context: &[u32], max: usize) -> Vec<u32> {
+    for n in [3usize, 2] {
+        if context.len() <= n || max == 0 {
+            continue;
+        }
+        let tail = &context[context.len() - n..];
+        let end = context.len() - n;
+        if let Some(start) = (0..end).rev().find(|&i| &context[i..i + n] == tail) {
+            let from = start + n;
+            return context[from..(from + max).min(context.len())].to_vec();
+        }
+    }
+    Vec::new()
 }
 
 /// Cuts a prompt that leaves no room for `max_tokens` in a context of `limit`: tokens go from the
@@ -137,40 +162,77 @@ pub fn generate(
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<u32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     let mut stop = StopReason::MaxTokens;
-    while tokens.len() < params.max_tokens {
-        if cancel.is_cancelled() {
-            return Err(ModelError::Cancelled);
+    let (mut drafted, mut accepted) = (0, 0);
+    // Applies the stop rules to one more token; `Some(reason)` ends the completion.
+    let emit = |t: u32, tokens: &mut Vec<u32>, bytes: &mut Vec<u8>| -> Option<StopReason> {
+        if params.stops.contains(&t) {
+            return Some(StopReason::StopToken);
         }
-        let next = argmax(&logits, &params.banned);
-        if params.stops.contains(&next) {
-            stop = StopReason::StopToken;
-            break;
-        }
-        tokens.push(next);
-        bytes.extend_from_slice(tok.token_bytes(next));
+        tokens.push(t);
+        bytes.extend_from_slice(tok.token_bytes(t));
         if params.single_line {
-            if let Some(end) = end_of_first_line(&bytes) {
+            if let Some(end) = end_of_first_line(bytes) {
                 bytes.truncate(end);
-                stop = StopReason::EndOfLine;
-                break;
+                return Some(StopReason::EndOfLine);
             }
         }
         if let Some(check) = &params.stop_check {
-            let text = String::from_utf8_lossy(&bytes);
+            let text = String::from_utf8_lossy(bytes).into_owned();
             if let Some(end) = check(&text) {
-                let end = end.min(text.len());
-                bytes = text.as_bytes()[..end].to_vec();
-                stop = StopReason::EndOfBlock;
-                break;
+                *bytes = text.as_bytes()[..end.min(text.len())].to_vec();
+                return Some(StopReason::EndOfBlock);
             }
         }
-        if tokens.len() == params.max_tokens {
+        (tokens.len() >= params.max_tokens).then_some(StopReason::MaxTokens)
+    };
+    let mut next = argmax(&logits, &params.banned);
+    'decode: loop {
+        if params.max_tokens == 0 {
             break;
         }
-        logits = session.feed(&[next], cancel)?;
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        if let Some(reason) = emit(next, &mut tokens, &mut bytes) {
+            stop = reason;
+            break;
+        }
+        let room = params.max_tokens - tokens.len();
+        let draft = if params.draft_len > 0 && room > 1 {
+            let mut context = session.tokens().to_vec();
+            context.push(next);
+            lookup_draft(&context, params.draft_len.min(room - 1))
+        } else {
+            Vec::new()
+        };
+        if draft.is_empty() {
+            logits = session.feed(&[next], cancel)?;
+            next = argmax(&logits, &params.banned);
+            continue;
+        }
+        // Check the draft in one pass: the logits after `next` and after each draft token.
+        let base = session.tokens().len();
+        let mut batch = vec![next];
+        batch.extend_from_slice(&draft);
+        let all = session.feed_all(&batch, batch.len(), cancel)?;
+        drafted += draft.len();
+        let mut kept = 0;
+        while kept < draft.len() && argmax(&all[kept], &params.banned) == draft[kept] {
+            kept += 1;
+        }
+        accepted += kept;
+        // Forget the rejected draft tokens; `next` and the kept ones stay cached.
+        session.truncate(base + 1 + kept)?;
+        for &t in &draft[..kept] {
+            if let Some(reason) = emit(t, &mut tokens, &mut bytes) {
+                stop = reason;
+                break 'decode;
+            }
+        }
+        next = argmax(&all[kept], &params.banned);
     }
     Ok(Generation {
         text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -181,6 +243,8 @@ pub fn generate(
         prefill_ms,
         decode_ms: t1.elapsed().as_secs_f64() * 1e3,
         warning,
+        drafted,
+        accepted,
     })
 }
 
@@ -205,7 +269,22 @@ pub fn end_of_first_line(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{end_of_first_line, fit_context};
+    use super::{end_of_first_line, fit_context, lookup_draft};
+
+    #[test]
+    fn drafts_come_from_the_latest_earlier_match() {
+        // (context, max, draft)
+        let cases: &[(&[u32], usize, &[u32])] = &[
+            (&[1, 2, 3, 4, 5, 9, 1, 2, 3], 2, &[4, 5]),
+            (&[1, 2, 3, 7, 1, 2, 3, 8, 1, 2, 3], 3, &[8, 1, 2]),
+            (&[5, 6, 9, 9, 5, 6], 4, &[9, 9, 5, 6]),
+            (&[1, 2, 3, 4], 4, &[]),
+            (&[1, 2, 3, 1, 2], 0, &[]),
+        ];
+        for (context, max, want) in cases {
+            assert_eq!(lookup_draft(context, *max), *want, "{context:?}");
+        }
+    }
 
     #[test]
     fn long_prompts_lose_their_start_but_keep_the_marker() {

@@ -113,7 +113,23 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Linear::Candle(q) => Ok(q.forward(x)?),
+            // candle's kernels round differently for one row than for a batch; row by row, a
+            // short batch (a speculative draft being checked) gives exactly what decoding one
+            // token at a time gives, so speculation never changes the output.
+            Linear::Candle(q) => {
+                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+                if (2..=16).contains(&rows) {
+                    let x2 = x.flatten_to(candle_core::D::Minus2)?;
+                    let outs = (0..rows)
+                        .map(|r| q.forward(&x2.narrow(0, r, 1)?))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    let mut dims = x.dims().to_vec();
+                    let out = Tensor::cat(&outs, 0)?;
+                    *dims.last_mut().unwrap() = out.dim(1)?;
+                    return Ok(out.reshape(dims)?);
+                }
+                Ok(q.forward(x)?)
+            }
             Linear::Fast(w) => {
                 let mut dims = x.dims().to_vec();
                 let k = *dims.last().unwrap_or(&0);
@@ -282,13 +298,15 @@ impl Transformer {
         KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim)
     }
 
-    /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last one, `(vocab,)`.
-    /// `cancel` is checked between layers; a cancelled pass leaves the cache as it was.
+    /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last `n_out` of
+    /// them, `(n_out × vocab)` flattened. `cancel` is checked between layers; a cancelled pass
+    /// leaves the cache as it was.
     pub fn forward(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
         cancel: Option<&CancelToken>,
+        n_out: usize,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (l, pos) = (tokens.len(), cache.len);
@@ -350,7 +368,8 @@ impl Transformer {
             x = (x + ffn)?;
         }
         cache.len = pos + l;
-        let last = x.narrow(1, l - 1, 1)?.contiguous()?;
+        let n_out = n_out.clamp(1, l);
+        let last = x.narrow(1, l - n_out, n_out)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, cfg.rms_eps)?;
         Ok(self
             .output

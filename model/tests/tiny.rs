@@ -214,3 +214,40 @@ fn prompt_longer_than_the_context_is_cut_with_a_warning() {
     assert!(g.prompt_tokens + 16 <= 512, "{}", g.prompt_tokens);
     assert!(g.warning.unwrap().contains("does not fit"));
 }
+
+#[test]
+fn speculation_changes_nothing_but_the_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    // Repetitive text, so that the lookup finds drafts.
+    let ids = prompt_ids(
+        &tok,
+        &fim,
+        &"the rest of the text, the rest of the text; ".repeat(6),
+    );
+    let plain = GenerateParams::new(&tok, fim.stops.clone(), 40, false);
+    let mut spec = plain.clone();
+    spec.draft_len = 6;
+    let a = generate(
+        backend.new_session().as_mut(),
+        &tok,
+        &ids,
+        &plain,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let b = generate(
+        backend.new_session().as_mut(),
+        &tok,
+        &ids,
+        &spec,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.text, b.text);
+    assert!(b.drafted > 0, "no draft was tried");
+    assert_eq!(a.drafted, 0);
+}
