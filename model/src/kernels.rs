@@ -151,6 +151,7 @@ pub fn available() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("f16c")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512vnni")
@@ -265,13 +266,43 @@ pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {
     assert_eq!(out.len(), m * w.n, "output is not m × n");
     let acts = quantize_acts(x, m, w.k);
     let offset = w.format.offset();
+    let n = w.n;
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if m < 4 && available() {
+        // Decoding: nothing to share a decoded row with, so decode each block in registers and
+        // dot it at once. Bit for bit what the tile path computes for a row.
+        let (k, nb, bb) = (w.k, w.k / QK, w.format.block_bytes());
+        let rows_per_task = 64;
+        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
+            let out_ptr = &out_ptr;
+            let mut a = vec![0f32; nb];
+            for t in tasks {
+                for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
+                    let row = &w.data[j * nb * bb..(j + 1) * nb * bb];
+                    for i in 0..m {
+                        // SAFETY: `available` checked the CPU features; (i, j) is this task's.
+                        unsafe {
+                            *out_ptr.0.add(i * n + j) = x86::gemv_row(
+                                w.format,
+                                row,
+                                &acts.q[i * k..(i + 1) * k],
+                                &acts.d[i * nb..(i + 1) * nb],
+                                &acts.ds[i * nb..(i + 1) * nb],
+                                &mut a,
+                            );
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
     // Each task owns a tile of 16 weight rows (one 64-byte line of each output row): decode them
     // once, dot them with every activation row while they sit in L1. The tasks run on candle's
     // own worker threads, so the two never compete for the cores.
     let rows_per_task = 16;
     let n_tasks = w.n.div_ceil(rows_per_task);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let n = w.n;
     candle_core::utils::barrier_pool().execute_chunked(n_tasks, |tasks| {
         let out_ptr = &out_ptr;
         let mut tile = Tile::new(rows_per_task, w.k);
@@ -292,6 +323,72 @@ mod x86 {
     use super::{Format, QK};
     use half::f16;
     use std::arch::x86_64::*;
+
+    /// One block's unsigned codes, in a register, and its scale.
+    #[inline(always)]
+    unsafe fn block_codes(format: Format, blk: *const u8) -> (__m256i, f32) {
+        // f16 → f32 in hardware (exact, like `half`'s conversion).
+        let bits = (blk as *const u16).read_unaligned();
+        let a = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+        let v = match format {
+            Format::Q5_0 => {
+                let low = _mm_set1_epi8(0x0f);
+                let qh = (blk.add(2) as *const u32).read_unaligned();
+                let qs = _mm_loadu_si128(blk.add(6) as *const __m128i);
+                let lo = _mm_and_si128(qs, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+                let v = _mm256_set_m128i(hi, lo);
+                _mm256_mask_add_epi8(v, qh, v, _mm256_set1_epi8(0x10))
+            }
+            Format::Q8_0 => _mm256_xor_si256(
+                _mm256_loadu_si256(blk.add(2) as *const __m256i),
+                _mm256_set1_epi8(-128),
+            ),
+        };
+        (v, a)
+    }
+
+    /// One stored weight row against one activation row, decoding in registers: the same
+    /// arithmetic, in the same order, as `expand_row` followed by `dot`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub unsafe fn gemv_row(
+        format: Format,
+        row: &[u8],
+        q: &[i8],
+        d: &[f32],
+        ds: &[f32],
+        a: &mut [f32],
+    ) -> f32 {
+        let bb = format.block_bytes();
+        let nb = row.len() / bb;
+        let mut acc = _mm512_setzero_ps();
+        let mut b = 0;
+        while b + 2 <= nb {
+            let (c0, a0) = block_codes(format, row.as_ptr().add(b * bb));
+            let (c1, a1) = block_codes(format, row.as_ptr().add((b + 1) * bb));
+            a[b] = a0;
+            a[b + 1] = a1;
+            let uv = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
+            let qv = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const _);
+            let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uv, qv);
+            let s0 = _mm512_set1_ps(a0 * *d.get_unchecked(b));
+            let s1 = _mm512_set1_ps(a1 * *d.get_unchecked(b + 1));
+            let s = _mm512_mask_blend_ps(0xff00, s0, s1);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc);
+            b += 2;
+        }
+        let mut sum = _mm512_reduce_add_ps(acc);
+        if b < nb {
+            let (c, a0) = block_codes(format, row.as_ptr().add(b * bb));
+            a[b] = a0;
+            let qv = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
+            let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, qv);
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, dp);
+            sum += a0 * d[b] * lanes.iter().sum::<i32>() as f32;
+        }
+        sum - format.offset() * correction(&a[..nb], ds)
+    }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn expand_row(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
@@ -453,6 +550,33 @@ mod tests {
         ours.expand_row(n - 1, &mut u1, &mut a1);
         expand_row_scalar(format, row, &mut u2, &mut a2);
         assert_eq!((u1, a1), (u2, a2));
+    }
+
+    #[test]
+    fn one_row_at_a_time_is_bit_identical_to_a_batch() {
+        let dev = Device::Cpu;
+        for (dtype, format) in [
+            (GgmlDType::Q5_0, Format::Q5_0),
+            (GgmlDType::Q8_0, Format::Q8_0),
+        ] {
+            let (n, k, m) = (37, 96, 6);
+            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
+            let xs: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut batch = vec![0f32; m * n];
+            matmul(&xs, m, &ours, &mut batch);
+            for i in 0..m {
+                let mut one = vec![0f32; n];
+                matmul(&xs[i * k..(i + 1) * k], 1, &ours, &mut one);
+                assert_eq!(one, batch[i * n..(i + 1) * n], "{format:?} row {i}");
+            }
+        }
     }
 
     #[test]
