@@ -597,8 +597,9 @@ mod tests {
 ///
 /// `q` is `(n_head, l, head_dim)`; `k[g]` and `v[g]` hold KV head `g`'s cached positions,
 /// `(pos + l) × head_dim`; query head `h` reads KV head `h / (n_head / k.len())`. Returns
-/// `(l, n_head × head_dim)`, the layout the output projection takes. Tasks of a few queries of one
-/// head run on candle's worker pool; scores use a vectorisable `exp`.
+/// `(l, n_head × head_dim)`, the layout the output projection takes. Each task takes a block of
+/// queries of one head: scores `Q·Kᵀ` by a small GEMM, the causal mask and softmax in place (with
+/// a vectorisable `exp`), then `P·V` by a GEMM straight into the output.
 pub fn attention(
     q: &[f32],
     l: usize,
@@ -612,62 +613,83 @@ pub fn attention(
     let n_rep = n_head / k.len().max(1);
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; l * n_head * hd];
-    let per_task = 8;
+    let per_task = 32;
     let blocks = l.div_ceil(per_task);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(n_head * blocks, |tasks| {
         let out_ptr = &out_ptr;
-        let mut scores = vec![0f32; pos + l];
-        let mut acc = vec![0f32; hd];
+        let mut scores = Vec::new();
         for t in tasks {
             let (h, b) = (t / blocks, t % blocks);
             let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
-            for i in b * per_task..((b + 1) * per_task).min(l) {
-                let qi = &q[(h * l + i) * hd..(h * l + i + 1) * hd];
-                let keys = pos + i + 1;
-                let s = &mut scores[..keys];
-                let mut max = f32::NEG_INFINITY;
-                for (j, sj) in s.iter_mut().enumerate() {
-                    *sj = dot_f32(qi, &kh[j * hd..(j + 1) * hd]) * scale;
-                    max = max.max(*sj);
+            let (i0, i1) = (b * per_task, ((b + 1) * per_task).min(l));
+            let rows = i1 - i0;
+            let keys = pos + i1; // the last query of the block sees this many
+            scores.clear();
+            scores.resize(rows * keys, 0f32);
+            // SAFETY: the strides describe the slices' own row-major layouts: q block (rows × hd),
+            // K as its transpose (hd × keys), scores (rows × keys).
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    keys,
+                    hd,
+                    scores.as_mut_ptr(),
+                    1,
+                    keys as isize,
+                    false,
+                    q.as_ptr().add((h * l + i0) * hd),
+                    1,
+                    hd as isize,
+                    kh.as_ptr(),
+                    hd as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let visible = pos + i0 + r + 1;
+                let (seen, masked) = row.split_at_mut(visible);
+                let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let inv = 1.0 / exp_shifted(seen, max);
+                for x in seen.iter_mut() {
+                    *x *= inv;
                 }
-                let sum = exp_shifted(s, max);
-                acc.fill(0.0);
-                for (j, &p) in s.iter().enumerate() {
-                    for (a, x) in acc.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
-                        *a += p * x;
-                    }
-                }
-                let inv = 1.0 / sum;
-                // SAFETY: (query i, head h) is written by this task alone, inside l × n_head × hd.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), hd)
-                };
-                for (o, a) in o.iter_mut().zip(&acc) {
-                    *o = a * inv;
-                }
+                masked.fill(0.0);
+            }
+            // SAFETY: as above for P (rows × keys) and V (keys × hd); the output rows of queries
+            // i0..i1 of head h (stride n_head × hd) are written by this task alone.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    hd,
+                    keys,
+                    out_ptr.0.add((i0 * n_head + h) * hd),
+                    1,
+                    (n_head * hd) as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    keys as isize,
+                    vh.as_ptr(),
+                    1,
+                    hd as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
         }
     });
     out
-}
-
-/// Dot product with 16 independent lanes, so that it vectorises without fast-math.
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Replaces each `x` by `exp(x − max)` and returns their sum.
