@@ -56,7 +56,7 @@ pub trait Session: Send {
         Ok(self.feed_all(tokens, 1, cancel)?.pop().unwrap_or_default())
     }
     /// Like `feed`, but returns the logits after each of the last `n_out` tokens (for checking
-    /// a speculative draft in one pass).
+    /// a speculative draft in one pass; none for `n_out == 0`, a prefill chunk before the last).
     fn feed_all(
         &mut self,
         tokens: &[u32],
@@ -172,7 +172,10 @@ impl Session for CpuSession {
             .forward(tokens, &mut self.cache, Some(cancel), n_out)?;
         self.tokens.extend_from_slice(tokens);
         let flat = crate::transformer::logits_vec(&logits)?;
-        let vocab = flat.len() / n_out.clamp(1, tokens.len());
+        if n_out == 0 {
+            return Ok(Vec::new());
+        }
+        let vocab = flat.len() / n_out.min(tokens.len());
         Ok(flat.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect())
     }
 }

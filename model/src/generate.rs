@@ -60,7 +60,7 @@ impl GenerateParams {
             stops,
             banned,
             single_line,
-            prefill_chunk: 128,
+            prefill_chunk: 256,
             stop_check: None,
             draft_len: 0,
         }
@@ -153,11 +153,18 @@ pub fn generate(
         .min(prompt.len() - 1);
     session.truncate(common)?;
     let mut logits = Vec::new();
-    for chunk in prompt[common..].chunks(params.prefill_chunk.max(1)) {
+    let chunks: Vec<&[u32]> = prompt[common..]
+        .chunks(params.prefill_chunk.max(1))
+        .collect();
+    for (c, chunk) in chunks.iter().enumerate() {
         if cancel.is_cancelled() {
             return Err(ModelError::Cancelled);
         }
-        logits = session.feed(chunk, cancel)?;
+        if c + 1 < chunks.len() {
+            session.feed_all(chunk, 0, cancel)?;
+        } else {
+            logits = session.feed(chunk, cancel)?;
+        }
     }
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 

@@ -299,7 +299,7 @@ impl Transformer {
     }
 
     /// Runs `tokens` at positions `cache.len()..` and returns the logits of the last `n_out` of
-    /// them, `(n_out × vocab)` flattened. `cancel` is checked between layers; a cancelled pass
+    /// them, `(n_out × vocab)` flattened (none at all for `n_out == 0`). `cancel` is checked between layers; a cancelled pass
     /// leaves the cache as it was.
     pub fn forward(
         &self,
@@ -368,7 +368,11 @@ impl Transformer {
             x = (x + ffn)?;
         }
         cache.len = pos + l;
-        let n_out = n_out.clamp(1, l);
+        if n_out == 0 {
+            // A prefill chunk that is not the last: its logits are never looked at.
+            return Ok(Tensor::zeros(0, DType::F32, &self.device)?);
+        }
+        let n_out = n_out.min(l);
         let last = x.narrow(1, l - n_out, n_out)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, cfg.rms_eps)?;
         Ok(self
