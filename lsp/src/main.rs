@@ -241,13 +241,10 @@ fn candle_threads() -> usize {
 }
 
 fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(p) = arg {
-        return Ok(p.clone());
+    match arg {
+        Some(p) => Ok(p.clone()),
+        None => fetch::model_from_env().map_err(runtime),
     }
-    if let Some(p) = std::env::var_os("NIB_MODEL").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    fetch::default_model_path().map_err(runtime)
 }
 
 /// Splits `FILE:LINE:COL` at its last two colons, so paths may contain colons.

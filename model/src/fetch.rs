@@ -130,6 +130,14 @@ pub fn list_local() -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// The model to use when none is named: `$NIB_MODEL` if set, else the default model.
+pub fn model_from_env() -> Result<PathBuf> {
+    match std::env::var_os("NIB_MODEL").filter(|v| !v.is_empty()) {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => default_model_path(),
+    }
+}
+
 /// The default model's path if it is present, else an error that names the command to fetch it.
 pub fn default_model_path() -> Result<PathBuf> {
     find_local(&ModelRef::Known(SMALL)).ok_or_else(|| ModelError::NotFound {

@@ -4,12 +4,15 @@
 mod common;
 
 use nib_model::prompt::{self, FimFamily, FimTokens, PromptParts};
-use nib_model::{generate, load_backend, BackendKind, CancelToken, GenerateParams, ModelError};
+use nib_model::{
+    generate, load_backend, Backend, BackendKind, CancelToken, GenerateParams, ModelError,
+    Tokenizer,
+};
+use std::sync::Arc;
 
 #[test]
 fn loads_and_detects_fim_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let Tiny { backend, _dir, .. } = tiny();
     let info = backend.info();
     assert_eq!(info.model, "nib tiny test model");
     assert_eq!(info.context_length, 512);
@@ -20,8 +23,7 @@ fn loads_and_detects_fim_tokens() {
 
 #[test]
 fn tokenizer_applies_merges_and_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let Tiny { backend, _dir, .. } = tiny();
     let tok = backend.tokenizer();
     // " the" merges to one token (Ġ t → Ġt, h e → he, Ġt he → Ġthe).
     let ids = tok.encode(" the");
@@ -34,6 +36,27 @@ fn tokenizer_applies_merges_and_round_trips() {
         "",
     ] {
         assert_eq!(tok.decode(&tok.encode(text)), text);
+    }
+}
+
+/// The tiny model, loaded, with what most tests need of it.
+struct Tiny {
+    _dir: tempfile::TempDir,
+    backend: Box<dyn Backend>,
+    tok: Arc<Tokenizer>,
+    fim: FimTokens,
+}
+
+fn tiny() -> Tiny {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
+    let tok = backend.tokenizer().clone();
+    let fim = FimTokens::detect(&tok).unwrap();
+    Tiny {
+        _dir: dir,
+        backend,
+        tok,
+        fim,
     }
 }
 
@@ -50,10 +73,12 @@ fn prompt_ids(tok: &nib_model::Tokenizer, fim: &FimTokens, prefix: &str) -> Vec<
 
 #[test]
 fn generation_is_deterministic_and_cache_reuse_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
-    let fim = FimTokens::detect(&tok).unwrap();
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
     let params = GenerateParams::new(&tok, fim.stops.clone(), 24, false);
     let cancel = CancelToken::new();
 
@@ -84,9 +109,9 @@ fn generation_is_deterministic_and_cache_reuse_changes_nothing() {
 
 #[test]
 fn chunked_prefill_matches_one_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
+    let Tiny {
+        backend, tok, _dir, ..
+    } = tiny();
     let ids = tok.encode("let counts = HashMap::new();\nfor word in text.split_whitespace() {\n");
     let one = backend
         .new_session()
@@ -107,10 +132,12 @@ fn chunked_prefill_matches_one_pass() {
 
 #[test]
 fn single_line_mode_stops_at_end_of_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
-    let fim = FimTokens::detect(&tok).unwrap();
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
     let ids = prompt_ids(&tok, &fim, "fn main() {\n    ");
     let params = GenerateParams::new(&tok, fim.stops.clone(), 200, true);
     let g = generate(
@@ -131,10 +158,12 @@ fn single_line_mode_stops_at_end_of_line() {
 
 #[test]
 fn cancelled_generation_stops() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
-    let fim = FimTokens::detect(&tok).unwrap();
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
     let cancel = CancelToken::new();
     cancel.cancel();
     let params = GenerateParams::new(&tok, fim.stops.clone(), 20, false);
@@ -169,9 +198,9 @@ fn llama_architecture_loads_too() {
 
 #[test]
 fn cancelled_feed_leaves_the_session_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
+    let Tiny {
+        backend, tok, _dir, ..
+    } = tiny();
     let mut s = backend.new_session();
     let head = tok.encode("fn main() {");
     let want = s.feed(&head, &CancelToken::new()).unwrap();
@@ -195,10 +224,12 @@ fn cancelled_feed_leaves_the_session_as_it_was() {
 
 #[test]
 fn prompt_longer_than_the_context_is_cut_with_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
-    let fim = FimTokens::detect(&tok).unwrap();
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
     let long = "let value = compute(1, 2, 3);\n".repeat(80); // well over 512 tokens
     let ids = prompt_ids(&tok, &fim, &long);
     assert!(ids.len() > 512);
@@ -217,10 +248,12 @@ fn prompt_longer_than_the_context_is_cut_with_a_warning() {
 
 #[test]
 fn speculation_changes_nothing_but_the_speed() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = load_backend(BackendKind::Cpu, &common::tiny_model(dir.path())).unwrap();
-    let tok = backend.tokenizer().clone();
-    let fim = FimTokens::detect(&tok).unwrap();
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
     // Repetitive text, so that the lookup finds drafts.
     let ids = prompt_ids(
         &tok,
