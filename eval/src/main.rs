@@ -1,6 +1,154 @@
-//! `nib-eval`: not built yet; see issue 6. Exits with an error rather than pretending to measure.
+//! `nib-eval`: benchmarks through the same completion pipeline the editor uses.
+
+use clap::{Parser, Subcommand};
+use nib_eval::santacoder::{self, Outcome};
+use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
+use nib_model::{BackendKind, CancelToken};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "nib-eval", about = "Offline evaluation of nib")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SantaCoder FIM exact match (Python, Java, JavaScript), scored as the Qwen2.5-Coder report.
+    SantacoderFim {
+        /// The task file (default: ../shared/benchmarks/santacoder-fim.jsonl.gz beside the repo).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Only the first N tasks of each language, in file order.
+        #[arg(long)]
+        per_language: Option<usize>,
+        /// Results, one JSON object per task; tasks already there are not run again.
+        #[arg(long, default_value = "eval/reports/santacoder-fim.jsonl")]
+        out: PathBuf,
+        /// GGUF model (default: $NIB_MODEL, else the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+    },
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!("nib-eval: no benchmarks are implemented yet (planned: humaneval-infill, santacoder-fim, humaneval-rust, repo-rust, replay)");
-    std::process::ExitCode::from(2)
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nib-eval: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Command) -> anyhow::Result<()> {
+    let Command::SantacoderFim {
+        data,
+        per_language,
+        out,
+        model,
+        backend,
+    } = cmd;
+    let data = data.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/benchmarks/santacoder-fim.jsonl.gz")
+    });
+    let tasks = santacoder::subset(santacoder::load(&data)?, per_language);
+
+    // Resume: keep what an earlier run finished.
+    let mut outcomes: Vec<Outcome> = match std::fs::read_to_string(&out) {
+        Ok(text) => text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let wanted: HashSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    outcomes.retain(|o| wanted.contains(o.name.as_str()));
+    let done: HashSet<String> = outcomes.iter().map(|o| o.name.clone()).collect();
+    let todo: Vec<_> = tasks.iter().filter(|t| !done.contains(&t.name)).collect();
+    eprintln!(
+        "santacoder-fim: {} tasks, {} already done, {} to run",
+        tasks.len(),
+        done.len(),
+        todo.len()
+    );
+
+    if !todo.is_empty() {
+        let model = match model {
+            Some(m) => m,
+            None => nib_model::fetch::model_from_env()?,
+        };
+        let engine = nib_model::load_backend(backend, &model)?;
+        // The benchmark's protocol: whole prompt and suffix, 64 tokens, one line.
+        let config = CompleterConfig {
+            prefix_tokens: 4096,
+            suffix_tokens: 4096,
+            max_tokens_single: 64,
+            ..Default::default()
+        };
+        let mut completer = Completer::new(engine, config)?;
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)?;
+        let start = Instant::now();
+        for (i, task) in todo.iter().enumerate() {
+            let text = format!("{}{}", task.prompt, task.suffix);
+            let req = CompletionRequest {
+                repo_name: "",
+                path: "", // the plain FIM layout, as the report used
+                text: &text,
+                cursor: task.prompt.len(),
+                multiline: Multiline::Never,
+                max_tokens: None,
+            };
+            let t = Instant::now();
+            let c = completer.complete(&req, &CancelToken::new())?;
+            let outcome = Outcome {
+                name: task.name.clone(),
+                language: task.language.clone(),
+                exact: santacoder::score(&c.text, &task.canonical_solution),
+                completion: c.text,
+                prompt_tokens: c.prompt_tokens,
+                latency_ms: t.elapsed().as_secs_f64() * 1e3,
+            };
+            writeln!(file, "{}", serde_json::to_string(&outcome)?)?;
+            outcomes.push(outcome);
+            let n = i + 1;
+            if n % 10 == 0 || n == todo.len() {
+                let per = start.elapsed().as_secs_f64() / n as f64;
+                let exact = outcomes.iter().filter(|o| o.exact).count();
+                eprintln!(
+                    "  {n}/{} done, {:.1} s/task, eta {:.0} s, exact so far {exact}/{}",
+                    todo.len(),
+                    per,
+                    per * (todo.len() - n) as f64,
+                    outcomes.len()
+                );
+            }
+        }
+    }
+
+    println!("| language | tasks | exact match |");
+    println!("| --- | ---: | ---: |");
+    for (lang, n, x) in santacoder::table(&outcomes) {
+        println!(
+            "| {lang} | {n} | {:.1} |",
+            100.0 * x as f64 / n.max(1) as f64
+        );
+    }
+    let mean = outcomes.iter().map(|o| o.latency_ms).sum::<f64>() / outcomes.len().max(1) as f64;
+    println!("\nmean latency per task: {:.0} ms", mean);
+    Ok(())
 }
