@@ -70,10 +70,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let wanted: HashSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    outcomes.retain(|o| wanted.contains(o.name.as_str()));
-    let done: HashSet<String> = outcomes.iter().map(|o| o.name.clone()).collect();
-    let todo: Vec<_> = tasks.iter().filter(|t| !done.contains(&t.name)).collect();
+    // Task names repeat across languages: a task is its language and its name.
+    let wanted: HashSet<(&str, &str)> = tasks.iter().map(|t| t.key()).collect();
+    outcomes.retain(|o| wanted.contains(&o.key()));
+    let done: HashSet<(String, String)> = outcomes
+        .iter()
+        .map(|o| (o.language.clone(), o.name.clone()))
+        .collect();
+    let todo: Vec<_> = tasks
+        .iter()
+        .filter(|t| !done.contains(&(t.language.clone(), t.name.clone())))
+        .collect();
     eprintln!(
         "santacoder-fim: {} tasks, {} already done, {} to run",
         tasks.len(),

@@ -15,6 +15,13 @@ pub struct Task {
     pub canonical_solution: String,
 }
 
+impl Task {
+    /// Names repeat across languages; this pair does not.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.language, &self.name)
+    }
+}
+
 /// One scored task, as written to the results file.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
@@ -24,6 +31,12 @@ pub struct Outcome {
     pub exact: bool,
     pub prompt_tokens: usize,
     pub latency_ms: f64,
+}
+
+impl Outcome {
+    pub fn key(&self) -> (&str, &str) {
+        (&self.language, &self.name)
+    }
 }
 
 /// Reads the gzipped JSON-lines task file.
@@ -138,6 +151,8 @@ mod tests {
                 ("all".to_string(), 4792, 4792)
             ]
         );
+        let keys: std::collections::HashSet<_> = tasks.iter().map(Task::key).collect();
+        assert_eq!(keys.len(), 4792, "language and name identify a task");
         let sub = subset(tasks, Some(150));
         assert_eq!(sub.len(), 450);
     }
