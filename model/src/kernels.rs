@@ -12,7 +12,12 @@
 //! `Σ x·y = a·d·Σ u·q − c·a·(d·Σq)`: one VNNI dot per block plus a correction from per-block sums
 //! computed once per activation row.
 //!
-//! On CPUs without AVX-512 VNNI the caller keeps candle's own kernels ([`available`] is false).
+//! Decoding (fewer than 4 activation rows) decodes each block in registers instead of through a
+//! tile: the same arithmetic in the same order, so one row or a batch give bit-identical results.
+//! The causal attention over the KV cache lives here too.
+//!
+//! On CPUs without AVX-512 VNNI the transformer keeps candle's own kernels ([`available`] is
+//! false); the scalar code here then serves direct callers and is the tests' reference.
 
 use half::f16;
 
@@ -53,10 +58,6 @@ impl QWeight {
     pub fn new(format: Format, n: usize, k: usize, data: Vec<u8>) -> Option<Self> {
         let ok = k.is_multiple_of(QK) && data.len() == n * (k / QK) * format.block_bytes();
         ok.then_some(Self { format, n, k, data })
-    }
-
-    pub fn size_in_bytes(&self) -> usize {
-        self.data.len()
     }
 
     /// Decodes row `j` into unsigned codes `u` (k bytes) and block scales `a` (k/32).
