@@ -322,7 +322,6 @@ pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Format, QK};
-    use half::f16;
     use std::arch::x86_64::*;
 
     /// One block's unsigned codes, in a register, and its scale.
@@ -391,30 +390,14 @@ mod x86 {
         sum - format.offset() * correction(&a[..nb], ds)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub unsafe fn expand_row(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
         let bb = format.block_bytes();
         let nb = row.len() / bb;
         debug_assert!(u.len() >= nb * QK && a.len() >= nb);
-        let low = _mm_set1_epi8(0x0f);
-        let high_bit = _mm256_set1_epi8(0x10);
-        let flip = _mm256_set1_epi8(-128);
         for b in 0..nb {
-            let blk = row.as_ptr().add(b * bb);
-            *a.get_unchecked_mut(b) = f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
-            let v = match format {
-                Format::Q5_0 => {
-                    let qh = (blk.add(2) as *const u32).read_unaligned();
-                    let qs = _mm_loadu_si128(blk.add(6) as *const __m128i);
-                    let lo = _mm_and_si128(qs, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-                    let v = _mm256_set_m128i(hi, lo);
-                    _mm256_mask_add_epi8(v, qh, v, high_bit)
-                }
-                Format::Q8_0 => {
-                    _mm256_xor_si256(_mm256_loadu_si256(blk.add(2) as *const __m256i), flip)
-                }
-            };
+            let (v, scale) = block_codes(format, row.as_ptr().add(b * bb));
+            *a.get_unchecked_mut(b) = scale;
             _mm256_storeu_si256(u.as_mut_ptr().add(b * QK) as *mut __m256i, v);
         }
     }
