@@ -198,19 +198,19 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         ..Default::default()
     };
     let r = nib_model::bench::run(backend.as_ref(), &params).map_err(runtime)?;
-    let threads = candle_threads();
+    let info = backend.info();
+    let threads = info.threads;
     if args.json {
         let mut v = serde_json::to_value(&r).map_err(runtime)?;
         v["load_ms"] = serde_json::json!(load_ms);
-        v["model"] = serde_json::json!(backend.info().model);
-        v["backend"] = serde_json::json!(backend.info().backend);
+        v["model"] = serde_json::json!(info.model);
+        v["backend"] = serde_json::json!(info.backend);
         v["threads"] = serde_json::json!(threads);
         println!("{v}");
     } else {
         println!(
             "model        {} ({}, {threads} threads)",
-            backend.info().model,
-            backend.info().backend
+            info.model, info.backend
         );
         println!("load         {load_ms:.0} ms");
         println!(
@@ -231,13 +231,6 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn candle_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {

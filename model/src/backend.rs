@@ -41,6 +41,8 @@ pub struct BackendInfo {
     pub context_length: usize,
     /// Whether sessions keep their KV cache between prompts (prefix reuse).
     pub cache_reuse: bool,
+    /// Worker threads the backend computes with.
+    pub threads: usize,
 }
 
 pub trait Session: Send {
@@ -117,6 +119,7 @@ impl Backend for CpuBackend {
             model: self.name.clone(),
             context_length: self.model.cfg.context_length,
             cache_reuse: true,
+            threads: candle_core::utils::get_num_threads(),
         }
     }
 

@@ -84,7 +84,7 @@ pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
     let ids = prompt::build(&tok, &fim, &parts(&prefix));
     // Always decode the full count: no stop tokens, specials banned.
     let mut params = GenerateParams::new(&tok, Vec::new(), p.gen_tokens.max(1), false);
-    params.banned = tok.special_ids();
+    params.banned = tok.special_ids().to_vec();
     params.draft_len = p.draft_len;
     let cancel = CancelToken::new();
 

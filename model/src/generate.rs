@@ -52,7 +52,8 @@ impl GenerateParams {
     pub fn new(tok: &Tokenizer, stops: Vec<u32>, max_tokens: usize, single_line: bool) -> Self {
         let banned = tok
             .special_ids()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|id| !stops.contains(id))
             .collect();
         Self {

@@ -37,6 +37,8 @@ pub struct Tokenizer {
     merges: HashMap<(u32, u32), (u32, u32)>,
     /// Control and user-defined tokens, longest text first, for `encode_with_special`.
     specials: Vec<(String, u32)>,
+    /// Every token that never stands for text (see `is_special`), ascending.
+    special_ids: Vec<u32>,
     pre: Regex,
     ignore_merges: bool,
     pub pre_name: String,
@@ -128,6 +130,17 @@ impl Tokenizer {
             }
             tokens.push(bytes);
         }
+        let special_ids = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                matches!(
+                    **t,
+                    token_type::CONTROL | token_type::USER_DEFINED | token_type::UNUSED
+                )
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let mut byte_ids = [u32::MAX; 256];
         for b in 0..=255u8 {
@@ -163,6 +176,7 @@ impl Tokenizer {
             byte_ids,
             merges: merge_map,
             specials,
+            special_ids,
             pre,
             ignore_merges: pattern == PRE_LLAMA3,
             pre_name: pre_name.to_string(),
@@ -194,17 +208,12 @@ impl Tokenizer {
 
     /// True for tokens that never stand for text: control, user-defined and unused ones.
     pub fn is_special(&self, id: u32) -> bool {
-        matches!(
-            self.token_type(id),
-            token_type::CONTROL | token_type::USER_DEFINED | token_type::UNUSED
-        )
+        self.special_ids.binary_search(&id).is_ok() || id as usize >= self.tokens.len()
     }
 
-    /// Ids of every special (non-text) token.
-    pub fn special_ids(&self) -> Vec<u32> {
-        (0..self.tokens.len() as u32)
-            .filter(|&i| self.is_special(i))
-            .collect()
+    /// Ids of every special (non-text) token, ascending.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
     }
 
     /// Encodes text literally: special-token text is tokenized as ordinary characters.
