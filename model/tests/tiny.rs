@@ -60,6 +60,14 @@ fn tiny() -> Tiny {
     }
 }
 
+/// The largest difference between two logit vectors.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 fn prompt_ids(tok: &nib_model::Tokenizer, fim: &FimTokens, prefix: &str) -> Vec<u32> {
     let parts = PromptParts {
         repo_name: "demo".into(),
@@ -122,11 +130,7 @@ fn chunked_prefill_matches_one_pass() {
     for c in ids.chunks(5) {
         chunked = s.feed(c, &CancelToken::new()).unwrap();
     }
-    let max_diff = one
-        .iter()
-        .zip(&chunked)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max_diff = max_abs_diff(&one, &chunked);
     assert!(max_diff < 1e-3, "logits differ by {max_diff}");
 }
 
@@ -214,11 +218,7 @@ fn cancelled_feed_leaves_the_session_as_it_was() {
     let again = s
         .feed(&head[head.len() - 1..], &CancelToken::new())
         .unwrap();
-    let diff = want
-        .iter()
-        .zip(&again)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&want, &again);
     assert!(diff < 1e-4, "{diff}");
 }
 
