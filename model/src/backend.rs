@@ -175,10 +175,10 @@ impl Session for CpuSession {
             .forward(tokens, &mut self.cache, Some(cancel), n_out)?;
         self.tokens.extend_from_slice(tokens);
         let flat = crate::transformer::logits_vec(&logits)?;
-        if n_out == 0 {
-            return Ok(Vec::new());
+        match n_out.min(tokens.len()) {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![flat]), // the per-token case: no second copy of the logits
+            n => Ok(flat.chunks(flat.len() / n).map(<[f32]>::to_vec).collect()),
         }
-        let vocab = flat.len() / n_out.min(tokens.len());
-        Ok(flat.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect())
     }
 }
