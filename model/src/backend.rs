@@ -16,7 +16,51 @@ use std::sync::Arc;
 /// Which implementation runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// This machine's CPU: nib's own kernels where they apply, candle's elsewhere.
     Cpu,
+    /// An NVIDIA GPU through candle's CUDA device (cargo feature `cuda`).
+    Cuda,
+    /// An Apple GPU through candle's Metal device (cargo feature `metal`).
+    Metal,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Metal => "metal",
+        }
+    }
+
+    /// Whether this build can run the backend (the GPU ones are cargo features).
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::Cpu => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Metal => cfg!(feature = "metal"),
+        }
+    }
+
+    /// The candle device this backend computes on (GPU 0).
+    fn device(self) -> Result<Device> {
+        let unavailable = |e: candle_core::Error| ModelError::Backend {
+            backend: self.name(),
+            detail: e.to_string(),
+        };
+        match self {
+            BackendKind::Cpu => Ok(Device::Cpu),
+            BackendKind::Cuda if self.compiled_in() => Device::new_cuda(0).map_err(unavailable),
+            BackendKind::Metal if self.compiled_in() => Device::new_metal(0).map_err(unavailable),
+            other => Err(ModelError::Backend {
+                backend: other.name(),
+                detail: format!(
+                    "this build of nib has no {0} support; rebuild with `cargo build --release --features {0}`",
+                    other.name()
+                ),
+            }),
+        }
+    }
 }
 
 impl FromStr for BackendKind {
@@ -24,10 +68,11 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
-            "cuda" | "metal" | "remote" => Err(format!(
-                "backend `{s}` is not available in this build yet (available: cpu)"
+            "cuda" => Ok(BackendKind::Cuda),
+            "metal" => Ok(BackendKind::Metal),
+            other => Err(format!(
+                "unknown backend `{other}` (available: cpu, cuda, metal)"
             )),
-            other => Err(format!("unknown backend `{other}` (available: cpu)")),
         }
     }
 }
@@ -75,20 +120,21 @@ pub trait Backend: Send + Sync {
 
 /// Opens a GGUF model on the chosen backend.
 pub fn load_backend(kind: BackendKind, path: &Path) -> Result<Box<dyn Backend>> {
-    match kind {
-        BackendKind::Cpu => Ok(Box::new(CpuBackend::load(path)?)),
-    }
+    Ok(Box::new(CandleBackend::load(kind, path)?))
 }
 
-/// The model on this machine's CPU, through candle.
-pub struct CpuBackend {
+/// The model on a candle device: the CPU (with nib's kernels on its hot paths), a CUDA GPU or a
+/// Metal GPU. One transformer serves all three; only where tensors live differs.
+pub struct CandleBackend {
+    kind: BackendKind,
     model: Arc<Transformer>,
     tokenizer: Arc<Tokenizer>,
     name: String,
 }
 
-impl CpuBackend {
-    pub fn load(path: &Path) -> Result<Self> {
+impl CandleBackend {
+    pub fn load(kind: BackendKind, path: &Path) -> Result<Self> {
+        let device = kind.device()?;
         let mut g = GgufFile::open(path)?;
         // Check the architecture before the tokenizer, so an unsupported model says so first.
         crate::transformer::Arch::from_name(g.architecture()?)?;
@@ -102,8 +148,9 @@ impl CpuBackend {
         ] {
             g.content.metadata.remove(key);
         }
-        let model = Arc::new(Transformer::load(&mut g, &Device::Cpu)?);
+        let model = Arc::new(Transformer::load(&mut g, &device)?);
         Ok(Self {
+            kind,
             model,
             tokenizer,
             name: g.model_name(),
@@ -111,11 +158,11 @@ impl CpuBackend {
     }
 }
 
-impl Backend for CpuBackend {
+impl Backend for CandleBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
-            backend: "cpu",
-            device: "cpu".into(),
+            backend: self.kind.name(),
+            device: format!("{:?}", self.model.device().location()),
             model: self.name.clone(),
             context_length: self.model.cfg.context_length,
             cache_reuse: true,
@@ -128,7 +175,7 @@ impl Backend for CpuBackend {
     }
 
     fn new_session(&self) -> Box<dyn Session> {
-        Box::new(CpuSession {
+        Box::new(CandleSession {
             cache: self.model.new_cache(),
             model: self.model.clone(),
             tokens: Vec::new(),
@@ -136,13 +183,13 @@ impl Backend for CpuBackend {
     }
 }
 
-struct CpuSession {
+struct CandleSession {
     model: Arc<Transformer>,
     cache: KvCache,
     tokens: Vec<u32>,
 }
 
-impl Session for CpuSession {
+impl Session for CandleSession {
     fn tokens(&self) -> &[u32] {
         &self.tokens
     }

@@ -26,6 +26,11 @@ pub enum ModelError {
     Cancelled,
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("backend `{backend}` is unavailable: {detail}")]
+    Backend {
+        backend: &'static str,
+        detail: String,
+    },
     #[error("download failed: {0}")]
     Download(String),
 }

@@ -49,6 +49,36 @@ pub struct TinyConfig {
     pub n_kv_head: usize,
     pub ffn: usize,
     pub seed: u64,
+    /// Unreachable filler tokens added to the vocabulary, to give the embedding and output
+    /// layers a real model's size (151,936 tokens in Qwen2.5) for benchmarks.
+    pub vocab_pad: usize,
+    pub context_length: usize,
+    /// Store the matrices as F32 instead of Q5_0/Q8_0: every backend then computes the same
+    /// math up to float rounding, which lets tests compare devices tightly.
+    pub f32_weights: bool,
+}
+
+impl TinyConfig {
+    /// The shapes of Qwen2.5-Coder-0.5B (random weights), for benchmarking a backend where the
+    /// real file cannot be brought.
+    pub fn qwen25_05b_shapes() -> Self {
+        Self {
+            arch: "qwen2",
+            n_layer: 24,
+            n_embd: 896,
+            n_head: 14,
+            n_kv_head: 2,
+            ffn: 4864,
+            seed: 7,
+            vocab_pad: 151_936 - vocabulary_len(0),
+            context_length: 32_768,
+            f32_weights: false,
+        }
+    }
+}
+
+fn vocabulary_len(pad: usize) -> usize {
+    256 + MERGES.len() + SPECIALS.len() + pad
 }
 
 impl Default for TinyConfig {
@@ -61,8 +91,21 @@ impl Default for TinyConfig {
             n_kv_head: 2,
             ffn: 128,
             seed: 42,
+            vocab_pad: 0,
+            context_length: 512,
+            f32_weights: false,
         }
     }
+}
+
+/// The tiny vocabulary: 256 byte tokens, the merged tokens, the specials, then `pad` fillers.
+pub fn vocabulary_padded(pad: usize) -> (Vec<String>, Vec<i32>) {
+    let (mut tokens, mut types) = vocabulary();
+    for i in 0..pad {
+        tokens.push(format!("<nib-pad-{i}>"));
+        types.push(token_type::NORMAL);
+    }
+    (tokens, types)
 }
 
 /// The tiny vocabulary: 256 byte tokens, the merged tokens, then the specials.
@@ -83,12 +126,16 @@ pub fn vocabulary() -> (Vec<String>, Vec<i32>) {
 /// Writes a tiny model to `path`.
 pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    let (tokens, types) = vocabulary();
+    let (tokens, types) = vocabulary_padded(cfg.vocab_pad);
     let vocab = tokens.len();
     let head_dim = cfg.n_embd / cfg.n_head;
     let mut rng = cfg.seed;
     // Both formats of the real model: Q8_0, and Q5_0 (the one nib's own kernels run).
-    let (q8, q5) = (GgmlDType::Q8_0, GgmlDType::Q5_0);
+    let (q8, q5) = if cfg.f32_weights {
+        (GgmlDType::F32, GgmlDType::F32)
+    } else {
+        (GgmlDType::Q8_0, GgmlDType::Q5_0)
+    };
     let mut rand =
         |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> candle_core::Result<QTensor> {
             let data: Vec<f32> = (0..shape.0 * shape.1)
@@ -152,7 +199,7 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
             Value::String("nib tiny test model".into()),
         ),
         (format!("{a}.block_count"), u32v(cfg.n_layer)),
-        (format!("{a}.context_length"), u32v(512)),
+        (format!("{a}.context_length"), u32v(cfg.context_length)),
         (format!("{a}.embedding_length"), u32v(cfg.n_embd)),
         (format!("{a}.feed_forward_length"), u32v(cfg.ffn)),
         (format!("{a}.attention.head_count"), u32v(cfg.n_head)),
@@ -183,7 +230,7 @@ pub fn write(path: &Path, cfg: &TinyConfig) -> candle_core::Result<()> {
         ),
         (
             "tokenizer.ggml.eos_token_id".into(),
-            u32v(vocab - SPECIALS.len() + 1),
+            u32v(vocab - cfg.vocab_pad - SPECIALS.len() + 1),
         ),
     ];
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();

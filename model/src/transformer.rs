@@ -174,13 +174,20 @@ pub struct Transformer {
     /// Rotary frequencies, one per pair of head dimensions.
     inv_freq: Vec<f32>,
     device: Device,
+    /// Attention through candle's tensor ops with the cache on the device (GPUs), rather than
+    /// nib's CPU kernel over host vectors. On by default off the CPU; tests turn it on on the CPU
+    /// to check the GPU path against the CPU one.
+    pub tensor_attention: bool,
 }
 
-/// Keys and values of every layer for the tokens seen so far: per layer, per KV head, one
-/// `len × head_dim` run of f32. Appending is amortised O(1); cutting back is free.
+/// Keys and values of every layer for the tokens seen so far. On the CPU: per layer, per KV
+/// head, one `len × head_dim` run of f32 that nib's attention kernel reads in place (appending is
+/// amortised O(1); cutting back is free). On a GPU: per layer, one `(1, n_kv_head, len, head_dim)`
+/// tensor each for keys and values, on the device.
 pub struct KvCache {
     k: Vec<Vec<Vec<f32>>>,
     v: Vec<Vec<Vec<f32>>>,
+    dev: Vec<Option<(Tensor, Tensor)>>,
     head_dim: usize,
     len: usize,
 }
@@ -190,6 +197,7 @@ impl KvCache {
         Self {
             k: vec![vec![Vec::new(); n_kv_head]; n_layer],
             v: vec![vec![Vec::new(); n_kv_head]; n_layer],
+            dev: vec![None; n_layer],
             head_dim,
             len: 0,
         }
@@ -208,6 +216,16 @@ impl KvCache {
         for head in self.k.iter_mut().chain(self.v.iter_mut()).flatten() {
             head.truncate(n * self.head_dim);
         }
+        for slot in &mut self.dev {
+            if let Some((k, v)) = slot {
+                let have = k.dim(2)?;
+                if n == 0 {
+                    *slot = None;
+                } else if have > n {
+                    *slot = Some((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?));
+                }
+            }
+        }
         self.len = self.len.min(n);
         Ok(())
     }
@@ -219,6 +237,18 @@ impl KvCache {
             kh.extend_from_slice(&k[g * run..(g + 1) * run]);
             vh.extend_from_slice(&v[g * run..(g + 1) * run]);
         }
+    }
+
+    /// Appends `(1, n_kv_head, l, head_dim)` device tensors to layer `layer` and returns the
+    /// layer's keys and values for every cached position.
+    fn append_device(&mut self, layer: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = match self.dev[layer].take() {
+            None => (k, v),
+            Some((k0, v0)) => (Tensor::cat(&[&k0, &k], 2)?, Tensor::cat(&[&v0, &v], 2)?),
+        };
+        let kv = (kv.0.contiguous()?, kv.1.contiguous()?);
+        self.dev[layer] = Some(kv.clone());
+        Ok(kv)
     }
 }
 
@@ -291,6 +321,7 @@ impl Transformer {
             output,
             inv_freq,
             device: device.clone(),
+            tensor_attention: !device.is_cpu(),
         })
     }
 
@@ -318,6 +349,12 @@ impl Transformer {
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, L, D)
         let (cos, sin) = self.rope_tables(pos, l)?;
+        // The causal mask of the tensor path, built once per pass rather than once per layer.
+        let mask = if self.tensor_attention && l > 1 {
+            Some(self.causal_mask(pos, l)?)
+        } else {
+            None
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 cache.truncate(pos)?;
@@ -347,19 +384,24 @@ impl Transformer {
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
             };
-            let as_vec =
-                |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-            cache.append(i, &as_vec(&k)?, &as_vec(&v)?, l);
-            let y = kernels::attention(
-                &as_vec(&q)?,
-                l,
-                pos,
-                &cache.k[i],
-                &cache.v[i],
-                cfg.n_head,
-                cfg.head_dim,
-            );
-            let y = Tensor::from_vec(y, (1, l, cfg.n_head * cfg.head_dim), &self.device)?;
+            let y = if !self.tensor_attention {
+                let as_vec =
+                    |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+                cache.append(i, &as_vec(&k)?, &as_vec(&v)?, l);
+                let y = kernels::attention(
+                    &as_vec(&q)?,
+                    l,
+                    pos,
+                    &cache.k[i],
+                    &cache.v[i],
+                    cfg.n_head,
+                    cfg.head_dim,
+                );
+                Tensor::from_vec(y, (1, l, cfg.n_head * cfg.head_dim), &self.device)?
+            } else {
+                let (k, v) = cache.append_device(i, k, v)?;
+                self.device_attention(&q, &k, &v, mask.as_ref())?
+            };
             x = (x + layer.wo.forward(&y)?)?;
             // Feed-forward block.
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
@@ -380,6 +422,50 @@ impl Transformer {
             .forward(&last)?
             .flatten_all()?
             .to_dtype(DType::F32)?)
+    }
+
+    /// The additive causal mask for `l` queries at positions `pos..pos + l`, in the row order
+    /// of [`Self::device_attention`]: row `r` is query `r % l` and sees keys `0..=pos + r % l`.
+    fn causal_mask(&self, pos: usize, l: usize) -> Result<Tensor> {
+        let group = self.cfg.n_head / self.cfg.n_kv_head;
+        let t = pos + l;
+        let mut mask = vec![0f32; group * l * t];
+        for (r, row) in mask.chunks_mut(t).enumerate() {
+            row[pos + r % l + 1..].fill(f32::NEG_INFINITY);
+        }
+        Ok(Tensor::from_vec(mask, (group * l, t), &self.device)?)
+    }
+
+    /// Causal grouped-query attention with candle's tensor ops, for GPU devices: `q` is
+    /// `(1, n_head, l, head_dim)`, `k`/`v` are `(1, n_kv_head, pos + l, head_dim)`, `mask` is
+    /// [`Self::causal_mask`] (none for a single query). Returns `(1, l, n_head * head_dim)`.
+    fn device_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let l = q.dim(2)?;
+        let group = cfg.n_head / cfg.n_kv_head;
+        // Heads that share a KV head are adjacent: fold them into the query rows of that head.
+        let q = q.reshape((1, cfg.n_kv_head, group * l, cfg.head_dim))?;
+        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // (1, kv, group * l, t)
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(v)?; // (1, kv, group * l, head_dim)
+        Ok(y.reshape((1, cfg.n_head, l, cfg.head_dim))?
+            .transpose(1, 2)?
+            .reshape((1, l, cfg.n_head * cfg.head_dim))?)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// cos and sin tables for positions `pos..pos + l`: `(l, head_dim / 2)`.
