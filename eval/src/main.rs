@@ -119,6 +119,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 cursor: task.prompt.len(),
                 multiline: Multiline::Never,
                 max_tokens: None,
+                files: &[],
             };
             let t = Instant::now();
             let c = completer.complete(&req, &CancelToken::new())?;

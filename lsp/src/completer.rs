@@ -62,6 +62,10 @@ pub struct CompletionRequest<'a> {
     pub multiline: Multiline,
     /// Overrides the configured token limit.
     pub max_tokens: Option<usize>,
+    /// Other files of the repository as `(path, text)`, most stable first, for the repo-level
+    /// prompt (they come before the current file and change least often, so the KV cache keeps
+    /// them between keystrokes).
+    pub files: &'a [(String, String)],
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -140,7 +144,7 @@ impl Completer {
         // 3. Prompt and generation.
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
-            files: Vec::new(),
+            files: req.files.to_vec(),
             path: req.path.to_string(),
             prefix: window.prefix,
             suffix: window.suffix,

@@ -10,8 +10,13 @@
 //! live in nib-model and nib-indexer. It is the only crate that knows editors' protocols (LSP,
 //! JSON-RPC) and the command line.
 
+pub mod buffer;
 pub mod completer;
 pub mod document;
+pub mod engine;
 pub mod postprocess;
+pub mod server;
+pub mod settings;
+pub mod stats;
 
 pub use completer::{Completer, CompleterConfig, Completion, CompletionRequest, Multiline};

@@ -30,6 +30,30 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Run the language server on stdin/stdout.
+    Serve(ServeArgs),
+    /// Show local acceptance statistics (suggestions shown and accepted, share of code from nib).
+    Stats {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// GGUF model file (the `model` setting overrides it).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu, cuda or metal (the `backend` setting overrides it).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Threads for inference (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Accepted for compatibility with clients that always pass it; stdio is the only transport.
+    #[arg(long, hide = true)]
+    stdio: bool,
 }
 
 #[derive(clap::Args)]
@@ -78,7 +102,7 @@ struct ModelArgs {
     /// GGUF model file (default: $NIB_MODEL, else the default model fetched by `nib model pull`).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// cpu (cuda, metal and remote are on the way).
+    /// cpu, or cuda / metal in builds with those features (scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
     /// Threads for inference (default: all cores).
@@ -137,6 +161,8 @@ fn main() -> ExitCode {
         Command::Complete(args) => complete(args, start),
         Command::Bench(args) => bench(args),
         Command::Model { command } => model(command),
+        Command::Serve(args) => serve(args),
+        Command::Stats { json } => stats(json),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -167,6 +193,50 @@ fn model(cmd: ModelCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    set_threads(args.threads)?;
+    if let Some(b) = &args.backend {
+        b.parse::<BackendKind>().map_err(usage)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(runtime)?;
+    let clean = runtime.block_on(nib_lsp::server::serve(nib_lsp::server::ServeOptions {
+        model: args.model,
+        backend: args.backend,
+    }));
+    // The stdin reader may still be blocked in a read: do not wait for it.
+    runtime.shutdown_background();
+    if clean {
+        Ok(())
+    } else {
+        Err(Failure(
+            1,
+            "the client exited without asking the server to shut down".into(),
+        ))
+    }
+}
+
+fn stats(json: bool) -> Result<(), Failure> {
+    let path = nib_lsp::stats::Stats::default_path();
+    let st = nib_lsp::stats::Stats::load(&path).map_err(runtime)?;
+    if json {
+        let mut v = serde_json::to_value(&st).map_err(runtime)?;
+        v["acceptance_rate"] = serde_json::json!(st.acceptance_rate());
+        v["share_from_nib"] = serde_json::json!(st.share_from_nib());
+        println!("{v}");
+    } else {
+        print!("{}", st.report());
+        println!(
+            "(from {}; nothing here leaves this machine)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
@@ -312,6 +382,7 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
         cursor,
         multiline: args.multiline,
         max_tokens: args.max_tokens,
+        files: &[],
     };
     let c = completer
         .complete(&req, &CancelToken::new())

@@ -11,6 +11,19 @@ pub struct Surroundings<'a> {
     pub single_line: bool,
 }
 
+/// Whether to suggest at all at this cursor: not in the middle of a line whose rest holds more
+/// than closing characters and punctuation (the model would have to guess how to join two
+/// pieces of code the user already wrote), and not inside a word.
+pub fn wants_suggestion(line_prefix: &str, line_suffix: &str) -> bool {
+    let rest = line_suffix.trim_end_matches(['\r', '\n']);
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    if line_prefix.chars().last().is_some_and(word) && rest.chars().next().is_some_and(word) {
+        return false;
+    }
+    rest.chars()
+        .all(|c| c.is_whitespace() || ")]}>\"'`;,.".contains(c))
+}
+
 /// Applies every rule in order.
 pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     let mut text = raw.to_string();
@@ -132,6 +145,28 @@ mod tests {
         ];
         for (raw, prefix, want) in cases {
             assert_eq!(limit_to_block(raw, prefix), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn when_to_suggest() {
+        // (line with the cursor as '|', suggest?)
+        let cases = [
+            ("let x = |", true),
+            ("foo(|)", true),
+            ("foo(|);", true),
+            ("vec![|]", true),
+            ("let s = \"|\";", true),
+            ("    |", true),
+            ("|", true),
+            ("foo(|bar)", false),
+            ("let x|y = 1;", false),
+            ("let |x = 1;", false),
+            ("ab|c", false),
+        ];
+        for (line, want) in cases {
+            let (a, b) = line.split_once('|').unwrap();
+            assert_eq!(wants_suggestion(a, b), want, "{line:?}");
         }
     }
 

@@ -37,6 +37,7 @@ fn complete_with(
         cursor,
         multiline,
         max_tokens: None,
+        files: &[],
     };
     c.complete(&req, &CancelToken::new()).expect("completion")
 }

@@ -1,0 +1,550 @@
+//! The scheduler between editors and the model. It knows nothing of LSP: the server, the eval
+//! harness's replay and the tests submit plain [`Request`]s and get [`Answer`]s back.
+//!
+//! Rules, in the order a request meets them:
+//! 1. **Typing-through**: if the user typed characters that a recent completion (or the one
+//!    being generated, once it finishes) predicted, the rest of it is the answer, with no model
+//!    call. Recent completions are kept in a small LRU keyed by document, text before and text
+//!    after the cursor.
+//! 2. Until the model is ready, every request gets an empty answer at once.
+//! 3. **One slot**: a newer request replaces the pending one (which gets an empty answer) and
+//!    cancels the generation in flight unless it only extends it by typing. There is no queue.
+//! 4. **Debounce**: a request waits `debounce` before it starts, so a burst of keystrokes costs
+//!    one generation.
+//! 5. One generation at a time, on one worker thread that owns the model; callers never wait
+//!    for the model while holding anything.
+
+use crate::completer::{Completer, CompleterConfig, CompletionRequest, Multiline};
+use nib_model::{BackendKind, CancelToken};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Everything a completion needs, owned.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The document's identity (its URI).
+    pub doc: String,
+    pub repo_name: String,
+    /// Path relative to the workspace root.
+    pub path: String,
+    pub text: String,
+    /// Byte offset of the cursor in `text`.
+    pub cursor: usize,
+    pub multiline: Multiline,
+    pub max_tokens: Option<usize>,
+    /// Other files as `(path, text)` for the repository-level prompt.
+    pub files: Vec<(String, String)>,
+}
+
+impl Request {
+    fn prefix(&self) -> &str {
+        &self.text[..self.cursor]
+    }
+    fn suffix(&self) -> &str {
+        &self.text[self.cursor..]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Text to insert at the cursor (possibly empty: the model had nothing to add).
+    Text {
+        text: String,
+        /// Served from a recent completion without a model call.
+        typed_through: bool,
+        /// Milliseconds from submission to answer.
+        latency_ms: f64,
+    },
+    /// No completion: the reason is for logs, not for users.
+    Nothing(&'static str),
+}
+
+/// The model to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    pub backend: BackendKind,
+}
+
+/// What the engine tells its owner about the model.
+#[derive(Debug, Clone)]
+pub enum Status {
+    Loading {
+        model: PathBuf,
+    },
+    Ready {
+        model: String,
+        backend: String,
+        load_ms: f64,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub debounce: Duration,
+    pub completer: CompleterConfig,
+    /// Completions remembered for typing-through.
+    pub recent: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(30),
+            completer: CompleterConfig::default(),
+            recent: 32,
+        }
+    }
+}
+
+/// Counters, for tests and `nib bench`-style reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub submitted: u64,
+    pub typed_through: u64,
+    pub generations: u64,
+    pub cancelled: u64,
+    pub superseded: u64,
+}
+
+struct Pending {
+    id: u64,
+    req: Request,
+    at: Instant,
+    reply: oneshot::Sender<Answer>,
+}
+
+struct Running {
+    id: u64,
+    doc: String,
+    prefix: String,
+    suffix: String,
+    cancel: CancelToken,
+}
+
+struct Recent {
+    doc: String,
+    prefix: String,
+    suffix: String,
+    text: String,
+}
+
+enum ModelState {
+    Loading,
+    Ready,
+    Failed,
+}
+
+struct State {
+    model: ModelState,
+    reload: Option<ModelSpec>,
+    pending: Option<Pending>,
+    running: Option<Running>,
+    recent: VecDeque<Recent>,
+    config: EngineConfig,
+    next_id: u64,
+    shutdown: bool,
+    counters: Counters,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// A handle to the worker; cheap to clone. Dropping the last one stops the worker.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0);
+        s.shutdown = true;
+        if let Some(r) = &s.running {
+            r.cancel.cancel();
+        }
+        drop(s);
+        self.0.wake.notify_all();
+    }
+}
+
+/// A submitted request: await `answer`; `id` cancels it.
+pub struct Ticket {
+    pub id: u64,
+    pub answer: oneshot::Receiver<Answer>,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic on the worker must not take the server down with a poisoned lock.
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// Starts the worker, which loads `spec` in the background and reports through `on_status`.
+    pub fn start(
+        spec: ModelSpec,
+        config: EngineConfig,
+        on_status: impl Fn(Status) + Send + 'static,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                model: ModelState::Loading,
+                reload: Some(spec),
+                pending: None,
+                running: None,
+                recent: VecDeque::new(),
+                config,
+                next_id: 1,
+                shutdown: false,
+                counters: Counters::default(),
+            }),
+            wake: Condvar::new(),
+        });
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("nib-engine".into())
+            .spawn(move || run_worker(&worker, &on_status))
+            .expect("spawn the engine thread");
+        Self {
+            _owner: Arc::new(Owner(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Submits a request; the answer comes through the ticket.
+    pub fn submit(&self, req: Request) -> Ticket {
+        let (tx, rx) = oneshot::channel();
+        let at = Instant::now();
+        let mut s = lock(&self.shared);
+        let id = s.next_id;
+        s.next_id += 1;
+        s.counters.submitted += 1;
+        if let Some(text) = typed_through(&s.recent, &req) {
+            s.counters.typed_through += 1;
+            let _ = tx.send(Answer::Text {
+                text,
+                typed_through: true,
+                latency_ms: at.elapsed().as_secs_f64() * 1e3,
+            });
+            return Ticket { id, answer: rx };
+        }
+        match s.model {
+            ModelState::Ready => {}
+            ModelState::Loading => {
+                let _ = tx.send(Answer::Nothing("the model is loading"));
+                return Ticket { id, answer: rx };
+            }
+            ModelState::Failed => {
+                let _ = tx.send(Answer::Nothing("the model failed to load"));
+                return Ticket { id, answer: rx };
+            }
+        }
+        if let Some(old) = s.pending.take() {
+            s.counters.superseded += 1;
+            let _ = old
+                .reply
+                .send(Answer::Nothing("superseded by a newer request"));
+        }
+        let extends = s.running.as_ref().is_some_and(|r| extends_running(r, &req));
+        if let (Some(r), false) = (&s.running, extends) {
+            r.cancel.cancel();
+        }
+        s.pending = Some(Pending {
+            id,
+            req,
+            at,
+            reply: tx,
+        });
+        drop(s);
+        self.shared.wake.notify_all();
+        Ticket { id, answer: rx }
+    }
+
+    /// Cancels a request: dropped if it has not started, stopped if it is running.
+    pub fn cancel(&self, id: u64) {
+        let mut s = lock(&self.shared);
+        if s.pending.as_ref().is_some_and(|p| p.id == id) {
+            let p = s.pending.take().unwrap();
+            s.counters.cancelled += 1;
+            let _ = p.reply.send(Answer::Nothing("cancelled"));
+        }
+        if let Some(r) = s.running.as_ref().filter(|r| r.id == id) {
+            r.cancel.cancel();
+        }
+    }
+
+    /// Loads another model (or the same one on another backend) in the background.
+    pub fn reload(&self, spec: ModelSpec) {
+        let mut s = lock(&self.shared);
+        s.reload = Some(spec);
+        if let Some(r) = &s.running {
+            r.cancel.cancel();
+        }
+        drop(s);
+        self.shared.wake.notify_all();
+    }
+
+    /// New settings; completions remembered under the old ones are forgotten.
+    pub fn set_config(&self, config: EngineConfig) {
+        let mut s = lock(&self.shared);
+        s.config = config;
+        s.recent.clear();
+        drop(s);
+        self.shared.wake.notify_all();
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        lock(&self.shared).config.clone()
+    }
+
+    pub fn counters(&self) -> Counters {
+        lock(&self.shared).counters.clone()
+    }
+
+    /// Forgets a closed document's recent completions.
+    pub fn forget(&self, doc: &str) {
+        lock(&self.shared).recent.retain(|r| r.doc != doc);
+    }
+}
+
+/// The rest of a recent completion that the text typed since predicted.
+fn typed_through(recent: &VecDeque<Recent>, req: &Request) -> Option<String> {
+    let (prefix, suffix) = (req.prefix(), req.suffix());
+    recent.iter().rev().find_map(|r| {
+        if r.doc != req.doc || r.suffix != suffix || !prefix.starts_with(&r.prefix) {
+            return None;
+        }
+        let typed = &prefix[r.prefix.len()..];
+        let rest = r.text.strip_prefix(typed)?;
+        (!rest.is_empty()).then(|| rest.to_string())
+    })
+}
+
+/// Whether `req` is the running request with a few more characters typed: then the running
+/// generation may still answer it by typing-through, and is not cancelled.
+fn extends_running(r: &Running, req: &Request) -> bool {
+    let prefix = req.prefix();
+    r.doc == req.doc
+        && r.suffix == req.suffix()
+        && prefix.starts_with(&r.prefix)
+        && prefix.len() - r.prefix.len() <= 64
+}
+
+fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
+    let mut completer: Option<Completer> = None;
+    loop {
+        let mut s = lock(shared);
+        // Wait for work: a model to load or a request whose debounce has passed.
+        let job = loop {
+            if s.shutdown {
+                return;
+            }
+            if let Some(spec) = s.reload.take() {
+                s.model = ModelState::Loading;
+                let config = s.config.completer.clone();
+                drop(s);
+                drop(completer.take()); // free the old model before the new one comes in
+                on_status(Status::Loading {
+                    model: spec.path.clone(),
+                });
+                let (loaded, status) = match load(&spec, config) {
+                    Ok((c, status)) => (Some(c), status),
+                    Err(status) => (None, status),
+                };
+                completer = loaded;
+                s = lock(shared);
+                // A newer reload asked for meanwhile wins; otherwise serve with this model.
+                s.model = if completer.is_some() {
+                    ModelState::Ready
+                } else {
+                    ModelState::Failed
+                };
+                drop(s);
+                on_status(status);
+                s = lock(shared);
+                continue;
+            }
+            let Some(p) = &s.pending else {
+                s = shared.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let due = p.at + s.config.debounce;
+            let now = Instant::now();
+            if now < due {
+                s = shared
+                    .wake
+                    .wait_timeout(s, due - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            let p = s.pending.take().unwrap();
+            // The generation that just finished may have predicted what was typed meanwhile.
+            if let Some(text) = typed_through(&s.recent, &p.req) {
+                s.counters.typed_through += 1;
+                let _ = p.reply.send(Answer::Text {
+                    text,
+                    typed_through: true,
+                    latency_ms: p.at.elapsed().as_secs_f64() * 1e3,
+                });
+                continue;
+            }
+            let cancel = CancelToken::new();
+            s.running = Some(Running {
+                id: p.id,
+                doc: p.req.doc.clone(),
+                prefix: p.req.prefix().to_string(),
+                suffix: p.req.suffix().to_string(),
+                cancel: cancel.clone(),
+            });
+            s.counters.generations += 1;
+            if let Some(c) = completer.as_mut() {
+                c.config = s.config.completer.clone();
+            }
+            break (p, cancel);
+        };
+        drop(s);
+
+        let (p, cancel) = job;
+        let trace = std::env::var_os("NIB_TRACE").is_some();
+        if trace {
+            eprintln!(
+                "nib-engine: start {} ({} bytes before the cursor)",
+                p.id, p.req.cursor
+            );
+        }
+        let result = match completer.as_mut() {
+            Some(c) => {
+                let req = &p.req;
+                let r = CompletionRequest {
+                    repo_name: &req.repo_name,
+                    path: &req.path,
+                    text: &req.text,
+                    cursor: req.cursor,
+                    multiline: req.multiline,
+                    max_tokens: req.max_tokens,
+                    files: &req.files,
+                };
+                // A panic in the pipeline is a bug, but it must cost one answer, not the server.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(&r, &cancel)))
+                    .unwrap_or_else(|_| {
+                        Err(nib_model::ModelError::Inference(
+                            "the completion pipeline panicked".into(),
+                        ))
+                    })
+            }
+            None => Err(nib_model::ModelError::Inference("no model".into())),
+        };
+
+        if trace {
+            eprintln!(
+                "nib-engine: end {} after {:?}: {:?}",
+                p.id,
+                p.at.elapsed(),
+                result.as_ref().map(|c| &c.text)
+            );
+        }
+        let mut s = lock(shared);
+        s.running = None;
+        let answer = match result {
+            Ok(c) => {
+                let cap = s.config.recent.max(1);
+                if s.recent.len() >= cap {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(Recent {
+                    doc: p.req.doc.clone(),
+                    prefix: p.req.prefix().to_string(),
+                    suffix: p.req.suffix().to_string(),
+                    text: c.text.clone(),
+                });
+                Answer::Text {
+                    text: c.text,
+                    typed_through: false,
+                    latency_ms: p.at.elapsed().as_secs_f64() * 1e3,
+                }
+            }
+            Err(nib_model::ModelError::Cancelled) => {
+                s.counters.cancelled += 1;
+                Answer::Nothing("cancelled")
+            }
+            Err(_) => Answer::Nothing("the model failed on this request"),
+        };
+        let _ = p.reply.send(answer);
+    }
+}
+
+/// Loads the model. The caller reports the outcome once the engine can serve with it.
+fn load(spec: &ModelSpec, config: CompleterConfig) -> Result<(Completer, Status), Status> {
+    let t0 = Instant::now();
+    let result =
+        nib_model::load_backend(spec.backend, &spec.path).and_then(|b| Completer::new(b, config));
+    match result {
+        Ok(c) => {
+            let status = Status::Ready {
+                model: c.model_name(),
+                backend: spec.backend.name().to_string(),
+                load_ms: t0.elapsed().as_secs_f64() * 1e3,
+            };
+            Ok((c, status))
+        }
+        Err(e) => Err(Status::Failed {
+            message: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(text: &str, cursor_marker: &str) -> Request {
+        let cursor = text.find(cursor_marker).unwrap();
+        Request {
+            doc: "file:///a.rs".into(),
+            repo_name: "r".into(),
+            path: "a.rs".into(),
+            text: text.replace(cursor_marker, ""),
+            cursor,
+            multiline: Multiline::Auto,
+            max_tokens: None,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn typing_through_rules() {
+        let mut recent = VecDeque::new();
+        recent.push_back(Recent {
+            doc: "file:///a.rs".into(),
+            prefix: "let x = ".into(),
+            suffix: ";\n".into(),
+            text: "foo(1)".into(),
+        });
+        // (text with cursor, expected rest)
+        let cases = [
+            ("let x = |;\n", Some("foo(1)")),
+            ("let x = f|;\n", Some("oo(1)")),
+            ("let x = foo(|;\n", Some("1)")),
+            ("let x = foo(1)|;\n", None), // nothing left
+            ("let x = g|;\n", None),      // typed something else
+            ("let x = f|);\n", None),     // the suffix changed
+            ("let y = f|;\n", None),      // the prefix changed
+        ];
+        for (text, want) in cases {
+            let r = req(text, "|");
+            assert_eq!(typed_through(&recent, &r).as_deref(), want, "{text:?}");
+        }
+    }
+}

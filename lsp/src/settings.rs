@@ -1,0 +1,186 @@
+//! The server's settings, as sent in `initializationOptions` and `workspace/didChangeConfiguration`
+//! (either flat or under a `nib` key). Every field is optional; unknown fields are ignored, and a
+//! field of the wrong type is reported and ignored, never fatal.
+
+use crate::completer::{CompleterConfig, Multiline};
+use crate::engine::EngineConfig;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Settings {
+    /// GGUF file; default `$NIB_MODEL`, else the model `nib model pull` fetched.
+    pub model: Option<PathBuf>,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// Inference threads (read at start-up: `nib serve --threads` or this setting).
+    pub threads: Option<usize>,
+    /// Tokens generated at most for a one-line and for a multi-line suggestion.
+    pub max_tokens: usize,
+    pub max_tokens_multiline: usize,
+    /// Milliseconds a request waits for more keystrokes before the model starts.
+    pub debounce_ms: u64,
+    /// `auto` (a block where one opens), `always` or `never`.
+    pub multiline: String,
+    /// Token budget of the text before the cursor, and of the text after it.
+    pub context_tokens: usize,
+    pub suffix_tokens: usize,
+    /// Characters of other open files put in the prompt, at most.
+    pub other_files_chars: usize,
+    /// Suggest in the middle of a word when the rest of the line is more than closing characters.
+    pub mid_word: bool,
+    /// Master switch, and per-language switches by LSP language id (`{"markdown": false}`).
+    pub enable: bool,
+    pub languages: HashMap<String, bool>,
+    /// An inference server (OpenAI-compatible or llama.cpp `/infill`) and the name of the
+    /// environment variable that holds its API key.
+    pub remote_url: Option<String>,
+    pub remote_api_key_env: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = CompleterConfig::default();
+        Self {
+            model: None,
+            backend: "cpu".into(),
+            threads: None,
+            max_tokens: c.max_tokens_single,
+            max_tokens_multiline: c.max_tokens_multi,
+            debounce_ms: EngineConfig::default().debounce.as_millis() as u64,
+            multiline: "auto".into(),
+            context_tokens: c.prefix_tokens,
+            suffix_tokens: c.suffix_tokens,
+            other_files_chars: 6000,
+            mid_word: false,
+            enable: true,
+            languages: HashMap::new(),
+            remote_url: None,
+            remote_api_key_env: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads settings from a JSON value: `{...}` or `{"nib": {...}}`. Fields that do not parse
+    /// keep their previous value and are named in the returned warnings.
+    pub fn merged(&self, value: &serde_json::Value) -> (Settings, Vec<String>) {
+        let obj = match value.get("nib") {
+            Some(inner) => inner,
+            None => value,
+        };
+        let mut warnings = Vec::new();
+        let mut current = serde_json::to_value(SettingsOut(self)).unwrap_or_default();
+        if let (Some(cur), Some(new)) = (current.as_object_mut(), obj.as_object()) {
+            for (k, v) in new {
+                let mut trial = cur.clone();
+                trial.insert(k.clone(), v.clone());
+                match serde_json::from_value::<Settings>(serde_json::Value::Object(trial)) {
+                    Ok(_) => {
+                        cur.insert(k.clone(), v.clone());
+                    }
+                    Err(e) => warnings.push(format!("setting `{k}` ignored: {e}")),
+                }
+            }
+        }
+        let mut s: Settings = serde_json::from_value(current).unwrap_or_else(|_| self.clone());
+        if s.multiline.parse::<Multiline>().is_err() {
+            warnings.push(format!(
+                "setting `multiline` ignored: expected auto, always or never, not `{}`",
+                s.multiline
+            ));
+            s.multiline = self.multiline.clone();
+        }
+        if s.backend.parse::<nib_model::BackendKind>().is_err() {
+            warnings.push(format!(
+                "setting `backend` ignored: unknown backend `{}`",
+                s.backend
+            ));
+            s.backend = self.backend.clone();
+        }
+        if s.remote_url.is_some() {
+            warnings.push(
+                "setting `remoteUrl` is not supported yet: completions run on the local model"
+                    .into(),
+            );
+        }
+        (s, warnings)
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            debounce: Duration::from_millis(self.debounce_ms),
+            completer: CompleterConfig {
+                prefix_tokens: self.context_tokens,
+                suffix_tokens: self.suffix_tokens,
+                max_tokens_single: self.max_tokens,
+                max_tokens_multi: self.max_tokens_multiline,
+            },
+            ..EngineConfig::default()
+        }
+    }
+
+    pub fn multiline_mode(&self) -> Multiline {
+        self.multiline.parse().unwrap_or(Multiline::Auto)
+    }
+
+    pub fn enabled_for(&self, language_id: &str) -> bool {
+        self.enable && self.languages.get(language_id).copied().unwrap_or(true)
+    }
+}
+
+/// Settings back to JSON in the same camelCase shape they are read in.
+struct SettingsOut<'a>(&'a Settings);
+
+impl serde::Serialize for SettingsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let x = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", &x.model)?;
+        m.serialize_entry("backend", &x.backend)?;
+        m.serialize_entry("threads", &x.threads)?;
+        m.serialize_entry("maxTokens", &x.max_tokens)?;
+        m.serialize_entry("maxTokensMultiline", &x.max_tokens_multiline)?;
+        m.serialize_entry("debounceMs", &x.debounce_ms)?;
+        m.serialize_entry("multiline", &x.multiline)?;
+        m.serialize_entry("contextTokens", &x.context_tokens)?;
+        m.serialize_entry("suffixTokens", &x.suffix_tokens)?;
+        m.serialize_entry("otherFilesChars", &x.other_files_chars)?;
+        m.serialize_entry("midWord", &x.mid_word)?;
+        m.serialize_entry("enable", &x.enable)?;
+        m.serialize_entry("languages", &x.languages)?;
+        m.serialize_entry("remoteUrl", &x.remote_url)?;
+        m.serialize_entry("remoteApiKeyEnv", &x.remote_api_key_env)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_merge_field_by_field() {
+        let base = Settings::default();
+        let (s, w) = base.merged(&json!({"nib": {"maxTokens": 20, "debounceMs": 5}}));
+        assert_eq!((s.max_tokens, s.debounce_ms), (20, 5));
+        assert!(w.is_empty(), "{w:?}");
+        // A bad field is reported and ignored; the good one next to it still applies.
+        let (s2, w) = s.merged(&json!({"maxTokens": "lots", "multiline": "never"}));
+        assert_eq!(s2.max_tokens, 20);
+        assert_eq!(s2.multiline_mode(), Multiline::Never);
+        assert_eq!(w.len(), 1, "{w:?}");
+        let (s3, w) =
+            s2.merged(&json!({"multiline": "sometimes", "languages": {"markdown": false}}));
+        assert_eq!(s3.multiline_mode(), Multiline::Never);
+        assert!(!s3.enabled_for("markdown") && s3.enabled_for("rust"));
+        assert_eq!(w.len(), 1);
+        // Not an object at all: nothing changes.
+        assert_eq!(s3.merged(&json!(null)).0, s3);
+    }
+}
