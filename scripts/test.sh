@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --all-targets
 cargo run --quiet -p nib-lsp -- model pull --quiet
+# A real Neovim 0.12 for the editor test (lsp/tests/nvim.rs).
+scripts/get-nvim.sh >/dev/null
 cargo test --workspace

