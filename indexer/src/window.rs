@@ -2,6 +2,14 @@
 //!
 //! The prefix is taken nearest line first, the suffix likewise, and both are cut at line
 //! boundaries, so a prompt never starts or ends in the middle of a line except at the cursor.
+//!
+//! When the budget cuts the prefix, its first line is moved down to a multiple of a stride (up to
+//! [`ANCHOR_LINES`] lines, at most a quarter of the window) from the top of the file. Typing then
+//! leaves the prompt's head unchanged for many keystrokes, so the model's KV cache for it is
+//! reused instead of the whole window being recomputed each time its start slides by a line.
+
+/// The largest stride a cut prefix's first line is aligned to.
+pub const ANCHOR_LINES: usize = 32;
 
 /// The text around the cursor that goes into a prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -38,6 +46,24 @@ pub fn local_window(
         }
         prefix_tokens += n;
         start = line_start;
+    }
+
+    // Anchor a cut prefix at a stable line (never past the cursor's line).
+    if start > 0 {
+        let mut line = before[..start].matches('\n').count();
+        let window_lines = before[start..head_start].matches('\n').count();
+        let stride = match window_lines / 4 {
+            0 => 1,
+            n => (1usize << n.ilog2()).min(ANCHOR_LINES),
+        };
+        while line % stride != 0 && start < head_start {
+            let next = before[start..]
+                .find('\n')
+                .map_or(head_start, |i| start + i + 1);
+            prefix_tokens -= count(&before[start..next]);
+            start = next;
+            line += 1;
+        }
     }
 
     // Suffix: the cursor line's tail, then whole lines downwards.
@@ -94,6 +120,25 @@ mod tests {
         let w = local_window(text, cursor, 0, 0, &words);
         assert_eq!(w.prefix, "one two three four five");
         assert_eq!(w.suffix, "|six seven eight");
+    }
+
+    #[test]
+    fn a_cut_prefix_starts_at_a_stable_line_while_typing() {
+        let text: String = (0..200).map(|i| format!("line{i} x\n")).collect();
+        let first_line = |cursor_line: usize, typed: &str| {
+            let mut t = text.clone();
+            let at = t.match_indices('\n').nth(cursor_line - 1).unwrap().0 + 1;
+            t.insert_str(at, typed);
+            let w = local_window(&t, at + typed.len(), 160, 10, &words);
+            w.prefix.lines().next().unwrap().to_string()
+        };
+        // 160 "words" is 80 lines: the window would start 80 lines up, sliding with the cursor;
+        // anchored, it stays put while typing within a line and across several lines.
+        let a = first_line(150, "");
+        assert_eq!(a, "line80 x"); // 80 lines up is line 70; the stride is 16
+        assert_eq!(first_line(150, "let value = compute("), a);
+        assert_eq!(first_line(160, ""), a);
+        assert_ne!(first_line(190, ""), a);
     }
 
     #[test]
