@@ -164,11 +164,7 @@ impl Completer {
         // 4. Post-processing.
         let text = postprocess(
             &generation.text,
-            &Surroundings {
-                line_prefix,
-                line_suffix,
-                single_line: !multiline,
-            },
+            &Surroundings::of(req.text, cursor, !multiline),
         );
         Ok(Completion {
             text,

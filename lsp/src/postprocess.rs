@@ -8,7 +8,55 @@ pub struct Surroundings<'a> {
     pub line_prefix: &'a str,
     /// Text after the cursor on its line (without the line break).
     pub line_suffix: &'a str,
+    /// A few lines after the cursor's line.
+    pub next_lines: &'a str,
+    /// The nearest non-blank line above the cursor's line.
+    pub previous_line: &'a str,
+    /// Whether the file indents with tabs (`Some(true)`), spaces (`Some(false)`), or cannot tell.
+    pub indent_tabs: Option<bool>,
     pub single_line: bool,
+}
+
+impl<'a> Surroundings<'a> {
+    /// Reads the surroundings of byte offset `cursor` in `text`.
+    pub fn of(text: &'a str, cursor: usize, single_line: bool) -> Self {
+        let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[cursor..].find('\n').map_or(text.len(), |i| cursor + i);
+        let after = &text[(line_end + 1).min(text.len())..];
+        let next_end = after
+            .match_indices('\n')
+            .nth(9)
+            .map_or(after.len(), |(i, _)| i + 1);
+        let previous_line = text[..line_start]
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        Surroundings {
+            line_prefix: &text[line_start..cursor],
+            line_suffix: text[cursor..line_end].trim_end_matches('\r'),
+            next_lines: &after[..next_end],
+            previous_line,
+            indent_tabs: indent_style(&text[..line_start]),
+            single_line,
+        }
+    }
+}
+
+/// Tabs or spaces, by the majority of the indented lines in `text` (its last 200 lines).
+pub fn indent_style(text: &str) -> Option<bool> {
+    let (mut tabs, mut spaces) = (0, 0);
+    for l in text.lines().rev().take(200) {
+        match l.as_bytes().first() {
+            Some(b'\t') => tabs += 1,
+            Some(b' ') if l.starts_with("  ") => spaces += 1,
+            _ => {}
+        }
+    }
+    match (tabs, spaces) {
+        (0, 0) => None,
+        (t, s) => Some(t > s),
+    }
 }
 
 /// Whether to suggest at all at this cursor: not in the middle of a line whose rest holds more
@@ -34,10 +82,132 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     }
     text = trim_line_ends(&text);
     text = drop_suffix_overlap(&text, s.line_suffix);
-    if text.trim().is_empty() {
+    text = cut_at_closer_the_suffix_has(&text, s.line_prefix, s.line_suffix);
+    text = drop_following_overlap(&text, s.next_lines);
+    if let Some(tabs) = s.indent_tabs {
+        text = match_indentation(&text, tabs);
+    }
+    if text.trim().is_empty() || is_repetitive(&text, s.previous_line) {
         return String::new();
     }
     text
+}
+
+fn closer_of(open: char) -> Option<char> {
+    match open {
+        '(' => Some(')'),
+        '[' => Some(']'),
+        '{' => Some('}'),
+        _ => None,
+    }
+}
+
+/// On one line: when the completion closes a bracket opened before the cursor and the text after
+/// the cursor closes it already, the completion stops before its own closer (which would double
+/// it): `foo(|)` + `a, b);` → `a, b`.
+pub fn cut_at_closer_the_suffix_has(text: &str, line_prefix: &str, line_suffix: &str) -> String {
+    if text.contains('\n') {
+        return text.to_string();
+    }
+    let Some(first) = line_suffix.trim_start().chars().next() else {
+        return text.to_string();
+    };
+    // Brackets still open on the cursor's line before the cursor.
+    let mut open: Vec<char> = Vec::new();
+    for c in line_prefix.chars() {
+        if closer_of(c).is_some() {
+            open.push(c);
+        } else if ")]}".contains(c) {
+            open.pop();
+        }
+    }
+    let mut inner: Vec<char> = Vec::new();
+    for (i, c) in text.char_indices() {
+        if closer_of(c).is_some() {
+            inner.push(c);
+        } else if ")]}".contains(c) {
+            if inner.pop().is_some() {
+                continue;
+            }
+            // This closes a bracket from before the cursor.
+            let closes = open.pop().and_then(closer_of);
+            if closes == Some(c) && first == c {
+                return text[..i].trim_end().to_string();
+            }
+        }
+    }
+    text.to_string()
+}
+
+/// A multi-line completion that ends with the lines already after the cursor loses them:
+/// the model rewrote what follows instead of stopping.
+pub fn drop_following_overlap(text: &str, next_lines: &str) -> String {
+    if !text.contains('\n') {
+        return text.to_string();
+    }
+    let ours: Vec<&str> = text.split('\n').collect();
+    let theirs: Vec<&str> = next_lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    // The longest run of completion lines, from some line to the end, that the file's next
+    // lines start with (whitespace aside).
+    for start in 1..ours.len() {
+        let tail: Vec<&str> = ours[start..]
+            .iter()
+            .copied()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        if !tail.is_empty()
+            && tail.len() <= theirs.len()
+            && tail.iter().zip(&theirs).all(|(a, b)| a.trim() == b.trim())
+        {
+            return ours[..start].join("\n").trim_end().to_string();
+        }
+    }
+    text.to_string()
+}
+
+/// Re-indents the completion's own lines (after the first) with the file's indentation style:
+/// four spaces per tab, or a tab per four spaces.
+pub fn match_indentation(text: &str, tabs: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            let body = line.trim_start_matches([' ', '\t']);
+            let lead = &line[..line.len() - body.len()];
+            let width: usize = lead.chars().map(|c| if c == '\t' { 4 } else { 1 }).sum();
+            if tabs {
+                out.push_str(&"\t".repeat(width / 4));
+                out.push_str(&" ".repeat(width % 4));
+            } else {
+                out.push_str(&" ".repeat(width));
+            }
+            out.push_str(body);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// A suggestion not worth showing: the line above again, or a short piece repeated over and over.
+pub fn is_repetitive(text: &str, previous_line: &str) -> bool {
+    let t = text.trim();
+    if !previous_line.trim().is_empty()
+        && t == previous_line.trim()
+        && !t.contains('\n')
+        && t.len() > 3
+    {
+        return true;
+    }
+    let chars: Vec<char> = t.chars().collect();
+    let n = chars.len();
+    // Periodic text: a unit of 2 to 40 characters repeated at least 4 times and nothing else, or
+    // one character 32 times (`0xFFFFFFFF` and `=====` rulers are real code).
+    let periodic = |p: usize| (p..n).all(|i| chars[i] == chars[i - p]);
+    (n >= 32 && periodic(1)) || (n >= 12 && (2..=40.min(n / 4)).any(periodic))
 }
 
 /// Everything up to the end of the first line that has text (a leading line break is kept, so a
@@ -170,26 +340,41 @@ mod tests {
         }
     }
 
+    /// The golden cases in `tests/fixtures/postprocess.txt`: each block names a case, gives the
+    /// raw model text and the cursor's surroundings, and the text the editor must get.
     #[test]
     fn golden() {
-        // (raw, line suffix, single line, expected)
-        let cases: &[(&str, &str, bool, &str)] = &[
-            ("foo(x)\nbar()", "", true, "foo(x)"),
-            ("\n    foo(x)\n    bar()", "", true, "\n    foo(x)"),
-            ("a, b)", ")", true, "a, b"),
-            ("a, b);", ");", true, "a, b"),
-            ("x + 1   ", "", true, "x + 1"),
-            ("   \n  ", "", true, ""),
-            ("line1  \nline2\n\n", "", false, "line1\nline2"),
-            ("value", ")", true, "value"),
-        ];
-        for (raw, suffix, single, want) in cases {
-            let s = Surroundings {
-                line_prefix: "",
-                line_suffix: suffix,
-                single_line: *single,
+        let data = include_str!("../tests/fixtures/postprocess.txt");
+        let mut n = 0;
+        for block in data.split("\n## ").skip(1) {
+            let (name, body) = block.split_once('\n').unwrap();
+            let field = |k: &str| -> Option<String> {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                    .map(|v| {
+                        v.strip_prefix(' ')
+                            .unwrap_or(v)
+                            .replace("\\n", "\n")
+                            .replace("\\t", "\t")
+                    })
             };
-            assert_eq!(postprocess(raw, &s), *want, "raw {raw:?} suffix {suffix:?}");
+            let raw = field("raw").unwrap_or_else(|| panic!("{name}: no raw"));
+            let want = field("want").unwrap_or_else(|| panic!("{name}: no want"));
+            let prefix = field("prefix").unwrap_or_default();
+            let suffix = field("suffix").unwrap_or_default();
+            let next = field("next").unwrap_or_default();
+            let previous = field("previous").unwrap_or_default();
+            let s = Surroundings {
+                line_prefix: &prefix,
+                line_suffix: &suffix,
+                next_lines: &next,
+                previous_line: &previous,
+                indent_tabs: field("tabs").map(|v| v == "true"),
+                single_line: field("single").is_none_or(|v| v == "true"),
+            };
+            assert_eq!(postprocess(&raw, &s), want, "case {name:?}");
+            n += 1;
         }
+        assert!(n >= 20, "only {n} cases read");
     }
 }
