@@ -35,6 +35,33 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
     },
+    /// Typing replay through a real `nib serve`: latency, model calls, typing-through, keystrokes saved.
+    Replay {
+        /// Source files to type into (real files; see the README for the set the figures use).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Characters typed per second.
+        #[arg(long, default_value_t = 8.0)]
+        cps: f64,
+        /// Characters typed per file.
+        #[arg(long, default_value_t = 400)]
+        chars: usize,
+        /// Where typing starts, as a fraction of each file.
+        #[arg(long, default_value_t = 0.5)]
+        start: f64,
+        /// Server settings as JSON (initializationOptions), e.g. '{"debounceMs": 50}'.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// The nib binary (default: next to nib-eval).
+        #[arg(long)]
+        nib: Option<PathBuf>,
+        /// GGUF model (default: $NIB_MODEL, else the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Per-file results and the summary, as JSON lines.
+        #[arg(long, default_value = "eval/reports/replay.jsonl")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,13 +76,107 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::SantacoderFim {
-        data,
-        per_language,
-        out,
-        model,
-        backend,
-    } = cmd;
+    match cmd {
+        Command::SantacoderFim {
+            data,
+            per_language,
+            out,
+            model,
+            backend,
+        } => santacoder_fim(data, per_language, out, model, backend),
+        Command::Replay {
+            files,
+            cps,
+            chars,
+            start,
+            settings,
+            nib,
+            model,
+            out,
+        } => {
+            let params = nib_eval::replay::ReplayParams {
+                cps,
+                chars,
+                start,
+                ..Default::default()
+            };
+            replay(files, params, &settings, nib, model, out)
+        }
+    }
+}
+
+fn replay(
+    files: Vec<PathBuf>,
+    params: nib_eval::replay::ReplayParams,
+    settings: &str,
+    nib: Option<PathBuf>,
+    model: Option<PathBuf>,
+    out: PathBuf,
+) -> anyhow::Result<()> {
+    use nib_eval::replay;
+    let settings: serde_json::Value = serde_json::from_str(settings)?;
+    let model = match model {
+        Some(m) => m,
+        None => nib_model::fetch::model_from_env()?,
+    };
+    let nib = nib.unwrap_or_else(replay::default_nib);
+    let root = std::env::current_dir()?;
+    let mut client = replay::start_server(&nib, &model, &root, settings.clone());
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out)?;
+    let mut results = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        eprintln!("[{}/{}] typing into {}", i + 1, files.len(), path.display());
+        let r = replay::replay_file(&mut client, path, &params)?;
+        eprintln!(
+            "    {} keystrokes, {} of {} chars accepted ({:.1}%), p50 {:.0} ms",
+            r.keystrokes,
+            r.accepted_chars,
+            r.chars,
+            100.0 * r.keystrokes_saved(),
+            replay::quantile(&r.latencies_ms, 0.5)
+        );
+        writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        results.push(r);
+    }
+    let s = replay::summarize(&results);
+    writeln!(
+        f,
+        "{}",
+        serde_json::json!({"summary": s, "cps": params.cps, "chars": params.chars, "settings": settings})
+    )?;
+    println!("| files | chars | keystrokes | keystrokes saved | suggestions | p50 ms | p95 ms | p99 ms | model calls / keystroke | typing-through hits |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {} | {:.1}% | {} | {:.0} | {:.0} | {:.0} | {:.3} | {:.1}% |",
+        s.files,
+        s.chars,
+        s.keystrokes,
+        100.0 * s.keystrokes_saved,
+        s.suggestions,
+        s.p50_ms,
+        s.p95_ms,
+        s.p99_ms,
+        s.model_calls_per_keystroke,
+        100.0 * s.typing_through_hit_rate
+    );
+    client.call("shutdown", serde_json::Value::Null);
+    client.notify("exit", serde_json::Value::Null);
+    Ok(())
+}
+
+fn santacoder_fim(
+    data: Option<PathBuf>,
+    per_language: Option<usize>,
+    out: PathBuf,
+    model: Option<PathBuf>,
+    backend: BackendKind,
+) -> anyhow::Result<()> {
     let data = data.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/benchmarks/santacoder-fim.jsonl.gz")

@@ -1,5 +1,6 @@
 //! A minimal LSP client over a spawned `nib serve`: framed JSON-RPC on stdin/stdout, a reader
-//! thread, and waits with timeouts so a broken server fails a test instead of hanging it.
+//! thread that timestamps what arrives, and waits with timeouts so a broken server fails a test
+//! or a benchmark instead of hanging it. Used by the protocol tests and by `nib-eval replay`.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,15 +11,18 @@ use std::time::{Duration, Instant};
 pub struct LspClient {
     pub child: Child,
     stdin: Option<ChildStdin>,
-    incoming: Receiver<Value>,
+    incoming: Receiver<(Instant, Value)>,
+    /// When each message in `backlog` arrived.
+    arrived: Vec<Instant>,
     /// Messages read but not yet asked for.
     backlog: Vec<Value>,
     next_id: i64,
 }
 
 impl LspClient {
-    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nib"));
+    /// Starts `nib serve ARGS` from the binary at `nib`.
+    pub fn spawn(nib: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(nib);
         cmd.arg("serve")
             .args(args)
             .stdin(Stdio::piped())
@@ -52,7 +56,7 @@ impl LspClient {
                     return;
                 }
                 let v: Value = serde_json::from_slice(&body).expect("server sent JSON");
-                if tx.send(v).is_err() {
+                if tx.send((Instant::now(), v)).is_err() {
                     return;
                 }
             }
@@ -61,6 +65,7 @@ impl LspClient {
             stdin: child.stdin.take(),
             child,
             incoming: rx,
+            arrived: Vec::new(),
             backlog: Vec::new(),
             next_id: 1,
         }
@@ -95,20 +100,27 @@ impl LspClient {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_timed(what, timeout, pred).1
+    }
+
+    /// Like `wait_for`, with the time the message arrived.
+    pub fn wait_for_timed(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Instant, Value) {
         if let Some(i) = self.backlog.iter().position(&pred) {
-            return self.backlog.remove(i);
+            return (self.arrived.remove(i), self.backlog.remove(i));
         }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.incoming.recv_timeout(left) {
-                Ok(v) if pred(&v) => return v,
-                Ok(v) => {
-                    // Answer the server's own requests (progress tokens) so it never waits.
-                    if v.get("id").is_some() && v.get("method").is_some() {
-                        let id = v["id"].clone();
-                        self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
-                    }
+                Ok((at, v)) if pred(&v) => return (at, v),
+                Ok((at, v)) => {
+                    self.answer_server_request(&v);
+                    self.arrived.push(at);
                     self.backlog.push(v)
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
@@ -120,6 +132,25 @@ impl LspClient {
                     self.backlog
                 ),
             }
+        }
+    }
+
+    /// Messages that arrived so far without waiting, with their arrival times.
+    pub fn drain(&mut self) -> Vec<(Instant, Value)> {
+        let mut out: Vec<(Instant, Value)> =
+            self.arrived.drain(..).zip(self.backlog.drain(..)).collect();
+        while let Ok((at, v)) = self.incoming.try_recv() {
+            self.answer_server_request(&v);
+            out.push((at, v));
+        }
+        out
+    }
+
+    /// Answers the server's own requests (progress tokens) so it never waits on us.
+    fn answer_server_request(&mut self, v: &Value) {
+        if v.get("id").is_some() && v.get("method").is_some() {
+            let id = v["id"].clone();
+            self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
         }
     }
 

@@ -11,6 +11,7 @@
 //! JSON-RPC) and the command line.
 
 pub mod buffer;
+pub mod client;
 pub mod completer;
 pub mod document;
 pub mod engine;

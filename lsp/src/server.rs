@@ -319,9 +319,11 @@ impl Backend {
                 )));
             };
             if !s.settings.enabled_for(&open.doc.language_id) {
+                trace(|| format!("off for language {}", open.doc.language_id));
                 return Ok(None);
             }
             let Some(engine) = s.engine.clone() else {
+                trace(|| "no engine".into());
                 return Ok(None);
             };
             let ci = open
@@ -334,6 +336,7 @@ impl Backend {
             if !s.settings.mid_word
                 && !wants_suggestion(&text[line_start..cursor], &text[cursor..line_end])
             {
+                trace(|| format!("no suggestion inside {:?}", &text[line_start..line_end]));
                 return Ok(None);
             }
             let (l, c) = open.doc.position(ci, s.encoding);
@@ -390,6 +393,13 @@ impl Backend {
         let mut s = lock(&self.state);
         f(&mut s.stats);
         let _ = s.stats.save(&s.stats_path);
+    }
+}
+
+/// A line on stderr when `NIB_TRACE` is set (the client's LSP log shows it).
+fn trace(msg: impl FnOnce() -> String) {
+    if std::env::var_os("NIB_TRACE").is_some() {
+        eprintln!("nib: {}", msg());
     }
 }
 
@@ -551,7 +561,7 @@ impl LanguageServer for Backend {
             "textDocumentSync": {"openClose": true, "change": 2},
             "inlineCompletionProvider": {},
             "completionProvider": {"triggerCharacters": []},
-            "executeCommandProvider": {"commands": ["nib.accept", "nib.shown", "nib.dismissed", "nib.stats"]},
+            "executeCommandProvider": {"commands": ["nib.accept", "nib.shown", "nib.dismissed", "nib.stats", "nib.counters"]},
         });
         Ok(InitializeResult {
             capabilities: serde_json::from_value(capabilities)
@@ -759,6 +769,20 @@ impl LanguageServer for Backend {
             }),
             "nib.shown" => self.record(|st| st.shown += 1),
             "nib.dismissed" => self.record(|st| st.dismissed += 1),
+            "nib.counters" => {
+                let c = lock(&self.state)
+                    .engine
+                    .as_ref()
+                    .map(Engine::counters)
+                    .unwrap_or_default();
+                return Ok(Some(json!({
+                    "submitted": c.submitted,
+                    "typed_through": c.typed_through,
+                    "generations": c.generations,
+                    "cancelled": c.cancelled,
+                    "superseded": c.superseded,
+                })));
+            }
             "nib.stats" => {
                 let st = lock(&self.state).stats.clone();
                 return Ok(Some(serde_json::to_value(st).unwrap_or_default()));

@@ -53,7 +53,9 @@ impl Default for Settings {
             debounce_ms: EngineConfig::default().debounce.as_millis() as u64,
             multiline: "auto".into(),
             context_tokens: c.prefix_tokens,
-            suffix_tokens: c.suffix_tokens,
+            // The suffix follows the cursor in the prompt, so every keystroke recomputes it:
+            // in the editor it is kept short (the one-shot CLI and the benchmarks use 256).
+            suffix_tokens: 64,
             other_files_chars: 6000,
             mid_word: false,
             enable: true,

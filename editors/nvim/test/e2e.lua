@@ -21,13 +21,17 @@ local function step(name, extra)
   table.insert(report.steps, entry)
 end
 
+local edited -- the buffer under test, once opened
 local function finish(ok, why)
   report.ok = ok
   report.why = why
-  report.buffer = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+  local b = edited or 0
+  report.buffer = table.concat(vim.api.nvim_buf_get_lines(b, 0, -1, false), '\n')
   pcall(vim.cmd, 'stopinsert')
   if ok then
-    vim.cmd('silent write')
+    vim.api.nvim_buf_call(b, function()
+      vim.cmd('silent write')
+    end)
   end
   local f = assert(io.open(env.NIB_E2E_OUT, 'w'))
   f:write(vim.json.encode(report))
@@ -53,6 +57,21 @@ require('nib').setup({
 
 local ns = vim.api.nvim_create_namespace('nvim.lsp.inline_completion')
 
+-- The partial-accept helpers, as data.
+local nib = require('nib')
+for _, case in ipairs({
+  { nib.first_word, 'word_histogram(&text);', 'word_histogram' },
+  { nib.first_word, '  .len()', '  .len' },
+  { nib.first_line, 'a();\nb();', 'a();' },
+  { nib.first_line, '\n    b();\n}', '\n    b();' },
+}) do
+  local got = case[1](case[2])
+  if got ~= case[3] then
+    report.ok = false
+    finish(false, ('helper on %q gave %q, expected %q'):format(case[2], got, case[3]))
+  end
+end
+
 local function poll(check, interval, then_do)
   local timer = vim.uv.new_timer()
   timer:start(interval, interval, vim.schedule_wrap(function()
@@ -73,6 +92,7 @@ if env.NIB_E2E_OTHER and env.NIB_E2E_OTHER ~= '' then
 end
 vim.cmd('edit ' .. vim.fn.fnameescape(env.NIB_E2E_FILE))
 local buf = vim.api.nvim_get_current_buf()
+edited = buf
 local line = tonumber(env.NIB_E2E_LINE)
 local before = vim.api.nvim_buf_get_lines(buf, line - 1, line, false)[1]
 
@@ -107,6 +127,13 @@ end, 50, function()
       return #now > #before + #env.NIB_E2E_TYPE and now
     end, 50, function(now)
       step('accepted', { line = now })
+      -- :checkhealth nib must run and find the server and the model ready.
+      local ok = pcall(vim.cmd, 'checkhealth nib')
+      local health = ok and table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n') or ''
+      report.health = health
+      if not health:find('model: ', 1, true) or health:find('ERROR', 1, true) then
+        return finish(false, 'checkhealth nib: ' .. health)
+      end
       -- Let the accept command reach the server before leaving.
       vim.defer_fn(function()
         finish(true)

@@ -1,8 +1,6 @@
 //! Shared by the integration tests of nib-lsp.
 #![allow(dead_code)]
 
-pub mod lsp_client;
-
 use std::path::PathBuf;
 
 /// The real default model: `$NIB_MODEL`, else the path `nib model pull` writes. A missing model is

@@ -16,6 +16,11 @@ M.defaults = {
   keymaps = {
     -- Accept the whole suggestion; falls back to the key itself when none is shown.
     accept = '<Tab>',
+    -- Accept its first word / its first line only.
+    accept_word = '<M-Right>',
+    accept_line = '<M-Down>',
+    -- Hide it (reported to the server as dismissed).
+    dismiss = '<M-e>',
     -- Show the next / previous candidate.
     next = '<M-]>',
     prev = '<M-[>',
@@ -37,6 +42,39 @@ local function map(lhs, fn, desc)
   if lhs and lhs ~= '' then
     vim.keymap.set('i', lhs, fn, { expr = true, replace_keycodes = true, desc = desc })
   end
+end
+
+local function report(command, args)
+  local client = vim.lsp.get_clients({ name = 'nib', bufnr = 0 })[1]
+  if client then
+    client:request('workspace/executeCommand', { command = command, arguments = { args } }, function() end)
+  end
+end
+
+--- Accepts the part of the shown suggestion that `cut` keeps (a word, a line), as typed text.
+local function accept_part(cut)
+  return vim.lsp.inline_completion.get({
+    on_accept = function(item)
+      local text = type(item.insert_text) == 'string' and item.insert_text or ''
+      local part = cut(text)
+      if part == '' then
+        return
+      end
+      vim.api.nvim_paste(part, false, -1)
+      report('nib.accept', { chars = vim.fn.strchars(part), partial = part ~= text })
+    end,
+  })
+end
+
+--- The first word of `text`, with the spaces and punctuation before it.
+function M.first_word(text)
+  return text:match('^[%s%p]*[%w_]*') or text
+end
+
+--- The first line of `text`, or the line break and the next line when it starts with one.
+function M.first_line(text)
+  local head, rest = text:match('^(\n?)(.*)$')
+  return head .. (rest:match('^[^\n]*') or '')
 end
 
 function M.setup(opts)
@@ -66,6 +104,24 @@ function M.setup(opts)
       return keys.accept
     end
   end, 'nib: accept the suggestion')
+  map(keys.accept_word, function()
+    if not accept_part(M.first_word) then
+      return keys.accept_word
+    end
+  end, 'nib: accept the next word of the suggestion')
+  map(keys.accept_line, function()
+    if not accept_part(M.first_line) then
+      return keys.accept_line
+    end
+  end, 'nib: accept the next line of the suggestion')
+  map(keys.dismiss, function()
+    local ns = vim.api.nvim_create_namespace('nvim.lsp.inline_completion')
+    if #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { limit = 1 }) == 0 then
+      return keys.dismiss
+    end
+    vim.api.nvim_buf_clear_namespace(0, ns, 0, -1)
+    report('nib.dismissed', {})
+  end, 'nib: hide the suggestion')
   map(keys.next, function()
     vim.lsp.inline_completion.select({ count = 1 })
   end, 'nib: next suggestion')
