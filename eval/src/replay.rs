@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn stretches_quantiles_and_prefixes() {
         let text = "a\nbb\nccc\ndddd\n";
-        assert_eq!(stretch(text, 0.3, 6), (5, 9)); // "ccc\n"
+        assert_eq!(stretch(text, 0.3, 6), (2, 5)); // "bb\n"
         assert_eq!(stretch(text, 0.0, 100), (0, text.len()));
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.95), 4.0);
