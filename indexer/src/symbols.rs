@@ -1,0 +1,277 @@
+//! One file's symbols, imports and identifiers, from its tree-sitter syntax tree and the
+//! grammar's tags query. Takes text, returns plain data; a file with syntax errors still yields
+//! every definition tree-sitter could recover.
+
+use crate::lang::{refine_kind, Lang};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tree_sitter::{Parser, Query, QueryCursor, StreamingIterator};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Symbol {
+    pub name: String,
+    /// From the tags query: function, method, class, interface, module, macro, constant, type…
+    pub kind: String,
+    /// 0-based, inclusive.
+    pub start_line: u32,
+    pub end_line: u32,
+    /// The header up to the body (`pub fn f(x: u32) -> u32`), whitespace runs collapsed.
+    pub signature: String,
+    /// The comment lines right above (or a Python docstring), without their markers.
+    pub doc: String,
+    /// The enclosing definition's name (a method's class or impl), if any.
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSymbols {
+    pub symbols: Vec<Symbol>,
+    /// `use`, `import`, `#include` lines, trimmed.
+    pub imports: Vec<String>,
+    /// The file's distinct identifiers (2+ characters) as 32-bit hashes ([`ident_hash`]), sorted:
+    /// the bag of words for similarity, at 4 bytes a word.
+    pub idents: Vec<u32>,
+    pub has_errors: bool,
+}
+
+/// Parsers and compiled queries, one per language, made on first use. Not `Sync`: one per thread.
+#[derive(Default)]
+pub struct SymbolParser {
+    langs: HashMap<Lang, (Parser, Query)>,
+}
+
+const MAX_SIGNATURE: usize = 240;
+const MAX_DOC: usize = 400;
+
+impl SymbolParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
+        let (parser, query) = self.langs.entry(lang).or_insert_with(|| {
+            let mut p = Parser::new();
+            p.set_language(&lang.grammar())
+                .expect("grammar matches tree-sitter");
+            let q = Query::new(&lang.grammar(), &lang.tags_query())
+                .expect("the grammar's own tags query");
+            (p, q)
+        });
+        let Some(tree) = parser.parse(text, None) else {
+            return FileSymbols::default();
+        };
+        let root = tree.root_node();
+        let names = query.capture_names();
+        let mut symbols = Vec::new();
+        let mut cursor = QueryCursor::new();
+        let mut matches = cursor.matches(query, root, text.as_bytes());
+        while let Some(m) = matches.next() {
+            let mut name = None;
+            let mut def = None;
+            for c in m.captures {
+                let cap = names[c.index as usize];
+                if cap == "name" {
+                    name = Some(c.node);
+                } else if let Some(kind) = cap.strip_prefix("definition.") {
+                    def = Some((kind, c.node));
+                }
+            }
+            let (Some(name), Some((kind, node))) = (name, def) else {
+                continue;
+            };
+            let Ok(name) = name.utf8_text(text.as_bytes()) else {
+                continue;
+            };
+            let header_end = node
+                .child_by_field_name("body")
+                .map_or(node.end_byte(), |b| b.start_byte())
+                .min(node.start_byte() + MAX_SIGNATURE * 4);
+            let signature = collapse(&text[node.start_byte()..floor(text, header_end)]);
+            symbols.push(Symbol {
+                name: name.to_string(),
+                kind: refine_kind(node.kind(), kind),
+                parent: parent_of(node, text),
+                start_line: node.start_position().row as u32,
+                end_line: node.end_position().row as u32,
+                signature: truncate(&signature, MAX_SIGNATURE),
+                doc: String::new(),
+            });
+        }
+        symbols.sort_by_key(|s| (s.start_line, std::cmp::Reverse(s.end_line), s.name.clone()));
+        symbols.dedup_by(|a, b| a.name == b.name && a.start_line == b.start_line);
+        let lines: Vec<&str> = text.lines().collect();
+        for sym in &mut symbols {
+            sym.doc = doc_above(&lines, sym.start_line as usize, lang);
+        }
+        FileSymbols {
+            symbols,
+            imports: imports(&lines, lang),
+            idents: identifiers(text),
+            has_errors: root.has_error(),
+        }
+    }
+}
+
+/// The name of the item that encloses `node`: a class, trait or interface by its name, an `impl`
+/// block by its type. Walks up the tree iteratively.
+fn parent_of(node: tree_sitter::Node, text: &str) -> Option<String> {
+    let mut cur = node.parent();
+    while let Some(n) = cur {
+        let field = match n.kind() {
+            "impl_item" => Some("type"),
+            "trait_item"
+            | "class_definition"
+            | "class_declaration"
+            | "class"
+            | "interface_declaration"
+            | "struct_item"
+            | "enum_item"
+            | "mod_item"
+            | "class_specifier"
+            | "struct_specifier"
+            | "namespace_definition"
+            | "enum_declaration" => Some("name"),
+            _ => None,
+        };
+        if let Some(f) = field {
+            if let Some(name) = n
+                .child_by_field_name(f)
+                .and_then(|c| c.utf8_text(text.as_bytes()).ok())
+            {
+                return Some(truncate(&collapse(name), 80));
+            }
+        }
+        cur = n.parent();
+    }
+    None
+}
+
+fn floor(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", &s[..floor(s, max)])
+    }
+}
+
+/// Comment lines right above line `at` (attributes and decorators in between are skipped), or
+/// for Python the docstring on the lines after it.
+fn doc_above(lines: &[&str], at: usize, lang: Lang) -> String {
+    let marker = lang.line_comment();
+    let mut doc: Vec<&str> = Vec::new();
+    let mut i = at;
+    while i > 0 {
+        i -= 1;
+        let l = lines[i].trim();
+        if l.starts_with("#[") || (l.starts_with('@') && lang != Lang::Rust) {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix(marker) {
+            doc.push(rest.trim_start_matches(['/', '!', '*']).trim());
+        } else if l.starts_with("/*") || l.starts_with('*') {
+            doc.push(
+                l.trim_start_matches(['/', '*'])
+                    .trim_end_matches(['*', '/'])
+                    .trim(),
+            );
+        } else {
+            break;
+        }
+    }
+    doc.reverse();
+    let mut text = doc.join(" ").trim().to_string();
+    if text.is_empty() && lang == Lang::Python {
+        // The docstring: the first lines after the header that start with a quote.
+        if let Some(l) = lines
+            .iter()
+            .skip(at + 1)
+            .take(3)
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty())
+        {
+            if l.starts_with("\"\"\"") || l.starts_with("'''") {
+                text = l.trim_matches(['"', '\'']).trim().to_string();
+            }
+        }
+    }
+    truncate(&text, MAX_DOC)
+}
+
+fn imports(lines: &[&str], lang: Lang) -> Vec<String> {
+    if lang == Lang::Go {
+        // `import "x"`, or the lines of an `import ( … )` block.
+        let mut out = Vec::new();
+        let mut in_block = false;
+        for l in lines.iter().map(|l| l.trim()) {
+            if in_block {
+                if l.starts_with(')') {
+                    in_block = false;
+                } else if !l.is_empty() {
+                    out.push(format!("import {l}"));
+                }
+            } else if l == "import (" {
+                in_block = true;
+            } else if l.starts_with("import ") {
+                out.push(l.to_string());
+            }
+        }
+        return out;
+    }
+    let prefixes: &[&str] = match lang {
+        Lang::Rust => &["use ", "pub use ", "mod ", "pub mod "],
+        Lang::Python => &["import ", "from "],
+        Lang::JavaScript | Lang::TypeScript | Lang::Tsx => &["import ", "export * from", "const "],
+        Lang::Go => &["import "],
+        Lang::Java => &["import "],
+        Lang::C | Lang::Cpp => &["#include"],
+    };
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .filter(|l| !l.starts_with("const ") || l.contains("require("))
+        .filter(|l| !(l.starts_with("mod ") || l.starts_with("pub mod ")) || l.ends_with(';'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Distinct identifier-like words of two or more characters, as sorted hashes.
+pub fn identifiers(text: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = words(text)
+        .filter(|w| w.len() >= 2)
+        .map(ident_hash)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// FNV-1a, 32 bits: stable across runs and machines (an on-disk cache can keep it).
+pub fn ident_hash(word: &str) -> u32 {
+    word.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Identifier-like words of `text`, in order (ASCII letters, digits and `_`, not starting with a
+/// digit).
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        })
+}

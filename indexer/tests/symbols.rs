@@ -1,0 +1,92 @@
+//! Golden symbol lists, one per fixture file in `tests/fixtures/symbols/`: the file's
+//! definitions (kind, name, lines, parent, signature, doc), imports, and whether it parsed
+//! cleanly. `NIB_UPDATE_GOLDEN=1 cargo test -p nib-indexer --test symbols` rewrites the
+//! `.golden` files; review the diff before committing it.
+
+use nib_indexer::{Lang, SymbolParser};
+use std::path::Path;
+
+fn render(path: &Path, text: &str, parser: &mut SymbolParser) -> String {
+    let lang = Lang::detect(path, text).expect("a fixture in a known language");
+    let fs = parser.parse(lang, text);
+    let mut out = format!("language: {}\nerrors: {}\n", lang.name(), fs.has_errors);
+    for i in &fs.imports {
+        out.push_str(&format!("import: {i}\n"));
+    }
+    for s in &fs.symbols {
+        out.push_str(&format!(
+            "{} {} {}-{}",
+            s.kind,
+            s.name,
+            s.start_line + 1,
+            s.end_line + 1
+        ));
+        if let Some(p) = &s.parent {
+            out.push_str(&format!(" in {p}"));
+        }
+        out.push_str(&format!("\n    sig: {}\n", s.signature));
+        if !s.doc.is_empty() {
+            out.push_str(&format!("    doc: {}\n", s.doc));
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_symbols_per_language() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/symbols");
+    let update = std::env::var_os("NIB_UPDATE_GOLDEN").is_some();
+    let mut parser = SymbolParser::new();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.extension().is_some_and(|e| e == "golden") {
+            continue;
+        }
+        n += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let got = render(&path, &text, &mut parser);
+        let golden = path.with_file_name(format!(
+            "{}.golden",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        if update {
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run with NIB_UPDATE_GOLDEN=1",
+                golden.display()
+            )
+        });
+        if got != want {
+            failures.push(format!(
+                "{}:\n--- want\n{want}--- got\n{got}",
+                path.display()
+            ));
+        }
+    }
+    assert!(n >= 7, "only {n} fixtures");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn deep_nesting_and_huge_lines_do_not_overflow() {
+    let mut parser = SymbolParser::new();
+    // 20,000 nested blocks: tree-sitter and nib's own walk are iterative.
+    let deep = format!("fn f() {{{}{}}}\n", "{".repeat(20_000), "}".repeat(20_000));
+    let fs = parser.parse(Lang::Rust, &deep);
+    assert_eq!(fs.symbols[0].name, "f");
+    // One line of 50 MB.
+    let long = format!("fn g() {{ let x = \"{}\"; }}\n", "a".repeat(50 << 20));
+    let fs = parser.parse(Lang::Rust, &long);
+    assert_eq!(fs.symbols[0].name, "g");
+    assert!(fs.symbols[0].signature.len() < 300);
+}

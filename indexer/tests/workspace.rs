@@ -1,0 +1,127 @@
+//! Indexing a workspace from disk, and the cross-file context it gives.
+
+use nib_indexer::context::related_definitions;
+use nib_indexer::walk::{build, DEFAULT_MAX_BYTES};
+use std::path::Path;
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+const LIB: &str = "use std::collections::HashMap;\n\n/// Counts how often each word occurs, ignoring case.\npub fn word_histogram(text: &str) -> HashMap<String, usize> {\n    HashMap::new()\n}\n";
+const MAIN: &str = "use wordstats::*;\n\nfn main() {\n    let text = read_input();\n    let counts = word_histogram(&text);\n    let top = \n}\n";
+
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    write(r, "src/lib.rs", LIB.as_bytes());
+    write(r, "src/main.rs", MAIN.as_bytes());
+    write(
+        r,
+        "src/input.rs",
+        b"/// Reads stdin.\npub fn read_input() -> String { String::new() }\n",
+    );
+    // Left out: ignored, generated, build output, secrets, binary, not UTF-8, too large.
+    write(r, ".gitignore", b"ignored.rs\n");
+    write(r, ".nibignore", b"generated/\n");
+    write(r, "src/ignored.rs", b"pub fn ignored_fn() {}\n");
+    write(r, "generated/out.rs", b"pub fn generated_fn() {}\n");
+    write(r, "target/debug/build.rs", b"pub fn target_fn() {}\n");
+    write(
+        r,
+        "node_modules/x/index.js",
+        b"function nodeModulesFn() {}\n",
+    );
+    write(r, ".env", b"API_KEY=hunter2\n");
+    write(r, "certs/server.key", b"-----BEGIN PRIVATE KEY-----\n");
+    write(r, "src/blob.rs", b"pub fn blob_fn() {}\0\0\0");
+    write(r, "src/latin1.rs", b"pub fn latin1_fn() { \"caf\xe9\" }\n");
+    let big = format!("pub fn big_fn() {{}}\n{}", "// x\n".repeat(300_000));
+    write(r, "src/big.rs", big.as_bytes());
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(r, r.join("src/loop")).unwrap();
+    dir
+}
+
+#[test]
+fn walk_honours_ignores_secrets_and_bad_files() {
+    let ws = workspace();
+    let (index, report) = build(ws.path(), DEFAULT_MAX_BYTES, &|_| {});
+    let files: Vec<&str> = index.files.keys().map(String::as_str).collect();
+    assert_eq!(files, ["src/input.rs", "src/lib.rs", "src/main.rs"]);
+    let skipped: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|(p, why)| format!("{p}: {why}"))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s.starts_with("src/blob.rs: binary")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.starts_with("src/latin1.rs: not UTF-8")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.starts_with("src/big.rs") && s.contains("size limit")),
+        "{skipped:?}"
+    );
+    let st = index.stats();
+    assert_eq!((st.files, st.symbols), (3, 3));
+}
+
+#[test]
+fn context_holds_the_definition_from_the_other_file_and_stays_put_within_a_line() {
+    let ws = workspace();
+    let (index, _) = build(ws.path(), DEFAULT_MAX_BYTES, &|_| {});
+    let cursor = MAIN.find("let top = ").unwrap() + "let top = ".len();
+    let before = &MAIN[..MAIN[..cursor].rfind('\n').unwrap() + 1];
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000);
+    let paths: Vec<&str> = ctx.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["src/input.rs", "src/lib.rs"]);
+    assert!(
+        ctx[1]
+            .1
+            .contains("pub fn word_histogram(text: &str) -> HashMap<String, usize>"),
+        "{ctx:?}"
+    );
+    assert!(
+        ctx[1].1.contains("Counts how often each word occurs"),
+        "{ctx:?}"
+    );
+    // Typing on the cursor's line does not change what comes before it, so neither does the context.
+    let typed = MAIN.replace("let top = ", "let top = counts.iter().max_by_key(");
+    let before2 = &typed[..typed[..cursor].rfind('\n').unwrap() + 1];
+    assert_eq!(
+        related_definitions(&index, "src/main.rs", before2, 60, 2000),
+        ctx
+    );
+    // Nothing from ignored or secret files, whatever the names used.
+    let all: String = ctx.iter().map(|(p, t)| format!("{p}{t}")).collect();
+    assert!(!all.contains("hunter2") && !all.contains("ignored_fn"));
+}
+
+#[test]
+fn updating_and_removing_one_file() {
+    let ws = workspace();
+    let (mut index, _) = build(ws.path(), DEFAULT_MAX_BYTES, &|_| {});
+    let mut parser = nib_indexer::SymbolParser::new();
+    index.update(
+        &mut parser,
+        "src/lib.rs",
+        nib_indexer::Lang::Rust,
+        "pub fn renamed() {}\n",
+    );
+    assert!(index.definitions("word_histogram").is_empty());
+    assert_eq!(index.definitions("renamed").len(), 1);
+    index.remove("src/lib.rs");
+    assert!(index.definitions("renamed").is_empty());
+    assert_eq!(index.files.len(), 2);
+}
