@@ -32,6 +32,20 @@ enum Command {
     },
     /// Run the language server on stdin/stdout.
     Serve(ServeArgs),
+    /// Index a workspace with tree-sitter: files, symbols by kind and language, speed, memory.
+    Index {
+        /// The workspace (default: the current directory).
+        path: Option<PathBuf>,
+        /// Print the counts (the default unless --query is given).
+        #[arg(long)]
+        stats: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// List the definitions of NAME instead.
+        #[arg(long)]
+        query: Option<String>,
+    },
     /// Show local acceptance statistics (suggestions shown and accepted, share of code from nib).
     Stats {
         /// Print one JSON object.
@@ -162,6 +176,12 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Model { command } => model(command),
         Command::Serve(args) => serve(args),
+        Command::Index {
+            path,
+            stats,
+            json,
+            query,
+        } => index(path, stats, json, query),
         Command::Stats { json } => stats(json),
     });
     match result {
@@ -219,6 +239,92 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             "the client exited without asking the server to shut down".into(),
         ))
     }
+}
+
+fn index(
+    path: Option<PathBuf>,
+    _stats: bool,
+    json: bool,
+    query: Option<String>,
+) -> Result<(), Failure> {
+    use nib_indexer::walk;
+    let root = path.unwrap_or_else(|| PathBuf::from("."));
+    if !root.is_dir() {
+        return Err(usage(format!("{} is not a directory", root.display())));
+    }
+    let files = walk::source_files(&root);
+    let total: u64 = files
+        .iter()
+        .filter_map(|(p, _)| std::fs::metadata(p).ok())
+        .map(|m| m.len().min(walk::DEFAULT_MAX_BYTES))
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if json || query.is_some() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "indexing {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (index, report) = walk::build(&root, walk::DEFAULT_MAX_BYTES, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    if let Some(name) = query {
+        let defs = index.definitions(&name);
+        if defs.is_empty() {
+            return Err(runtime(format!(
+                "no definition of `{name}` under {}",
+                root.display()
+            )));
+        }
+        for (p, s) in defs {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"path": p, "line": s.start_line + 1, "kind": s.kind, "signature": s.signature, "doc": s.doc, "parent": s.parent})
+                );
+            } else {
+                println!("{p}:{}: {} {}", s.start_line + 1, s.kind, s.signature);
+            }
+        }
+        return Ok(());
+    }
+    let st = index.stats();
+    let mb = st.bytes as f64 / 1e6;
+    let rss = nib_model::bench::peak_rss_mb();
+    if json {
+        let mut v = serde_json::to_value(&st).map_err(runtime)?;
+        v["seconds"] = serde_json::json!(report.seconds);
+        v["mb_per_s"] = serde_json::json!(mb / report.seconds.max(1e-9));
+        v["peak_rss_mb"] = serde_json::json!(rss);
+        v["skipped"] = serde_json::json!(report.skipped.len());
+        println!("{v}");
+    } else {
+        println!(
+            "{} files, {:.1} MB, {} symbols in {:.2} s ({:.1} MB/s), peak RSS {} MB; {} skipped, {} with syntax errors",
+            st.files,
+            mb,
+            st.symbols,
+            report.seconds,
+            mb / report.seconds.max(1e-9),
+            rss.map_or("?".into(), |r| format!("{r:.0}")),
+            report.skipped.len(),
+            st.files_with_errors
+        );
+        let line = |m: &std::collections::BTreeMap<String, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("by language: {}", line(&st.by_language));
+        println!("by kind:     {}", line(&st.by_kind));
+        for (p, why) in report.skipped.iter().take(10) {
+            eprintln!("skipped {p}: {why}");
+        }
+    }
+    Ok(())
 }
 
 fn stats(json: bool) -> Result<(), Failure> {

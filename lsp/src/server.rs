@@ -43,6 +43,10 @@ struct State {
     next_open: u64,
     progress: bool,
     shut_down: bool,
+    /// The workspace's repository index (built in the background after `initialized`).
+    index: Arc<Mutex<nib_indexer::Index>>,
+    /// Open documents edited since the index last parsed them.
+    dirty: std::collections::HashSet<String>,
 }
 
 pub struct Backend {
@@ -74,6 +78,8 @@ pub async fn serve(options: ServeOptions) -> bool {
         next_open: 0,
         progress: false,
         shut_down: false,
+        index: Arc::new(Mutex::new(nib_indexer::Index::new())),
+        dirty: Default::default(),
     }));
     let (service, socket) = LspService::build(|client| Backend {
         client,
@@ -312,12 +318,18 @@ impl Backend {
     ) -> RpcResult<Option<(String, Position)>> {
         // Everything is read under the lock, before any await.
         let (engine, req, position) = {
-            let s = lock(&self.state);
+            let mut s = lock(&self.state);
+            refresh_dirty(&mut s, uri);
+            let s = s;
             let Some(open) = s.docs.get(uri) else {
                 return Err(RpcError::invalid_params(format!(
                     "document {uri} is not open"
                 )));
             };
+            if is_secret_uri(uri) {
+                trace(|| format!("{uri} may hold secrets: never put in a prompt"));
+                return Ok(None);
+            }
             if !s.settings.enabled_for(&open.doc.language_id) {
                 trace(|| format!("off for language {}", open.doc.language_id));
                 return Ok(None);
@@ -349,7 +361,7 @@ impl Backend {
                 doc: uri.to_string(),
                 repo_name,
                 path: relative_path(root, uri),
-                files: other_files(&s, uri),
+                files: cross_file_context(&s, uri, &text[..line_start]),
                 text,
                 cursor,
                 multiline: s.settings.multiline_mode(),
@@ -396,6 +408,10 @@ impl Backend {
     }
 }
 
+fn is_secret_uri(uri: &str) -> bool {
+    uri_to_path(uri).is_some_and(|p| nib_indexer::walk::is_secret(&p))
+}
+
 /// A line on stderr when `NIB_TRACE` is set (the client's LSP log shows it).
 fn trace(msg: impl FnOnce() -> String) {
     if std::env::var_os("NIB_TRACE").is_some() {
@@ -403,10 +419,51 @@ fn trace(msg: impl FnOnce() -> String) {
     }
 }
 
+/// What the prompt carries from other files: the definitions (in the repository index) of the
+/// names used before the cursor's line, then the other open documents (recently opened files
+/// are likely to be what the user works with), within the configured character budget.
+fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, String)> {
+    let rel = relative_path(s.root.as_deref(), uri);
+    let budget = s.settings.other_files_chars;
+    let mut files = {
+        let index = s.index.lock().unwrap_or_else(|p| p.into_inner());
+        nib_indexer::context::related_definitions(&index, &rel, before_line, 60, budget / 2)
+    };
+    let used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
+    for (path, text) in other_files(s, uri, budget.saturating_sub(used)) {
+        // An open file replaces its snippets: the whole text says more.
+        files.retain(|(p, _)| *p != path);
+        files.push((path, text));
+    }
+    files
+}
+
+/// Re-parses the open documents edited since the last request (other than `current`) into the
+/// index, so their definitions are current.
+fn refresh_dirty(s: &mut State, current: &str) {
+    let dirty: Vec<String> = s.dirty.iter().filter(|u| *u != current).cloned().collect();
+    if dirty.is_empty() {
+        return;
+    }
+    let mut parser = nib_indexer::SymbolParser::new();
+    let mut index = s.index.lock().unwrap_or_else(|p| p.into_inner());
+    for uri in dirty {
+        s.dirty.remove(&uri);
+        if let Some(open) = s.docs.get(&uri) {
+            let rel = relative_path(s.root.as_deref(), &uri);
+            let lang = nib_indexer::Lang::from_language_id(&open.doc.language_id)
+                .or_else(|| nib_indexer::Lang::detect(Path::new(&rel), ""));
+            if let (Some(lang), false) = (lang, nib_indexer::walk::is_secret(Path::new(&rel))) {
+                index.update(&mut parser, &rel, lang, &open.doc.rope.to_string());
+            }
+        }
+    }
+}
+
 /// Other open documents of the workspace, oldest opened first (the most stable order for the KV
 /// cache), cut to the configured character budget at line boundaries.
-fn other_files(s: &State, current: &str) -> Vec<(String, String)> {
-    let mut budget = s.settings.other_files_chars;
+fn other_files(s: &State, current: &str, budget: usize) -> Vec<(String, String)> {
+    let mut budget = budget;
     let mut others: Vec<(&String, &OpenDoc)> = s
         .docs
         .iter()
@@ -575,6 +632,42 @@ impl LanguageServer for Backend {
 
     async fn initialized(&self, _: InitializedParams) {
         self.start_or_reload(None).await;
+        let (root, index) = {
+            let s = lock(&self.state);
+            (s.root.clone(), s.index.clone())
+        };
+        if let Some(root) = root {
+            let client = self.client.clone();
+            let handle = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("nib-index".into())
+                .spawn(move || {
+                    let (built, report) = nib_indexer::walk::build(
+                        &root,
+                        nib_indexer::walk::DEFAULT_MAX_BYTES,
+                        &|_| {},
+                    );
+                    let st = built.stats();
+                    let mut shared = index.lock().unwrap_or_else(|p| p.into_inner());
+                    // Files parsed from open documents meanwhile are newer than the disk.
+                    for (path, entry) in built.files {
+                        if !shared.files.contains_key(&path) {
+                            shared.insert(&path, entry);
+                        }
+                    }
+                    drop(shared);
+                    let msg = format!(
+                        "nib: indexed {} files ({:.1} MB, {} symbols) in {:.2} s; {} skipped",
+                        st.files,
+                        st.bytes as f64 / 1e6,
+                        st.symbols,
+                        report.seconds,
+                        report.skipped.len()
+                    );
+                    handle.spawn(async move { client.log_message(MessageType::Info, msg).await });
+                })
+                .ok();
+        }
     }
 
     async fn shutdown(&self) -> RpcResult<()> {
@@ -595,6 +688,7 @@ impl LanguageServer for Backend {
         let mut s = lock(&self.state);
         s.next_open += 1;
         let opened = s.next_open;
+        s.dirty.insert(item.uri.0.clone());
         s.docs.insert(
             item.uri.0,
             OpenDoc {
@@ -641,6 +735,7 @@ impl LanguageServer for Backend {
                         }
                     }
                     open.doc.version = version;
+                    s.dirty.insert(uri.clone());
                 }
             }
             s.stats.typed_chars += typed;
