@@ -16,28 +16,28 @@ const MAIN: &str = "use wordstats::*;\n\nfn main() {\n    let text = read_input(
 fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
-    write(r, "src/lib.rs", LIB.as_bytes());
-    write(r, "src/main.rs", MAIN.as_bytes());
-    write(
-        r,
-        "src/input.rs",
-        b"/// Reads stdin.\npub fn read_input() -> String { String::new() }\n",
-    );
-    // Left out: ignored, generated, build output, secrets, binary, not UTF-8, too large.
-    write(r, ".gitignore", b"ignored.rs\n");
-    write(r, ".nibignore", b"generated/\n");
-    write(r, "src/ignored.rs", b"pub fn ignored_fn() {}\n");
-    write(r, "generated/out.rs", b"pub fn generated_fn() {}\n");
-    write(r, "target/debug/build.rs", b"pub fn target_fn() {}\n");
-    write(
-        r,
-        "node_modules/x/index.js",
-        b"function nodeModulesFn() {}\n",
-    );
-    write(r, ".env", b"API_KEY=hunter2\n");
-    write(r, "certs/server.key", b"-----BEGIN PRIVATE KEY-----\n");
-    write(r, "src/blob.rs", b"pub fn blob_fn() {}\0\0\0");
-    write(r, "src/latin1.rs", b"pub fn latin1_fn() { \"caf\xe9\" }\n");
+    let files: &[(&str, &[u8])] = &[
+        ("src/lib.rs", LIB.as_bytes()),
+        ("src/main.rs", MAIN.as_bytes()),
+        (
+            "src/input.rs",
+            b"/// Reads stdin.\npub fn read_input() -> String { String::new() }\n",
+        ),
+        // Left out: ignored, generated, build output, secrets, binary, not UTF-8, too large.
+        (".gitignore", b"ignored.rs\n"),
+        (".nibignore", b"generated/\n"),
+        ("src/ignored.rs", b"pub fn ignored_fn() {}\n"),
+        ("generated/out.rs", b"pub fn generated_fn() {}\n"),
+        ("target/debug/build.rs", b"pub fn target_fn() {}\n"),
+        ("node_modules/x/index.js", b"function nodeModulesFn() {}\n"),
+        (".env", b"API_KEY=hunter2\n"),
+        ("certs/server.key", b"-----BEGIN PRIVATE KEY-----\n"),
+        ("src/blob.rs", b"pub fn blob_fn() {}\0\0\0"),
+        ("src/latin1.rs", b"pub fn latin1_fn() { \"caf\xe9\" }\n"),
+    ];
+    for (rel, bytes) in files {
+        write(r, rel, bytes);
+    }
     let big = format!("pub fn big_fn() {{}}\n{}", "// x\n".repeat(300_000));
     write(r, "src/big.rs", big.as_bytes());
     #[cfg(unix)]

@@ -388,6 +388,24 @@ impl Backend {
         }
     }
 
+    /// A suggestion at a position, counted as shown.
+    async fn suggest(
+        &self,
+        p: &TextDocumentPositionParams,
+    ) -> RpcResult<Option<(String, Position)>> {
+        let found = self
+            .complete_at(
+                &p.text_document.uri.0,
+                p.position.line,
+                p.position.character,
+            )
+            .await?;
+        if found.is_some() {
+            self.record(|st| st.shown += 1);
+        }
+        Ok(found)
+    }
+
     async fn malformed(&self, params: Value) {
         let why = params
             .get("error")
@@ -493,6 +511,11 @@ fn other_files(s: &State, current: &str, budget: usize) -> Vec<(String, String)>
         ));
     }
     files
+}
+
+/// The command a client runs after inserting a suggestion: reports the accepted characters.
+fn accept_command(text: &str) -> Value {
+    json!({"title": "nib: accepted", "command": "nib.accept", "arguments": [{"chars": text.chars().count()}]})
 }
 
 struct CancelOnDrop {
@@ -786,51 +809,29 @@ impl LanguageServer for Backend {
         &self,
         params: InlineCompletionParams,
     ) -> RpcResult<Option<InlineCompletionResponse>> {
-        let p = params.text_document_position_params;
-        let Some((text, at)) = self
-            .complete_at(
-                &p.text_document.uri.0,
-                p.position.line,
-                p.position.character,
-            )
-            .await?
-        else {
+        let Some((text, _)) = self.suggest(&params.text_document_position_params).await? else {
             return Ok(Some(InlineCompletionList::new(Vec::new()).into()));
         };
-        let chars = text.chars().count();
-        self.record(|st| st.shown += 1);
-        let item = json!({
-            "insertText": text,
-            "range": {"start": at, "end": at},
-            "command": {"title": "nib: accepted", "command": "nib.accept", "arguments": [{"chars": chars}]},
-        });
+        // No range: the text goes in at the cursor, and editors show it inline (Neovim overlays
+        // the rest of the line when a range is given).
+        let item = json!({"insertText": text, "command": accept_command(&text)});
         let item: InlineCompletionItem =
             serde_json::from_value(item).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         Ok(Some(InlineCompletionList::new(vec![item]).into()))
     }
 
     async fn completion(&self, params: CompletionParams) -> RpcResult<Option<CompletionResponse>> {
-        let p = params.text_document_position_params;
-        let Some((text, at)) = self
-            .complete_at(
-                &p.text_document.uri.0,
-                p.position.line,
-                p.position.character,
-            )
-            .await?
-        else {
+        let Some((text, at)) = self.suggest(&params.text_document_position_params).await? else {
             return Ok(None);
         };
-        let chars = text.chars().count();
         let label = text.lines().next().unwrap_or("").trim().to_string();
-        self.record(|st| st.shown += 1);
         let item = json!({
             "label": label,
             "kind": 1,
             "detail": "nib",
             "insertTextFormat": 1,
             "textEdit": {"range": {"start": at, "end": at}, "newText": text},
-            "command": {"title": "nib: accepted", "command": "nib.accept", "arguments": [{"chars": chars}]},
+            "command": accept_command(&text),
         });
         let item: CompletionItem =
             serde_json::from_value(item).map_err(|e| RpcError::invalid_params(e.to_string()))?;
