@@ -4,7 +4,7 @@
 //! The names are read from the lines *before* the cursor's line only, so the snippets do not
 //! change while the user types within a line, and the prompt's head (with its KV cache) stays.
 //! Files come in path order and snippets in line order, so a new name adds a snippet without
-//! moving the others.
+//! moving the others. Methods are included only when their type's name is used nearby too.
 
 use crate::index::Index;
 use crate::symbols::words;
@@ -46,7 +46,10 @@ pub fn related_definitions(
             continue;
         }
         for (p, s) in defs {
-            if p == path {
+            // A method is only worth showing when its type is used nearby too: `text` or `len`
+            // alone would otherwise pull in every method of that name.
+            let parent_near = s.parent.as_deref().is_none_or(|t| seen.contains(t));
+            if p == path || !parent_near {
                 continue;
             }
             let key = (p.to_string(), s.start_line);

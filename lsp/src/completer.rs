@@ -82,6 +82,16 @@ pub struct Completion {
     pub warning: Option<String>,
 }
 
+/// What the pipeline will ask the model, before it asks.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub parts: PromptParts,
+    pub ids: Vec<u32>,
+    pub multiline: bool,
+    pub max_tokens: usize,
+    pub line_prefix: String,
+}
+
 pub struct Completer {
     backend: Box<dyn Backend>,
     fim: FimTokens,
@@ -105,12 +115,10 @@ impl Completer {
         self.backend.info().model
     }
 
-    pub fn complete(
-        &mut self,
-        req: &CompletionRequest,
-        cancel: &CancelToken,
-    ) -> Result<Completion, ModelError> {
-        let tok = self.backend.tokenizer().clone();
+    /// Steps 1–3 of the pipeline without generating: the context window, the single-line or
+    /// block decision, and the exact prompt (what `nib context` prints).
+    pub fn plan(&self, req: &CompletionRequest) -> Plan {
+        let tok = self.backend.tokenizer();
         let cursor = req.cursor.min(req.text.len());
 
         // 1. Context: the local window under the token budget.
@@ -141,7 +149,7 @@ impl Completer {
             self.config.max_tokens_single
         });
 
-        // 3. Prompt and generation.
+        // 3. The prompt.
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
             files: req.files.to_vec(),
@@ -149,11 +157,41 @@ impl Completer {
             prefix: window.prefix,
             suffix: window.suffix,
         };
-        let ids = prompt::build(&tok, &self.fim, &parts);
+        let ids = prompt::build(tok, &self.fim, &parts);
+        Plan {
+            parts,
+            ids,
+            multiline,
+            max_tokens,
+            line_prefix: line_prefix.to_string(),
+        }
+    }
+
+    /// The prompt's tokens as text, special tokens written out.
+    pub fn prompt_text(&self, ids: &[u32]) -> String {
+        self.backend.tokenizer().decode(ids)
+    }
+
+    pub fn complete(
+        &mut self,
+        req: &CompletionRequest,
+        cancel: &CancelToken,
+    ) -> Result<Completion, ModelError> {
+        let tok = self.backend.tokenizer().clone();
+        let cursor = req.cursor.min(req.text.len());
+        let Plan {
+            ids,
+            multiline,
+            max_tokens,
+            line_prefix,
+            ..
+        } = self.plan(req);
+
+        // 4. Generation.
         let mut params = GenerateParams::new(&tok, self.fim.stops.clone(), max_tokens, !multiline);
         if multiline {
             // Stop decoding as soon as the block is complete.
-            let head = line_prefix.to_string();
+            let head = line_prefix;
             params.stop_check = Some(Arc::new(move |text: &str| {
                 let kept = limit_to_block(text, &head).len();
                 (kept < text.len()).then_some(kept)
@@ -161,7 +199,7 @@ impl Completer {
         }
         let generation = generate(self.session.as_mut(), &tok, &ids, &params, cancel)?;
 
-        // 4. Post-processing.
+        // 5. Post-processing.
         let text = postprocess(
             &generation.text,
             &Surroundings::of(req.text, cursor, !multiline),

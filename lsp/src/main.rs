@@ -30,6 +30,9 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Print the exact prompt a completion at FILE:LINE:COL would use (context window, snippets
+    /// from other files, special tokens), without running the model.
+    Context(CompleteArgs),
     /// Run the language server on stdin/stdout.
     Serve(ServeArgs),
     /// Index a workspace with tree-sitter: files, symbols by kind and language, speed, memory.
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Model { command } => model(command),
         Command::Serve(args) => serve(args),
+        Command::Context(args) => context(args),
         Command::Index {
             path,
             stats,
@@ -443,7 +447,16 @@ fn find_root(file: &Path) -> PathBuf {
         .unwrap_or(dir)
 }
 
-fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
+/// A file at a position, read and placed in its workspace, with its cross-file context.
+struct Loaded {
+    text: String,
+    cursor: usize,
+    rel: String,
+    repo_name: String,
+    files: Vec<(String, String)>,
+}
+
+fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
     let (file, line, col) = parse_position(&args.position)?;
     let bytes = if args.stdin {
         let mut buf = Vec::new();
@@ -467,12 +480,76 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
         .strip_prefix(std::path::absolute(&root).unwrap_or(root.clone()))
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| PathBuf::from(file.file_name().unwrap_or_default()));
+    let rel = rel.to_string_lossy().replace('\\', "/");
     let repo_name = root
         .canonicalize()
         .ok()
         .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
+    // The same cross-file context the server gives: definitions of the names used above the
+    // cursor's line, from the workspace's index.
+    let (index, _) = nib_indexer::walk::build(&root, nib_indexer::walk::DEFAULT_MAX_BYTES, &|_| {});
+    let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+    let files =
+        nib_indexer::context::related_definitions(&index, &rel, &text[..line_start], 60, 3000);
+    Ok(Loaded {
+        text: text.to_string(),
+        cursor,
+        rel,
+        repo_name,
+        files,
+    })
+}
 
+fn context(args: CompleteArgs) -> Result<(), Failure> {
+    let l = load_request(&args)?;
+    let model_path = resolve_model(&args.model.model)?;
+    let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
+    let completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
+    let plan = completer.plan(&CompletionRequest {
+        repo_name: &l.repo_name,
+        path: &l.rel,
+        text: &l.text,
+        cursor: l.cursor,
+        multiline: args.multiline,
+        max_tokens: args.max_tokens,
+        files: &l.files,
+    });
+    let prompt = completer.prompt_text(&plan.ids);
+    if args.json {
+        let files: Vec<_> = plan
+            .parts
+            .files
+            .iter()
+            .map(|(p, t)| serde_json::json!({"path": p, "text": t}))
+            .collect();
+        let out = serde_json::json!({
+            "repo_name": plan.parts.repo_name,
+            "path": plan.parts.path,
+            "files": files,
+            "prefix": plan.parts.prefix,
+            "suffix": plan.parts.suffix,
+            "multiline": plan.multiline,
+            "max_tokens": plan.max_tokens,
+            "prompt_tokens": plan.ids.len(),
+            "prompt": prompt,
+        });
+        println!("{out}");
+    } else {
+        println!("{prompt}");
+        eprintln!(
+            "nib: {} prompt tokens, {} other file(s), {}, at most {} tokens",
+            plan.ids.len(),
+            plan.parts.files.len(),
+            if plan.multiline { "block" } else { "one line" },
+            plan.max_tokens
+        );
+    }
+    Ok(())
+}
+
+fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
+    let l = load_request(&args)?;
     set_threads(args.model.threads)?;
     let model_path = resolve_model(&args.model.model)?;
     let t_load = Instant::now();
@@ -480,15 +557,14 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
     let mut completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
-    let rel = rel.to_string_lossy().replace('\\', "/");
     let req = CompletionRequest {
-        repo_name: &repo_name,
-        path: &rel,
-        text,
-        cursor,
+        repo_name: &l.repo_name,
+        path: &l.rel,
+        text: &l.text,
+        cursor: l.cursor,
         multiline: args.multiline,
         max_tokens: args.max_tokens,
-        files: &[],
+        files: &l.files,
     };
     let c = completer
         .complete(&req, &CancelToken::new())
