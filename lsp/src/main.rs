@@ -456,6 +456,20 @@ struct Loaded {
     files: Vec<(String, String)>,
 }
 
+impl Loaded {
+    fn request<'a>(&'a self, args: &CompleteArgs) -> CompletionRequest<'a> {
+        CompletionRequest {
+            repo_name: &self.repo_name,
+            path: &self.rel,
+            text: &self.text,
+            cursor: self.cursor,
+            multiline: args.multiline,
+            max_tokens: args.max_tokens,
+            files: &self.files,
+        }
+    }
+}
+
 fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
     let (file, line, col) = parse_position(&args.position)?;
     let bytes = if args.stdin {
@@ -506,15 +520,7 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
     let model_path = resolve_model(&args.model.model)?;
     let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
     let completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
-    let plan = completer.plan(&CompletionRequest {
-        repo_name: &l.repo_name,
-        path: &l.rel,
-        text: &l.text,
-        cursor: l.cursor,
-        multiline: args.multiline,
-        max_tokens: args.max_tokens,
-        files: &l.files,
-    });
+    let plan = completer.plan(&l.request(&args));
     let prompt = completer.prompt_text(&plan.ids);
     if args.json {
         let files: Vec<_> = plan
@@ -557,17 +563,8 @@ fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
     let mut completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
-    let req = CompletionRequest {
-        repo_name: &l.repo_name,
-        path: &l.rel,
-        text: &l.text,
-        cursor: l.cursor,
-        multiline: args.multiline,
-        max_tokens: args.max_tokens,
-        files: &l.files,
-    };
     let c = completer
-        .complete(&req, &CancelToken::new())
+        .complete(&l.request(&args), &CancelToken::new())
         .map_err(runtime)?;
     if let Some(w) = &c.warning {
         eprintln!("nib: warning: {w}");
