@@ -443,9 +443,16 @@ fn trace(msg: impl FnOnce() -> String) {
 fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, String)> {
     let rel = relative_path(s.root.as_deref(), uri);
     let budget = s.settings.other_files_chars;
-    let mut files = {
+    // A file outside the workspace belongs to another project: the index says nothing about it.
+    let inside = match (&s.root, uri_to_path(uri)) {
+        (Some(root), Some(p)) => p.starts_with(root),
+        _ => false,
+    };
+    let mut files = if inside {
         let index = s.index.lock().unwrap_or_else(|p| p.into_inner());
         nib_indexer::context::related_definitions(&index, &rel, before_line, 60, budget / 2)
+    } else {
+        Vec::new()
     };
     let used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
     for (path, text) in other_files(s, uri, budget.saturating_sub(used)) {
