@@ -344,6 +344,15 @@ fn extends_running(r: &Running, req: &Request) -> bool {
         && prefix.len() - r.prefix.len() <= 64
 }
 
+/// A line on stderr when `NIB_TRACE` is set (editors show it in their LSP log). The variable is
+/// read once.
+pub(crate) fn trace(msg: impl FnOnce() -> String) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("NIB_TRACE").is_some()) {
+        eprintln!("nib: {}", msg());
+    }
+}
+
 fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
     let mut completer: Option<Completer> = None;
     loop {
@@ -420,13 +429,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
         drop(s);
 
         let (p, cancel) = job;
-        let trace = std::env::var_os("NIB_TRACE").is_some();
-        if trace {
-            eprintln!(
-                "nib-engine: start {} ({} bytes before the cursor)",
-                p.id, p.req.cursor
-            );
-        }
+        trace(|| format!("start {} ({} bytes before the cursor)", p.id, p.req.cursor));
         let result = match completer.as_mut() {
             Some(c) => {
                 let req = &p.req;
@@ -450,14 +453,10 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
             None => Err(nib_model::ModelError::Inference("no model".into())),
         };
 
-        if trace {
-            eprintln!(
-                "nib-engine: end {} after {:?}: {:?}",
-                p.id,
-                p.at.elapsed(),
-                result.as_ref().map(|c| &c.text)
-            );
-        }
+        trace(|| {
+            let text = result.as_ref().map(|c| &c.text);
+            format!("end {} after {:?}: {text:?}", p.id, p.at.elapsed())
+        });
         let mut s = lock(shared);
         s.running = None;
         let answer = match result {

@@ -430,12 +430,7 @@ fn is_secret_uri(uri: &str) -> bool {
     uri_to_path(uri).is_some_and(|p| nib_indexer::walk::is_secret(&p))
 }
 
-/// A line on stderr when `NIB_TRACE` is set (the client's LSP log shows it).
-fn trace(msg: impl FnOnce() -> String) {
-    if std::env::var_os("NIB_TRACE").is_some() {
-        eprintln!("nib: {}", msg());
-    }
-}
+use crate::engine::trace;
 
 /// What the prompt carries from other files: the definitions (in the repository index) of the
 /// names used before the cursor's line, then the other open documents (recently opened files
@@ -500,21 +495,22 @@ fn other_files(s: &State, current: &str, budget: usize) -> Vec<(String, String)>
         if budget == 0 {
             break;
         }
-        let text = open.doc.rope.to_string();
-        let mut cut = text.len().min(budget);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        if cut < text.len() {
-            cut = text[..cut].rfind('\n').map_or(0, |i| i + 1);
-        }
+        // Only the head that fits is copied out of the rope, not the whole document.
+        let rope = &open.doc.rope;
+        let take = rope.byte_to_char(budget.min(rope.len_bytes()));
+        let head = rope.slice(..take).to_string();
+        let cut = if take < rope.len_chars() {
+            head.rfind('\n').map_or(0, |i| i + 1)
+        } else {
+            head.len()
+        };
         if cut == 0 {
             continue;
         }
         budget -= cut;
         files.push((
             relative_path(s.root.as_deref(), uri),
-            text[..cut].to_string(),
+            head[..cut].to_string(),
         ));
     }
     files

@@ -4,12 +4,12 @@
 
 use crate::completer::{CompleterConfig, Multiline};
 use crate::engine::EngineConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Settings {
     /// GGUF file; default `$NIB_MODEL`, else the model `nib model pull` fetched.
@@ -75,7 +75,7 @@ impl Settings {
             None => value,
         };
         let mut warnings = Vec::new();
-        let mut current = serde_json::to_value(SettingsOut(self)).unwrap_or_default();
+        let mut current = serde_json::to_value(self).unwrap_or_default();
         if let (Some(cur), Some(new)) = (current.as_object_mut(), obj.as_object()) {
             for (k, v) in new {
                 let mut trial = cur.clone();
@@ -131,33 +131,6 @@ impl Settings {
 
     pub fn enabled_for(&self, language_id: &str) -> bool {
         self.enable && self.languages.get(language_id).copied().unwrap_or(true)
-    }
-}
-
-/// Settings back to JSON in the same camelCase shape they are read in.
-struct SettingsOut<'a>(&'a Settings);
-
-impl serde::Serialize for SettingsOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let x = self.0;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("model", &x.model)?;
-        m.serialize_entry("backend", &x.backend)?;
-        m.serialize_entry("threads", &x.threads)?;
-        m.serialize_entry("maxTokens", &x.max_tokens)?;
-        m.serialize_entry("maxTokensMultiline", &x.max_tokens_multiline)?;
-        m.serialize_entry("debounceMs", &x.debounce_ms)?;
-        m.serialize_entry("multiline", &x.multiline)?;
-        m.serialize_entry("contextTokens", &x.context_tokens)?;
-        m.serialize_entry("suffixTokens", &x.suffix_tokens)?;
-        m.serialize_entry("otherFilesChars", &x.other_files_chars)?;
-        m.serialize_entry("midWord", &x.mid_word)?;
-        m.serialize_entry("enable", &x.enable)?;
-        m.serialize_entry("languages", &x.languages)?;
-        m.serialize_entry("remoteUrl", &x.remote_url)?;
-        m.serialize_entry("remoteApiKeyEnv", &x.remote_api_key_env)?;
-        m.end()
     }
 }
 
