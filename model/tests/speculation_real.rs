@@ -3,7 +3,7 @@
 mod common;
 
 use nib_model::prompt::{self, FimTokens, PromptParts};
-use nib_model::{generate, load_backend, BackendKind, CancelToken, GenerateParams};
+use nib_model::{load_backend, BackendKind, GenerateParams};
 
 #[test]
 fn same_output_with_and_without_speculation() {
@@ -21,22 +21,8 @@ fn same_output_with_and_without_speculation() {
     let plain = GenerateParams::new(&tok, fim.stops.clone(), 48, false);
     let mut spec = plain.clone();
     spec.draft_len = 8;
-    let a = generate(
-        backend.new_session().as_mut(),
-        &tok,
-        &ids,
-        &plain,
-        &CancelToken::new(),
-    )
-    .unwrap();
-    let b = generate(
-        backend.new_session().as_mut(),
-        &tok,
-        &ids,
-        &spec,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let a = common::generate_fresh(backend.as_ref(), &tok, &ids, &plain);
+    let b = common::generate_fresh(backend.as_ref(), &tok, &ids, &spec);
     assert_eq!(a.text, b.text);
     assert!(b.accepted > 0, "no draft token was kept: {:?}", b.text);
     assert!(a.text.contains("Op::Sub"), "{:?}", a.text);

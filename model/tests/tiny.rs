@@ -144,14 +144,7 @@ fn single_line_mode_stops_at_end_of_line() {
     } = tiny();
     let ids = prompt_ids(&tok, &fim, "fn main() {\n    ");
     let params = GenerateParams::new(&tok, fim.stops.clone(), 200, true);
-    let g = generate(
-        backend.new_session().as_mut(),
-        &tok,
-        &ids,
-        &params,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let g = common::generate_fresh(backend.as_ref(), &tok, &ids, &params);
     let body = g.text.trim_start_matches(['\n', '\r', ' ', '\t']);
     assert!(
         !body.contains('\n'),
@@ -263,22 +256,8 @@ fn speculation_changes_nothing_but_the_speed() {
     let plain = GenerateParams::new(&tok, fim.stops.clone(), 40, false);
     let mut spec = plain.clone();
     spec.draft_len = 6;
-    let a = generate(
-        backend.new_session().as_mut(),
-        &tok,
-        &ids,
-        &plain,
-        &CancelToken::new(),
-    )
-    .unwrap();
-    let b = generate(
-        backend.new_session().as_mut(),
-        &tok,
-        &ids,
-        &spec,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let a = common::generate_fresh(backend.as_ref(), &tok, &ids, &plain);
+    let b = common::generate_fresh(backend.as_ref(), &tok, &ids, &spec);
     assert_eq!(a.tokens, b.tokens);
     assert_eq!(a.text, b.text);
     assert!(b.drafted > 0, "no draft was tried");

@@ -19,3 +19,15 @@ pub fn tiny_model(dir: &std::path::Path) -> PathBuf {
     nib_model::tiny::write(&path, &Default::default()).expect("write tiny model");
     path
 }
+
+/// Greedy generation from `ids` in a new session of `backend`, not cancelled.
+pub fn generate_fresh(
+    backend: &dyn nib_model::Backend,
+    tok: &nib_model::Tokenizer,
+    ids: &[u32],
+    params: &nib_model::GenerateParams,
+) -> nib_model::Generation {
+    let cancel = nib_model::CancelToken::new();
+    nib_model::generate(backend.new_session().as_mut(), tok, ids, params, &cancel)
+        .expect("generation")
+}
