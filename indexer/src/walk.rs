@@ -136,6 +136,19 @@ pub struct BuildReport {
 pub fn build(root: &Path, max_bytes: u64, progress: &(dyn Fn(u64) + Sync)) -> (Index, BuildReport) {
     let t0 = Instant::now();
     let files = source_files(root);
+    let (index, mut report) = build_files(&files, max_bytes, progress);
+    report.seconds = t0.elapsed().as_secs_f64();
+    (index, report)
+}
+
+/// [`build`] over files already listed by [`source_files`] (a caller that shows progress knows
+/// the total first). `progress` is called once per file with the bytes it read.
+pub fn build_files(
+    files: &[(PathBuf, String)],
+    max_bytes: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> (Index, BuildReport) {
+    let t0 = Instant::now();
     let results: Vec<(String, Result<FileEntry, Skip>)> = files
         .par_iter()
         .map_init(SymbolParser::new, |parser, (abs, rel)| {

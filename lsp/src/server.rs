@@ -14,7 +14,9 @@ use crate::stats::Stats;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tower_lsp_server::gen_lsp_types::*;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
@@ -605,6 +607,15 @@ async fn send_progress(client: &Client, token: &ProgressToken, value: Value) {
         .await;
 }
 
+/// `nib/index`: progress of the workspace index for status bars:
+/// `{state: "indexing", done, total}`, then `{state: "done", done, total, files, symbols, seconds}`.
+enum NibIndex {}
+impl Notification for NibIndex {
+    type Params = Value;
+    const METHOD: LspNotificationMethod<'static> = LspNotificationMethod::Custom("nib/index");
+    const MESSAGE_DIRECTION: MessageDirection = MessageDirection::ServerToClient;
+}
+
 /// `nib/status`: the model's state for status bars (loading, ready, error).
 enum NibStatus {}
 impl Notification for NibStatus {
@@ -668,10 +679,29 @@ impl LanguageServer for Backend {
             std::thread::Builder::new()
                 .name("nib-index".into())
                 .spawn(move || {
-                    let (built, report) = nib_indexer::walk::build(
-                        &root,
+                    let files = nib_indexer::walk::source_files(&root);
+                    let total = files.len();
+                    let notify = |value: Value| {
+                        let client = client.clone();
+                        handle.spawn(async move {
+                            client.send_notification::<NibIndex>(value).await;
+                        });
+                    };
+                    notify(json!({"state": "indexing", "done": 0, "total": total}));
+                    // Progress at most every 200 ms: a big repo has tens of thousands of files.
+                    let done = AtomicUsize::new(0);
+                    let last = Mutex::new(Instant::now());
+                    let (built, report) = nib_indexer::walk::build_files(
+                        &files,
                         nib_indexer::walk::DEFAULT_MAX_BYTES,
-                        &|_| {},
+                        &|_| {
+                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            let mut at = last.lock().unwrap_or_else(|p| p.into_inner());
+                            if at.elapsed() >= Duration::from_millis(200) {
+                                *at = Instant::now();
+                                notify(json!({"state": "indexing", "done": n, "total": total}));
+                            }
+                        },
                     );
                     let st = built.stats();
                     let mut shared = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -690,6 +720,15 @@ impl LanguageServer for Backend {
                         report.seconds,
                         report.skipped.len()
                     );
+                    notify(json!({
+                        "state": "done",
+                        "done": total,
+                        "total": total,
+                        "files": st.files,
+                        "symbols": st.symbols,
+                        "seconds": report.seconds,
+                    }));
+                    let client = client.clone();
                     handle.spawn(async move { client.log_message(MessageType::Info, msg).await });
                 })
                 .ok();

@@ -80,6 +80,15 @@ fn a_session_with_the_real_model() {
     let ws = Workspace::new();
     let mut c = start(&ws, json!({"debounceMs": 0}));
     let uri = ws.uri("src/main.rs");
+    // The workspace index reports its progress for status bars, then its totals.
+    let first = c.wait_for("nib/index", MIN, |m| m["method"] == "nib/index");
+    assert_eq!(first["params"]["state"], "indexing", "{first}");
+    assert_eq!(first["params"]["total"], 1, "{first}");
+    let done = c.wait_for("nib/index done", MIN, |m| {
+        m["method"] == "nib/index" && m["params"]["state"] == "done"
+    });
+    assert_eq!(done["params"]["files"], 1, "{done}");
+    assert!(done["params"]["symbols"].as_u64() >= Some(1), "{done}");
     open(&mut c, &uri, WORDCOUNT);
 
     // The demo's cursor: inside the loop body (line 7, column 9 counted from 1).
