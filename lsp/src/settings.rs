@@ -139,6 +139,38 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The VS Code extension contributes every server setting, with the server's default: the
+    /// extension sends the effective values, so a drifted default would override the server's.
+    #[test]
+    fn vscode_manifest_matches_the_server_settings() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../editors/vscode/package.json"
+        );
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("editors/vscode/package.json"),
+        )
+        .expect("package.json is JSON");
+        let props = manifest["contributes"]["configuration"]["properties"]
+            .as_object()
+            .expect("contributes.configuration.properties");
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let defaults = defaults.as_object().unwrap();
+        for (key, value) in defaults {
+            let prop = props
+                .get(&format!("nib.{key}"))
+                .unwrap_or_else(|| panic!("package.json lacks the setting nib.{key}"));
+            assert_eq!(&prop["default"], value, "default of nib.{key}");
+        }
+        for key in props.keys() {
+            let name = key.strip_prefix("nib.").expect("settings live under nib.");
+            assert!(
+                defaults.contains_key(name) || name == "serverPath",
+                "package.json contributes nib.{name}, which the server does not read"
+            );
+        }
+    }
+
     #[test]
     fn settings_merge_field_by_field() {
         let base = Settings::default();

@@ -8,28 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const LIB_RS: &str = r#"//! Word statistics for plain text.
-use std::collections::HashMap;
-
-/// Counts how often each word occurs in `text`, ignoring case.
-pub fn word_histogram(text: &str) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for word in text.split_whitespace() {
-        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
-    }
-    counts
-}
-"#;
-
-const MAIN_RS: &str = r#"use wordstats::*;
-
-fn main() {
-    let text = std::fs::read_to_string("input.txt").expect("input.txt");
-    
-    println!("{} distinct words", histogram.len());
-}
-"#;
-
 /// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks (into `$NIB_NVIM_DIR`,
 /// default `~/.cache/nib/nvim`).
 fn nvim() -> (PathBuf, PathBuf) {
@@ -54,16 +32,8 @@ fn nvim() -> (PathBuf, PathBuf) {
 fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
     let (nvim, runtime) = nvim();
     let model = common::real_model();
-    let ws = tempfile::tempdir().unwrap();
+    let ws = common::wordstats_workspace();
     let root = ws.path();
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("Cargo.toml"),
-        "[package]\nname = \"wordstats\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("src/lib.rs"), LIB_RS).unwrap();
-    std::fs::write(root.join("src/main.rs"), MAIN_RS).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = root.join("report.json");
     let cmd = serde_json::json!([env!("CARGO_BIN_EXE_nib"), "serve", "--model", model]);

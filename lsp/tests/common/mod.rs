@@ -19,3 +19,41 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// The editor tests' workspace: a crate whose `src/lib.rs` defines `word_histogram` and whose
+/// `src/main.rs` has an empty line 5 inside `main`, where the tests type `let histogram = `.
+pub fn wordstats_workspace() -> tempfile::TempDir {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"wordstats\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), LIB_RS).unwrap();
+    std::fs::write(root.join("src/main.rs"), MAIN_RS).unwrap();
+    ws
+}
+
+const LIB_RS: &str = r#"//! Word statistics for plain text.
+use std::collections::HashMap;
+
+/// Counts how often each word occurs in `text`, ignoring case.
+pub fn word_histogram(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for word in text.split_whitespace() {
+        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
+    }
+    counts
+}
+"#;
+
+const MAIN_RS: &str = r#"use wordstats::*;
+
+fn main() {
+    let text = std::fs::read_to_string("input.txt").expect("input.txt");
+    
+    println!("{} distinct words", histogram.len());
+}
+"#;

