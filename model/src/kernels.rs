@@ -4,8 +4,9 @@
 //! loop, and runs a prompt of `m` tokens as `m` separate passes over every weight. Here a tile of
 //! weight rows is decoded once into unsigned 8-bit codes and then dotted with every activation
 //! row while it sits in L1, four activation rows at a time, with AVX-512 VNNI (`vpdpbusd`: 64
-//! u8×i8 products per instruction). Q8_0 (the output layer) goes the same way. The K-quants stay
-//! with candle, whose kernels for them were measured faster than this approach.
+//! u8×i8 products per instruction). Q8_0 goes the same way, and so do the model's Q6_K tensors,
+//! requantized to Q8_0 at load (see `transformer.rs`). Q4_K stays with candle, whose kernels
+//! for it were measured faster than this approach.
 //!
 //! The maths: a weight block is `x = a·(u − c)` with `u` unsigned (Q5_0: `u = x/a + 16`, 0..31;
 //! Q8_0: `u = x/a + 128`), activations are quantized per 32-block as `y = d·q` (`q` i8). So
@@ -96,6 +97,20 @@ fn expand_row_scalar(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
             }
         }
     }
+}
+
+/// Quantizes weights to GGUF Q8_0 blocks (an f16 scale `amax/127`, then 32 i8 codes, rounded
+/// half away from zero), as ggml's reference quantizer does. `x.len()` must be a multiple of 32.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * Format::Q8_0.block_bytes());
+    for blk in x.chunks_exact(QK) {
+        let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(blk.iter().map(|v| ((v * inv).round() as i8) as u8));
+    }
+    out
 }
 
 /// Activations quantized to 8 bits per 32-block.

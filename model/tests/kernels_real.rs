@@ -44,3 +44,72 @@ fn q5_0_kernel_matches_candle_on_real_weights() {
         }
     }
 }
+
+/// The real model's Q6_K tensors run as Q8_0 on nib's kernels (candle would keep a second,
+/// repacked copy of them): the requantized weights must agree with candle's Q6_K matmul, and
+/// the f32 reference, to well within the model's own quantization error.
+#[test]
+fn q6_k_requantized_to_q8_0_matches_candle_on_real_weights() {
+    let mut g = GgufFile::open(&common::real_model()).expect("open model");
+    let dev = Device::Cpu;
+    let names: Vec<String> = g
+        .content
+        .tensor_infos
+        .iter()
+        .filter(|(_, i)| i.ggml_dtype == candle_core::quantized::GgmlDType::Q6K)
+        .map(|(n, _)| n.clone())
+        .take(3)
+        .collect();
+    assert!(!names.is_empty(), "the default model has Q6_K tensors");
+    for name in names {
+        let t = g.tensor(&name, &dev).unwrap();
+        let (n, k) = t.shape().dims2().unwrap();
+        let w = t.dequantize(&dev).unwrap();
+        let ours = QWeight::new(
+            Format::Q8_0,
+            n,
+            k,
+            kernels::quantize_q8_0(&w.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+        )
+        .unwrap();
+        let theirs = QMatMul::from_qtensor(t).unwrap();
+        let m = 5;
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let want = theirs
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let exact = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut got = vec![0f32; m * n];
+        kernels::matmul(
+            &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            m,
+            &ours,
+            &mut got,
+        );
+        let rel = |a: &[f32], b: &[f32]| {
+            let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(s, d), (x, y)| {
+                (s + ((x - y) as f64).powi(2), d + (*x as f64).powi(2))
+            });
+            (num / den).sqrt()
+        };
+        let (vs_candle, vs_exact, candle_vs_exact) =
+            (rel(&want, &got), rel(&exact, &got), rel(&exact, &want));
+        eprintln!("{name}: vs candle {vs_candle:.2e}, vs f32 {vs_exact:.2e} (candle vs f32 {candle_vs_exact:.2e})");
+        assert!(vs_candle <= 2e-2, "{name}: {vs_candle}");
+        // Both round the activations to 8 bits; the requantization adds little to that.
+        assert!(
+            vs_exact <= 2.0 * candle_vs_exact + 1e-3,
+            "{name}: {vs_exact} vs {candle_vs_exact}"
+        );
+    }
+}
