@@ -7,7 +7,7 @@
 
 use crate::backend::Backend;
 use crate::error::{ModelError, Result};
-use crate::generate::{generate, CancelToken, GenerateParams};
+use crate::generate::{generate, generate_with_draft, CancelToken, GenerateParams};
 use crate::prompt::{self, FimTokens, PromptParts};
 
 /// Source text the bench prompts are cut from.
@@ -26,7 +26,8 @@ pub struct BenchParams {
     pub gen_tokens: usize,
     /// Tokens of the prompt that are suffix (after the cursor).
     pub suffix_tokens: usize,
-    /// Prompt-lookup speculation, draft tokens at most (0: off).
+    /// Speculation, draft tokens at most (0: off): from a draft model when [`run`] is given one,
+    /// else by prompt lookup.
     pub draft_len: usize,
 }
 
@@ -69,7 +70,11 @@ fn text_of(tok: &crate::Tokenizer, n: usize, skip_chars: usize) -> String {
     tok.decode(&ids[..n.min(ids.len())])
 }
 
-pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
+pub fn run(
+    backend: &dyn Backend,
+    draft: Option<&dyn Backend>,
+    p: &BenchParams,
+) -> Result<BenchReport> {
     let tok = backend.tokenizer().clone();
     let fim = FimTokens::detect(&tok).ok_or(ModelError::NoFim)?;
     let suffix_tokens = p.suffix_tokens.min(p.prompt_tokens / 4);
@@ -89,7 +94,17 @@ pub fn run(backend: &dyn Backend, p: &BenchParams) -> Result<BenchReport> {
     let cancel = CancelToken::new();
 
     let mut session = backend.new_session();
-    let cold = generate(session.as_mut(), &tok, &ids, &params, &cancel)?;
+    let mut draft_session = draft.map(|d| d.new_session());
+    let cold = generate_with_draft(
+        session.as_mut(),
+        draft_session
+            .as_mut()
+            .map(|s| s.as_mut() as &mut dyn crate::Session),
+        &tok,
+        &ids,
+        &params,
+        &cancel,
+    )?;
 
     // One more character typed at the cursor, same session.
     let edited = prompt::build(&tok, &fim, &parts(&format!("{prefix}x")));

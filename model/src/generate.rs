@@ -138,6 +138,48 @@ pub fn generate(
     params: &GenerateParams,
     cancel: &CancelToken,
 ) -> Result<Generation> {
+    generate_with_draft(session, None, tok, prompt, params, cancel)
+}
+
+/// Greedy tokens from a draft model: `draft` is brought to `context` (its cached common prefix
+/// kept), then runs `k` steps from it. The draft model must share the target's vocabulary.
+fn draft_model_tokens(
+    draft: &mut dyn Session,
+    context: &[u32],
+    k: usize,
+    banned: &[u32],
+    cancel: &CancelToken,
+) -> Result<Vec<u32>> {
+    let common = common_prefix(draft.tokens(), context).min(context.len() - 1);
+    draft.truncate(common)?;
+    let mut logits = draft.feed(&context[common..], cancel)?;
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k && draft.tokens().len() < draft.context_length() {
+        let t = argmax(&logits, banned);
+        out.push(t);
+        if out.len() < k {
+            logits = draft.feed(&[t], cancel)?;
+        }
+    }
+    Ok(out)
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// [`generate`], with speculation by a draft model when `draft` is given and
+/// `params.draft_len > 0`: the draft model proposes `draft_len` tokens, the target checks them in
+/// one pass and keeps those it would have picked itself, so the output is the target's greedy
+/// output exactly. Without a draft session, `draft_len` means prompt-lookup speculation.
+pub fn generate_with_draft(
+    session: &mut dyn Session,
+    mut draft_session: Option<&mut dyn Session>,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    cancel: &CancelToken,
+) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(ModelError::Inference("empty prompt".into()));
     }
@@ -212,7 +254,11 @@ pub fn generate(
         let draft = if params.draft_len > 0 && room > 1 {
             let mut context = session.tokens().to_vec();
             context.push(next);
-            lookup_draft(&context, params.draft_len.min(room - 1))
+            let k = params.draft_len.min(room - 1);
+            match draft_session.as_deref_mut() {
+                Some(d) => draft_model_tokens(d, &context, k, &params.banned, cancel)?,
+                None => lookup_draft(&context, k),
+            }
         } else {
             Vec::new()
         };

@@ -11,6 +11,8 @@
 //! - [`transformer`]: the decoder (Qwen2 and Llama families), one file, read top to bottom;
 //! - [`backend`]: the `Backend`/`Session` traits every device implements, and the CPU backend;
 //! - [`generate`]: greedy decoding with stop rules, KV-cache prefix reuse and cancellation;
+//! - [`pool`]: a few sessions (LRU) so that switching files keeps each file's cache;
+//! - [`remote`]: completions from an inference server (OpenAI-compatible or llama.cpp `/infill`);
 //! - [`fetch`]: finding and downloading models (Hugging Face, with a package-registry fallback).
 //!
 //! ## What this crate must not do
@@ -25,13 +27,18 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod kernels;
+pub mod pool;
 pub mod prompt;
+pub mod remote;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
 
 pub use backend::{load_backend, Backend, BackendKind, Session};
 pub use error::ModelError;
-pub use generate::{generate, CancelToken, GenerateParams, Generation, StopReason};
+pub use generate::{
+    generate, generate_with_draft, CancelToken, GenerateParams, Generation, StopReason,
+};
+pub use pool::SessionPool;
 pub use prompt::{FimFamily, FimTokens, PromptParts};
 pub use tokenizer::Tokenizer;

@@ -263,3 +263,130 @@ fn speculation_changes_nothing_but_the_speed() {
     assert!(b.drafted > 0, "no draft was tried");
     assert_eq!(a.drafted, 0);
 }
+
+/// Switching between files keeps each file's cache: with three slots, going back to the first
+/// file reuses its whole prompt; the answers are the same as in fresh sessions; the budget holds.
+#[test]
+fn session_pool_keeps_each_files_cache() {
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
+    let params = GenerateParams::new(&tok, fim.stops.clone(), 8, false);
+    let cancel = CancelToken::new();
+    let file = |name: &str, body: &str| {
+        prompt::build(
+            &tok,
+            &fim,
+            &PromptParts {
+                repo_name: "demo".into(),
+                files: vec![],
+                path: name.into(),
+                prefix: body.into(),
+                suffix: "\n".into(),
+            },
+        )
+    };
+    let a = file(
+        "a.rs",
+        "fn alpha() {\n    let first = 1;\n    let second = 2;\n    ",
+    );
+    let b = file(
+        "b.rs",
+        "struct Beta {\n    field: u32,\n    other: String,\n    ",
+    );
+    let c = file("c.rs", "enum Gamma {\n    One,\n    Two,\n    Three,\n    ");
+
+    let mut pool = nib_model::SessionPool::new(3, 10_000);
+    let run = |pool: &mut nib_model::SessionPool, ids: &[u32]| {
+        let s = pool.pick(backend.as_ref(), ids);
+        generate(s, &tok, ids, &params, &cancel).unwrap()
+    };
+    let first_a = run(&mut pool, &a);
+    run(&mut pool, &b);
+    run(&mut pool, &c);
+    assert_eq!(pool.len(), 3);
+    let back_to_a = run(&mut pool, &a);
+    assert_eq!(back_to_a.reused_tokens, a.len() - 1, "a's cache was kept");
+    assert_eq!(back_to_a.tokens, first_a.tokens);
+    assert_eq!(
+        back_to_a.tokens,
+        common::generate_fresh(backend.as_ref(), &tok, &a, &params).tokens
+    );
+
+    // One slot: every switch starts over (beyond the shared repository header).
+    let mut single = nib_model::SessionPool::new(1, 10_000);
+    run(&mut single, &a);
+    run(&mut single, &b);
+    let again = run(&mut single, &a);
+    assert!(again.reused_tokens < a.len() / 2, "{}", again.reused_tokens);
+
+    // A budget smaller than three prompts empties the least recently used sessions.
+    let budget = a.len() + b.len() + 8;
+    let mut tight = nib_model::SessionPool::new(3, budget + 2 * params.max_tokens);
+    run(&mut tight, &a);
+    run(&mut tight, &b);
+    run(&mut tight, &c);
+    assert!(
+        tight.cached_tokens() <= budget + 2 * params.max_tokens,
+        "{}",
+        tight.cached_tokens()
+    );
+    let a_again = run(&mut tight, &a);
+    assert!(
+        a_again.reused_tokens < a.len() / 2,
+        "a was the least recently used: emptied"
+    );
+}
+
+/// A draft model (here a second tiny model with other weights, same vocabulary) changes nothing
+/// in the output: the target keeps only the draft tokens it would have picked itself. The draft
+/// model itself (same weights as the target) is right every time.
+#[test]
+fn draft_model_speculation_changes_nothing_but_the_speed() {
+    let Tiny {
+        backend,
+        tok,
+        fim,
+        _dir,
+    } = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.gguf");
+    nib_model::tiny::write(
+        &other,
+        &nib_model::tiny::TinyConfig {
+            seed: 7,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let drafter = load_backend(BackendKind::Cpu, &other).unwrap();
+    let ids = prompt_ids(&tok, &fim, "fn main() {\n    let total = ");
+    let plain = GenerateParams::new(&tok, fim.stops.clone(), 40, false);
+    let mut spec = plain.clone();
+    spec.draft_len = 4;
+    let cancel = CancelToken::new();
+    let want = common::generate_fresh(backend.as_ref(), &tok, &ids, &plain);
+    for (name, d) in [("other weights", &drafter), ("the same weights", &backend)] {
+        let mut draft = d.new_session();
+        let got = nib_model::generate_with_draft(
+            backend.new_session().as_mut(),
+            Some(draft.as_mut()),
+            &tok,
+            &ids,
+            &spec,
+            &cancel,
+        )
+        .unwrap();
+        assert_eq!(got.tokens, want.tokens, "{name}");
+        assert!(got.drafted > 0, "{name}: no draft was tried");
+        if name == "the same weights" {
+            assert_eq!(
+                got.accepted, got.drafted,
+                "a perfect draft model is always right"
+            );
+        }
+    }
+}

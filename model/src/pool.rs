@@ -1,0 +1,106 @@
+//! A few sessions, so that switching between files does not throw away the KV cache of the file
+//! left behind. A prompt goes to the session whose cached tokens share the longest prefix with it
+//! when that prefix covers at least half the prompt (the same file, typed on); otherwise to a
+//! fresh session while there are fewer than `slots`, else to the least recently used one. The
+//! cached tokens of all sessions together stay within `budget_tokens`: the least recently used
+//! others are emptied first.
+
+use crate::backend::{Backend, Session};
+
+pub struct SessionPool {
+    slots: Vec<Slot>,
+    max_slots: usize,
+    budget_tokens: usize,
+    clock: u64,
+}
+
+struct Slot {
+    session: Box<dyn Session>,
+    used: u64,
+}
+
+/// Tokens `a` and `b` share at their start.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl SessionPool {
+    /// `slots` sessions at most (at least one), `budget_tokens` cached tokens at most in all.
+    pub fn new(slots: usize, budget_tokens: usize) -> Self {
+        Self {
+            slots: Vec::new(),
+            max_slots: slots.max(1),
+            budget_tokens,
+            clock: 0,
+        }
+    }
+
+    /// The number of sessions open now.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Cached tokens of every session together.
+    pub fn cached_tokens(&self) -> usize {
+        self.slots.iter().map(|s| s.session.tokens().len()).sum()
+    }
+
+    /// The session `prompt` should run in.
+    pub fn pick(&mut self, backend: &dyn Backend, prompt: &[u32]) -> &mut dyn Session {
+        self.clock += 1;
+        let best = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (common_prefix(s.session.tokens(), prompt), i))
+            .max();
+        let chosen = match best {
+            Some((common, i)) if common * 2 >= prompt.len() => i,
+            _ if self.slots.len() < self.max_slots => {
+                self.slots.push(Slot {
+                    session: backend.new_session(),
+                    used: 0,
+                });
+                self.slots.len() - 1
+            }
+            _ => self.least_recent(None).unwrap_or(0),
+        };
+        self.slots[chosen].used = self.clock;
+        // Keep the total within the budget: empty the least recently used others.
+        let own = prompt.len().max(self.slots[chosen].session.tokens().len());
+        loop {
+            let others: usize = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != chosen)
+                .map(|(_, s)| s.session.tokens().len())
+                .sum();
+            if own + others <= self.budget_tokens {
+                break;
+            }
+            let Some(victim) = self.least_recent(Some(chosen)) else {
+                break;
+            };
+            // A new session rather than a truncated one: its memory goes back, not just its length.
+            self.slots[victim].session = backend.new_session();
+        }
+        self.slots[chosen].session.as_mut()
+    }
+
+    /// The least recently used slot that holds tokens, other than `except`.
+    fn least_recent(&self, except: Option<usize>) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, s)| {
+                Some(i) != except && (except.is_none() || !s.session.tokens().is_empty())
+            })
+            .min_by_key(|(_, s)| s.used)
+            .map(|(i, _)| i)
+    }
+}
