@@ -11,4 +11,7 @@ scripts/get-nvim.sh >/dev/null
 # The VS Code extension: compile, lint, unit tests, .vsix; Node 24, code-server and Chromium for
 # its end-to-end test (lsp/tests/vscode.rs).
 scripts/vscode.sh
+# llama.cpp's server, the third-party inference server the remote backend is tested against
+# (lsp/tests/remote.rs); built once from the llama-cpp-python sdist.
+scripts/get-llama-server.sh >/dev/null
 cargo test --workspace

@@ -3,7 +3,12 @@
 
 use crate::postprocess::{limit_to_block, postprocess, Surroundings};
 use nib_model::prompt::{self, FimTokens, PromptParts};
-use nib_model::{generate, Backend, CancelToken, GenerateParams, ModelError, Session, StopReason};
+use nib_model::remote::{self, RemoteConfig, RemoteRequest};
+use nib_model::{
+    generate, Backend, BackendKind, CancelToken, GenerateParams, ModelError, SessionPool,
+    StopReason, Tokenizer,
+};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -37,6 +42,10 @@ pub struct CompleterConfig {
     pub suffix_tokens: usize,
     pub max_tokens_single: usize,
     pub max_tokens_multi: usize,
+    /// Sessions kept (one KV cache each), so that switching files does not thrash the cache.
+    pub session_slots: usize,
+    /// Cached tokens of all sessions together, at most (bounds the caches' memory).
+    pub cache_budget_tokens: usize,
 }
 
 impl Default for CompleterConfig {
@@ -46,6 +55,8 @@ impl Default for CompleterConfig {
             suffix_tokens: 256,
             max_tokens_single: 48,
             max_tokens_multi: 128,
+            session_slots: 3,
+            cache_budget_tokens: 4096,
         }
     }
 }
@@ -92,33 +103,99 @@ pub struct Plan {
     pub line_prefix: String,
 }
 
+/// The model to run, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The GGUF file: the weights on a local backend; for a remote one, only its tokenizer is
+    /// read (the served model's, or one of its family).
+    pub path: PathBuf,
+    pub backend: BackendKind,
+    /// The inference server, for `BackendKind::Remote`.
+    pub remote: Option<RemoteConfig>,
+}
+
+/// Where the model runs.
+enum Runner {
+    /// On this machine: a backend and its sessions, whose KV caches carry over between requests.
+    Local {
+        backend: Box<dyn Backend>,
+        pool: SessionPool,
+    },
+    /// On an inference server. The local tokenizer only budgets and lays out the prompt.
+    Remote { config: RemoteConfig, model: String },
+}
+
 pub struct Completer {
-    backend: Box<dyn Backend>,
+    tok: Arc<Tokenizer>,
     fim: FimTokens,
-    session: Box<dyn Session>,
+    runner: Runner,
     pub config: CompleterConfig,
 }
 
 impl Completer {
     pub fn new(backend: Box<dyn Backend>, config: CompleterConfig) -> Result<Self, ModelError> {
-        let fim = FimTokens::detect(backend.tokenizer()).ok_or(ModelError::NoFim)?;
-        let session = backend.new_session();
+        let tok = backend.tokenizer().clone();
+        let fim = FimTokens::detect(&tok).ok_or(ModelError::NoFim)?;
+        let pool = SessionPool::new(config.session_slots, config.cache_budget_tokens);
         Ok(Self {
-            backend,
+            tok,
             fim,
-            session,
+            runner: Runner::Local { backend, pool },
             config,
         })
     }
 
+    /// Completions from an inference server. `tokenizer` is the served model's (or one of its
+    /// family): it counts the prompt's tokens and, for OpenAI-compatible servers, writes the
+    /// FIM layout that the server's model expects.
+    pub fn remote(
+        tokenizer: Tokenizer,
+        model: String,
+        remote: RemoteConfig,
+        config: CompleterConfig,
+    ) -> Result<Self, ModelError> {
+        let fim = FimTokens::detect(&tokenizer).ok_or(ModelError::NoFim)?;
+        Ok(Self {
+            tok: Arc::new(tokenizer),
+            fim,
+            runner: Runner::Remote {
+                config: remote,
+                model,
+            },
+            config,
+        })
+    }
+
+    /// Opens what `spec` names.
+    pub fn load(spec: &ModelSpec, config: CompleterConfig) -> Result<Self, ModelError> {
+        match (spec.backend, &spec.remote) {
+            (BackendKind::Remote, Some(remote)) => {
+                let g = nib_model::gguf::GgufFile::open(&spec.path)?;
+                let tok = Tokenizer::from_gguf(&g)?;
+                let model = remote
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| format!("{} (tokenizer)", g.model_name()));
+                Completer::remote(tok, model, remote.clone(), config)
+            }
+            (BackendKind::Remote, None) => Err(ModelError::Remote(
+                "the remote backend needs the server's URL (remoteUrl, --remote-url)".into(),
+            )),
+            (kind, _) => Completer::new(nib_model::load_backend(kind, &spec.path)?, config),
+        }
+    }
+
     pub fn model_name(&self) -> String {
-        self.backend.info().model
+        match &self.runner {
+            Runner::Local { backend, .. } => backend.info().model,
+            Runner::Remote { config, model } => format!("{model} at {}", config.url),
+        }
     }
 
     /// Steps 1–3 of the pipeline without generating: the context window, the single-line or
     /// block decision, and the exact prompt (what `nib context` prints).
     pub fn plan(&self, req: &CompletionRequest) -> Plan {
-        let tok = self.backend.tokenizer();
+        let tok = &self.tok;
         let cursor = req.cursor.min(req.text.len());
 
         // 1. Context: the local window under the token budget.
@@ -169,7 +246,7 @@ impl Completer {
 
     /// The prompt's tokens as text, special tokens written out.
     pub fn prompt_text(&self, ids: &[u32]) -> String {
-        self.backend.tokenizer().decode(ids)
+        self.tok.decode(ids)
     }
 
     pub fn complete(
@@ -177,17 +254,17 @@ impl Completer {
         req: &CompletionRequest,
         cancel: &CancelToken,
     ) -> Result<Completion, ModelError> {
-        let tok = self.backend.tokenizer().clone();
+        let tok = self.tok.clone();
         let cursor = req.cursor.min(req.text.len());
         let Plan {
+            parts,
             ids,
             multiline,
             max_tokens,
             line_prefix,
-            ..
         } = self.plan(req);
 
-        // 4. Generation.
+        // 4. Generation, on this machine or on the inference server, with the same stop rules.
         let mut params = GenerateParams::new(&tok, self.fim.stops.clone(), max_tokens, !multiline);
         if multiline {
             // Stop decoding as soon as the block is complete.
@@ -197,7 +274,45 @@ impl Completer {
                 (kept < text.len()).then_some(kept)
             }));
         }
-        let generation = generate(self.session.as_mut(), &tok, &ids, &params, cancel)?;
+        let (generation, generated_tokens) = match &mut self.runner {
+            Runner::Local { backend, pool } => {
+                let session = pool.pick(backend.as_ref(), &ids);
+                let g = generate(session, &tok, &ids, &params, cancel)?;
+                let n = g.tokens.len();
+                (g, n)
+            }
+            Runner::Remote { config, .. } => {
+                let prompt = tok.decode(&ids);
+                let stop_text = self.fim.stops.iter().map(|&id| tok.decode(&[id])).collect();
+                let r = remote::complete(
+                    config,
+                    &RemoteRequest {
+                        prompt: &prompt,
+                        prefix: &parts.prefix,
+                        suffix: &parts.suffix,
+                        files: &parts.files,
+                        max_tokens,
+                        single_line: !multiline,
+                        stop_check: params.stop_check.clone(),
+                        stop_text,
+                    },
+                    cancel,
+                )?;
+                let g = nib_model::Generation {
+                    tokens: Vec::new(),
+                    stop: r.stop,
+                    prompt_tokens: ids.len(),
+                    reused_tokens: 0,
+                    prefill_ms: r.first_ms,
+                    decode_ms: r.total_ms - r.first_ms,
+                    warning: None,
+                    drafted: 0,
+                    accepted: 0,
+                    text: r.text,
+                };
+                (g, r.pieces)
+            }
+        };
 
         // 5. Post-processing.
         let text = postprocess(
@@ -209,7 +324,7 @@ impl Completer {
             multiline,
             prompt_tokens: generation.prompt_tokens,
             reused_tokens: generation.reused_tokens,
-            generated_tokens: generation.tokens.len(),
+            generated_tokens,
             stop: generation.stop,
             prefill_ms: generation.prefill_ms,
             decode_ms: generation.decode_ms,

@@ -15,7 +15,7 @@
 //!    for the model while holding anything.
 
 use crate::completer::{Completer, CompleterConfig, CompletionRequest, Multiline};
-use nib_model::{BackendKind, CancelToken};
+use nib_model::CancelToken;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -62,12 +62,7 @@ pub enum Answer {
     Nothing(&'static str),
 }
 
-/// The model to run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelSpec {
-    pub path: PathBuf,
-    pub backend: BackendKind,
-}
+pub use crate::completer::ModelSpec;
 
 /// What the engine tells its owner about the model.
 #[derive(Debug, Clone)]
@@ -490,8 +485,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
 /// Loads the model. The caller reports the outcome once the engine can serve with it.
 fn load(spec: &ModelSpec, config: CompleterConfig) -> Result<(Completer, Status), Status> {
     let t0 = Instant::now();
-    let result =
-        nib_model::load_backend(spec.backend, &spec.path).and_then(|b| Completer::new(b, config));
+    let result = Completer::load(spec, config);
     match result {
         Ok(c) => {
             let status = Status::Ready {

@@ -10,7 +10,7 @@ use nib_model::{BackendKind, CancelToken};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "nib", version, about = "Local AI code completion")]
@@ -104,9 +104,13 @@ struct BenchArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
-    /// Prompt-lookup speculation: draft tokens at most (0: off).
+    /// Speculation: draft tokens at most (0: off); by prompt lookup, or by --draft-model.
     #[arg(long, default_value_t = 0)]
     draft: usize,
+    /// A smaller model of the same vocabulary that drafts for --model (e.g. the 0.5B for the
+    /// 1.5B); --draft defaults to 4 with it.
+    #[arg(long)]
+    draft_model: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -119,12 +123,53 @@ struct ModelArgs {
     /// GGUF model file (default: $NIB_MODEL, else the default model fetched by `nib model pull`).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// cpu, or cuda / metal in builds with those features (scripts/build-cuda.sh).
+    /// cpu; cuda / metal in builds with those features (scripts/build-cuda.sh); remote (with
+    /// --remote-url; the model file then only lends its tokenizer).
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
     /// Threads for inference (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// The inference server for --backend remote: an OpenAI-compatible URL
+    /// (http://host:8080, …/v1/completions) or llama.cpp's …/infill.
+    #[arg(long)]
+    remote_url: Option<String>,
+    /// The `model` field sent to OpenAI-compatible servers.
+    #[arg(long)]
+    remote_model: Option<String>,
+    /// Environment variable that holds the server's API key.
+    #[arg(long)]
+    remote_api_key_env: Option<String>,
+    /// Milliseconds a remote request may take.
+    #[arg(long, default_value_t = 10_000)]
+    remote_timeout_ms: u64,
+}
+
+impl ModelArgs {
+    /// The model these flags name, and where it runs.
+    fn spec(&self) -> Result<nib_lsp::completer::ModelSpec, Failure> {
+        let remote = match (self.backend, &self.remote_url) {
+            (BackendKind::Remote, Some(url)) => Some(
+                nib_model::remote::RemoteConfig::new(
+                    url,
+                    self.remote_model.clone(),
+                    self.remote_api_key_env.as_deref(),
+                    Duration::from_millis(self.remote_timeout_ms.max(1)),
+                )
+                .map_err(|e| usage(e.to_string()))?,
+            ),
+            (BackendKind::Remote, None) => {
+                return Err(usage("--backend remote needs --remote-url"));
+            }
+            (_, Some(_)) => return Err(usage("--remote-url needs --backend remote")),
+            (_, None) => None,
+        };
+        Ok(nib_lsp::completer::ModelSpec {
+            path: resolve_model(&self.model)?,
+            backend: self.backend,
+            remote,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -366,6 +411,11 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             "--prompt-tokens must be at least 8 and --gen-tokens at least 1",
         ));
     }
+    if args.model.backend == BackendKind::Remote {
+        return Err(usage(
+            "`nib bench` measures nib's own engine; a remote server has its own benchmarks",
+        ));
+    }
     set_threads(args.model.threads)?;
     let model_path = resolve_model(&args.model.model)?;
     let t = Instant::now();
@@ -377,7 +427,25 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         draft_len: args.draft,
         ..Default::default()
     };
-    let r = nib_model::bench::run(backend.as_ref(), &params).map_err(runtime)?;
+    let drafter = match &args.draft_model {
+        Some(p) => {
+            let d = nib_model::load_backend(args.model.backend, p).map_err(runtime)?;
+            if d.tokenizer().vocab_size() != backend.tokenizer().vocab_size() {
+                return Err(usage(format!(
+                    "the draft model {} has another vocabulary than the model",
+                    p.display()
+                )));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let mut params = params;
+    if drafter.is_some() && params.draft_len == 0 {
+        params.draft_len = 4;
+    }
+    let r =
+        nib_model::bench::run(backend.as_ref(), drafter.as_deref(), &params).map_err(runtime)?;
     let info = backend.info();
     let threads = info.threads;
     if args.json {
@@ -517,9 +585,8 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
 
 fn context(args: CompleteArgs) -> Result<(), Failure> {
     let l = load_request(&args)?;
-    let model_path = resolve_model(&args.model.model)?;
-    let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
-    let completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
+    let completer =
+        Completer::load(&args.model.spec()?, CompleterConfig::default()).map_err(runtime)?;
     let plan = completer.plan(&l.request(&args));
     let prompt = completer.prompt_text(&plan.ids);
     if args.json {
@@ -557,10 +624,9 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
 fn complete(args: CompleteArgs, start: Instant) -> Result<(), Failure> {
     let l = load_request(&args)?;
     set_threads(args.model.threads)?;
-    let model_path = resolve_model(&args.model.model)?;
+    let spec = args.model.spec()?;
     let t_load = Instant::now();
-    let backend = nib_model::load_backend(args.model.backend, &model_path).map_err(runtime)?;
-    let mut completer = Completer::new(backend, CompleterConfig::default()).map_err(runtime)?;
+    let mut completer = Completer::load(&spec, CompleterConfig::default()).map_err(runtime)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
     let c = completer

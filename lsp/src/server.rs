@@ -257,7 +257,15 @@ impl Backend {
             Some(p) => p,
             None => nib_model::fetch::model_from_env().map_err(|e| e.to_string())?,
         };
-        Ok(ModelSpec { path, backend })
+        let remote = match backend {
+            nib_model::BackendKind::Remote => Some(settings.remote_config()?),
+            _ => None,
+        };
+        Ok(ModelSpec {
+            path,
+            backend,
+            remote,
+        })
     }
 
     async fn warn_all(&self, warnings: Vec<String>) {
@@ -282,8 +290,7 @@ impl Backend {
         match engine {
             Some(engine) => {
                 engine.set_config(settings.engine_config());
-                let changed =
-                    old.is_some_and(|o| o.model != settings.model || o.backend != settings.backend);
+                let changed = old.is_some_and(|o| self.model_spec(o).ok().as_ref() != Some(&spec));
                 if changed {
                     engine.reload(spec);
                 }

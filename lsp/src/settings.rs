@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct Settings {
     /// GGUF file; default `$NIB_MODEL`, else the model `nib model pull` fetched.
     pub model: Option<PathBuf>,
-    /// `cpu`, `cuda` or `metal`.
+    /// `cpu`, `cuda`, `metal`, or `remote` (with `remote_url`).
     pub backend: String,
     /// Inference threads (read at start-up: `nib serve --threads` or this setting).
     pub threads: Option<usize>,
@@ -39,6 +39,10 @@ pub struct Settings {
     /// environment variable that holds its API key.
     pub remote_url: Option<String>,
     pub remote_api_key_env: Option<String>,
+    /// The `model` field of OpenAI-compatible requests (vLLM and TGI want the served name).
+    pub remote_model: Option<String>,
+    /// A remote request that has not finished by then fails (milliseconds).
+    pub remote_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -62,6 +66,8 @@ impl Default for Settings {
             languages: HashMap::new(),
             remote_url: None,
             remote_api_key_env: None,
+            remote_model: None,
+            remote_timeout_ms: 10_000,
         }
     }
 }
@@ -103,13 +109,32 @@ impl Settings {
             ));
             s.backend = self.backend.clone();
         }
-        if s.remote_url.is_some() {
-            warnings.push(
-                "setting `remoteUrl` is not supported yet: completions run on the local model"
-                    .into(),
-            );
+        if s.backend == "remote" {
+            if let Err(e) = s.remote_config() {
+                warnings.push(format!("setting `backend` ignored: {e}"));
+                s.backend = if self.backend == "remote" {
+                    "cpu".into()
+                } else {
+                    self.backend.clone()
+                };
+            }
         }
         (s, warnings)
+    }
+
+    /// The inference server that `backend: "remote"` sends completions to.
+    pub fn remote_config(&self) -> Result<nib_model::remote::RemoteConfig, String> {
+        let url = self
+            .remote_url
+            .as_deref()
+            .ok_or("the remote backend needs `remoteUrl`, the inference server's URL")?;
+        nib_model::remote::RemoteConfig::new(
+            url,
+            self.remote_model.clone(),
+            self.remote_api_key_env.as_deref(),
+            std::time::Duration::from_millis(self.remote_timeout_ms.max(1)),
+        )
+        .map_err(|e| e.to_string())
     }
 
     pub fn engine_config(&self) -> EngineConfig {
@@ -120,6 +145,7 @@ impl Settings {
                 suffix_tokens: self.suffix_tokens,
                 max_tokens_single: self.max_tokens,
                 max_tokens_multi: self.max_tokens_multiline,
+                ..CompleterConfig::default()
             },
             ..EngineConfig::default()
         }

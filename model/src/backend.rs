@@ -22,6 +22,8 @@ pub enum BackendKind {
     Cuda,
     /// An Apple GPU through candle's Metal device (cargo feature `metal`).
     Metal,
+    /// An inference server ([`crate::remote`]): no weights on this machine, only the tokenizer.
+    Remote,
 }
 
 impl BackendKind {
@@ -30,6 +32,7 @@ impl BackendKind {
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
             BackendKind::Metal => "metal",
+            BackendKind::Remote => "remote",
         }
     }
 
@@ -39,6 +42,7 @@ impl BackendKind {
             BackendKind::Cpu => true,
             BackendKind::Cuda => cfg!(feature = "cuda"),
             BackendKind::Metal => cfg!(feature = "metal"),
+            BackendKind::Remote => true,
         }
     }
 
@@ -52,6 +56,11 @@ impl BackendKind {
             BackendKind::Cpu => Ok(Device::Cpu),
             BackendKind::Cuda if self.compiled_in() => Device::new_cuda(0).map_err(unavailable),
             BackendKind::Metal if self.compiled_in() => Device::new_metal(0).map_err(unavailable),
+            BackendKind::Remote => Err(ModelError::Backend {
+                backend: "remote",
+                detail: "the model runs on an inference server: give its URL (remoteUrl, --remote-url)"
+                    .into(),
+            }),
             other => Err(ModelError::Backend {
                 backend: other.name(),
                 detail: format!(
@@ -70,8 +79,9 @@ impl FromStr for BackendKind {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" => Ok(BackendKind::Cuda),
             "metal" => Ok(BackendKind::Metal),
+            "remote" => Ok(BackendKind::Remote),
             other => Err(format!(
-                "unknown backend `{other}` (available: cpu, cuda, metal)"
+                "unknown backend `{other}` (available: cpu, cuda, metal, remote)"
             )),
         }
     }

@@ -33,6 +33,8 @@ pub enum ModelError {
     },
     #[error("download failed: {0}")]
     Download(String),
+    #[error("remote backend: {0}")]
+    Remote(String),
 }
 
 impl From<candle_core::Error> for ModelError {
