@@ -209,6 +209,10 @@ pub fn generate_with_draft(
             logits = session.feed(chunk, cancel)?;
         }
     }
+    // The draft model reads the prompt now too, so that drafting starts at once.
+    if let (Some(d), true) = (draft_session.as_deref_mut(), params.draft_len > 0) {
+        draft_model_tokens(d, prompt, 0, &params.banned, cancel)?;
+    }
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();

@@ -131,7 +131,11 @@ impl Linear {
             // token at a time gives, so speculation never changes the output.
             Linear::Candle(q) => {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-                if (2..=16).contains(&rows) {
+                // Q4_K runs on candle's packed tiles for one row and for many alike: a batch is
+                // bit-identical to its rows (checked on the real weights), so it needs no split.
+                let tiles_for_every_m =
+                    matches!(q, QMatMul::QTensor(t) if t.dtype() == GgmlDType::Q4K);
+                if (2..=16).contains(&rows) && !tiles_for_every_m {
                     let x2 = x.flatten_to(candle_core::D::Minus2)?;
                     let outs = (0..rows)
                         .map(|r| q.forward(&x2.narrow(0, r, 1)?))
