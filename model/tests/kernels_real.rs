@@ -113,3 +113,43 @@ fn q6_k_requantized_to_q8_0_matches_candle_on_real_weights() {
         );
     }
 }
+
+/// Speculation checks a draft in one batch and must get what one row at a time gets: the
+/// transformer relies on candle's Q4_K batches being bit-identical to their rows.
+#[test]
+fn q4_k_batches_are_bit_identical_to_their_rows() {
+    let mut g = GgufFile::open(&common::real_model()).expect("open model");
+    let dev = Device::Cpu;
+    let name = g
+        .content
+        .tensor_infos
+        .iter()
+        .find(|(_, i)| i.ggml_dtype == candle_core::quantized::GgmlDType::Q4K)
+        .map(|(n, _)| n.clone())
+        .expect("the default model has Q4_K tensors");
+    let q = QMatMul::from_qtensor(g.tensor(&name, &dev).unwrap()).unwrap();
+    let k = g.content.tensor_infos[&name].shape.dims()[1];
+    for m in [2usize, 5, 16] {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let batch = q
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let rows: Vec<f32> = (0..m)
+            .flat_map(|r| {
+                let row = q.forward(&x.narrow(0, r, 1).unwrap()).unwrap();
+                row.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+            .collect();
+        assert!(
+            batch
+                .iter()
+                .zip(&rows)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: a batch of {m} differs from its rows"
+        );
+    }
+}
