@@ -17,6 +17,10 @@ pub struct FileEntry {
 pub struct Index {
     /// By path relative to the workspace root, in order (deterministic iteration).
     pub files: BTreeMap<String, FileEntry>,
+    /// Rust crates of the workspace: name (with `_` for `-`) → its `src/` directory with a
+    /// trailing `/` (`""` is the root). Filled by the walk from `Cargo.toml` files; lets `use
+    /// other_crate::…` resolve to that crate's files.
+    pub crates: BTreeMap<String, String>,
     /// Name → (path, index into that file's symbols).
     #[serde(skip)]
     defs: HashMap<String, Vec<(String, usize)>>,

@@ -4,7 +4,8 @@
 //! (prefix and suffix, cut at line boundaries under a token budget) and snippets from other files
 //! of the workspace: [`lang`] (tree-sitter grammars and tags queries), [`symbols`] (one file's
 //! definitions, imports, identifiers), [`index`] (name → definitions, updated file by file),
-//! [`walk`] (the workspace's source files, ignore rules, secrets) and [`context`] (the
+//! [`walk`] (the workspace's source files, ignore rules, secrets), [`imports`] (a file's imports
+//! resolved to files of the index) and [`context`] (what the imported files offer and the
 //! definitions of names used near the cursor).
 //!
 //! ## What this crate must not do
@@ -13,6 +14,7 @@
 //! counts come from the caller, so the same code budgets for any tokenizer.
 
 pub mod context;
+pub mod imports;
 pub mod index;
 pub mod lang;
 pub mod symbols;

@@ -6,6 +6,7 @@ use crate::index::{FileEntry, Index};
 use crate::lang::Lang;
 use crate::symbols::SymbolParser;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -136,9 +137,51 @@ pub struct BuildReport {
 pub fn build(root: &Path, max_bytes: u64, progress: &(dyn Fn(u64) + Sync)) -> (Index, BuildReport) {
     let t0 = Instant::now();
     let files = source_files(root);
-    let (index, mut report) = build_files(&files, max_bytes, progress);
+    let (mut index, mut report) = build_files(&files, max_bytes, progress);
+    index.crates = rust_crates(root, &files);
     report.seconds = t0.elapsed().as_secs_f64();
     (index, report)
+}
+
+/// The Rust crates of the workspace: for each directory that holds a `src/` with source files
+/// and a `Cargo.toml` naming a package, name (with `_` for `-`) → `dir/src/`.
+pub fn rust_crates(root: &Path, files: &[(PathBuf, String)]) -> BTreeMap<String, String> {
+    let mut dirs: Vec<&str> = files
+        .iter()
+        .filter(|(_, rel)| rel.ends_with(".rs"))
+        .filter_map(|(_, rel)| {
+            let i = rel.find("src/")?;
+            (i == 0 || rel[..i].ends_with('/')).then(|| &rel[..i])
+        })
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let Ok(toml) = std::fs::read_to_string(root.join(dir).join("Cargo.toml")) else {
+            continue;
+        };
+        if let Some(name) = package_name(&toml) {
+            out.insert(name.replace('-', "_"), format!("{dir}src/"));
+        }
+    }
+    out
+}
+
+/// `name` in a Cargo.toml's `[package]` table.
+fn package_name(toml: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package {
+            if let Some(v) = line.strip_prefix("name") {
+                let v = v.trim_start().strip_prefix('=')?.trim();
+                return Some(v.trim_matches(['"', '\'']).to_string());
+            }
+        }
+    }
+    None
 }
 
 /// [`build`] over files already listed by [`source_files`] (a caller that shows progress knows

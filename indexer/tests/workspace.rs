@@ -125,3 +125,63 @@ fn updating_and_removing_one_file() {
     assert!(index.definitions("renamed").is_empty());
     assert_eq!(index.files.len(), 2);
 }
+
+/// Imports first: a glob import brings the imported module's public API even before it is used
+/// (the function the user is about to call), and a name used near the cursor resolves to the
+/// imported file's definition even where the rest of the repository defines it many times.
+#[test]
+fn context_follows_imports_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    write(
+        r,
+        "Cargo.toml",
+        b"[package]\nname = \"word-stats\"\nversion = \"0.1.0\"\n",
+    );
+    write(
+        r,
+        "src/lib.rs",
+        b"//! Word statistics.\npub mod render;\n\n/// Counts how often each word occurs.\npub fn word_histogram(text: &str) -> Vec<(String, usize)> { vec![] }\n\nfn private_helper() {}\n",
+    );
+    write(
+        r,
+        "src/render.rs",
+        b"/// Formats a table.\npub fn format(rows: &[(String, usize)]) -> String { String::new() }\n",
+    );
+    for i in 0..5 {
+        write(
+            r,
+            &format!("other/m{i}.rs"),
+            b"pub fn format(x: u32) -> String { String::new() }\n",
+        );
+    }
+    let main = "use word_stats::*;\nuse word_stats::render::format;\n\nfn main() {\n    let text = String::new();\n    let table = format(&rows);\n    let histogram = \n}\n";
+    write(r, "src/main.rs", main.as_bytes());
+    let (index, _) = build(r, DEFAULT_MAX_BYTES, &|_| {});
+    assert_eq!(
+        index.crates.get("word_stats").map(String::as_str),
+        Some("src/")
+    );
+
+    let cursor = main.find("let histogram = ").unwrap();
+    let before = &main[..main[..cursor].rfind('\n').unwrap() + 1];
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000);
+    let all: String = ctx.iter().map(|(p, t)| format!("== {p}\n{t}\n")).collect();
+    eprintln!("{all}");
+    let paths: Vec<&str> = ctx.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["src/lib.rs", "src/render.rs"], "{all}");
+    assert!(all.contains("pub fn word_histogram(text: &str)"), "{all}");
+    assert!(all.contains("Counts how often each word occurs"), "{all}");
+    assert!(
+        all.contains("pub fn format(rows: &[(String, usize)])"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("private_helper"),
+        "a glob import sees public items only: {all}"
+    );
+    assert!(
+        !all.contains("format(x: u32)"),
+        "the imported `format`, not the others: {all}"
+    );
+}

@@ -712,6 +712,7 @@ impl LanguageServer for Backend {
                     );
                     let st = built.stats();
                     let mut shared = index.lock().unwrap_or_else(|p| p.into_inner());
+                    shared.crates = built.crates;
                     // Files parsed from open documents meanwhile are newer than the disk.
                     for (path, entry) in built.files {
                         if !shared.files.contains_key(&path) {
