@@ -55,6 +55,26 @@ impl Index {
         );
     }
 
+    /// [`update`](Self::update) for a document being edited: `parser` keeps its last parse
+    /// and re-reads only what the edit touched.
+    pub fn update_incremental(
+        &mut self,
+        parser: &mut SymbolParser,
+        path: &str,
+        lang: Lang,
+        text: &str,
+    ) {
+        let symbols = parser.parse_incremental(path, lang, text);
+        self.insert(
+            path,
+            FileEntry {
+                lang,
+                bytes: text.len(),
+                symbols,
+            },
+        );
+    }
+
     /// Puts an already parsed file in (replacing any earlier entry).
     pub fn insert(&mut self, path: &str, entry: FileEntry) {
         self.remove(path);

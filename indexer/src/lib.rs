@@ -13,6 +13,7 @@
 //! (`&str`) and a token counter as a function; reading the disk is a thin layer on top. Token
 //! counts come from the caller, so the same code budgets for any tokenizer.
 
+pub mod cache;
 pub mod context;
 pub mod imports;
 pub mod index;

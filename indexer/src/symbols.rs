@@ -5,7 +5,7 @@
 use crate::lang::{refine_kind, Lang};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tree_sitter::{Parser, Query, QueryCursor, StreamingIterator};
+use tree_sitter::{InputEdit, Parser, Point, Query, QueryCursor, StreamingIterator, Tree};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
@@ -35,10 +35,28 @@ pub struct FileSymbols {
 }
 
 /// Parsers and compiled queries, one per language, made on first use. Not `Sync`: one per thread.
+/// For files parsed with [`SymbolParser::parse_incremental`] (the documents being edited) it also
+/// keeps the last text, syntax tree and symbols, so that an edit re-parses incrementally and
+/// re-reads only the top-level items it touched.
 #[derive(Default)]
 pub struct SymbolParser {
     langs: HashMap<Lang, (Parser, Query)>,
+    recent: HashMap<String, Previous>,
+    clock: u64,
 }
+
+/// A file's last parse, for the next incremental one.
+struct Previous {
+    lang: Lang,
+    text: String,
+    tree: Tree,
+    /// The symbols with the byte span of their definition node.
+    symbols: Vec<(Symbol, (usize, usize))>,
+    used: u64,
+}
+
+/// Files whose last parse is kept for incremental re-parsing.
+const RECENT_FILES: usize = 16;
 
 const MAX_SIGNATURE: usize = 240;
 const MAX_DOC: usize = 400;
@@ -48,46 +66,129 @@ impl SymbolParser {
         Self::default()
     }
 
-    pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
-        let (parser, query) = self.langs.entry(lang).or_insert_with(|| {
+    fn state(&mut self, lang: Lang) -> &mut (Parser, Query) {
+        self.langs.entry(lang).or_insert_with(|| {
             let mut p = Parser::new();
             p.set_language(&lang.grammar())
                 .expect("grammar matches tree-sitter");
             let q = Query::new(&lang.grammar(), &lang.tags_query())
                 .expect("the grammar's own tags query");
             (p, q)
-        });
+        })
+    }
+
+    pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
+        let (parser, query) = self.state(lang);
         let Some(tree) = parser.parse(text, None) else {
             return FileSymbols::default();
         };
-        let root = tree.root_node();
-        let names = query.capture_names();
-        let mut symbols = Vec::new();
-        let mut cursor = QueryCursor::new();
-        let mut matches = cursor.matches(query, root, text.as_bytes());
-        while let Some(m) = matches.next() {
-            let mut name = None;
-            let mut def = None;
-            for c in m.captures {
-                let cap = names[c.index as usize];
-                if cap == "name" {
-                    name = Some(c.node);
-                } else if let Some(kind) = cap.strip_prefix("definition.") {
-                    def = Some((kind, c.node));
-                }
+        let found = definitions(query, tree.root_node(), text, None);
+        finish(found, text, lang, tree.root_node()).0
+    }
+
+    /// Like [`parse`](Self::parse) for the file known as `key`, reusing its last parse: the
+    /// edit between the two texts is given to tree-sitter, and only the top-level items it
+    /// touched are read again; the symbols after it move by the edit's size. The result is what
+    /// a full parse gives (tested on random edits).
+    pub fn parse_incremental(&mut self, key: &str, lang: Lang, text: &str) -> FileSymbols {
+        self.clock += 1;
+        let clock = self.clock;
+        let prev = self.recent.remove(key).filter(|p| p.lang == lang);
+        let (parser, query) = self.state(lang);
+        let (tree, found) = match prev {
+            Some(mut prev) => {
+                let edit = edit_between(&prev.text, text);
+                prev.tree.edit(&edit);
+                let Some(tree) = parser.parse(text, Some(&prev.tree)) else {
+                    return FileSymbols::default();
+                };
+                let found = reread(query, &prev, &tree, &edit, text)
+                    .unwrap_or_else(|| definitions(query, tree.root_node(), text, None));
+                (tree, found)
             }
-            let (Some(name), Some((kind, node))) = (name, def) else {
+            None => {
+                let Some(tree) = parser.parse(text, None) else {
+                    return FileSymbols::default();
+                };
+                let found = definitions(query, tree.root_node(), text, None);
+                (tree, found)
+            }
+        };
+        let (symbols, spans) = finish(found, text, lang, tree.root_node());
+        let kept = symbols.symbols.iter().cloned().zip(spans).collect();
+        if self.recent.len() >= RECENT_FILES {
+            if let Some(oldest) = self
+                .recent
+                .iter()
+                .min_by_key(|(_, p)| p.used)
+                .map(|(k, _)| k.clone())
+            {
+                self.recent.remove(&oldest);
+            }
+        }
+        self.recent.insert(
+            key.to_string(),
+            Previous {
+                lang,
+                text: text.to_string(),
+                tree,
+                symbols: kept,
+                used: clock,
+            },
+        );
+        symbols
+    }
+
+    /// Forgets the last parse of `key` (its document was closed).
+    pub fn forget(&mut self, key: &str) {
+        self.recent.remove(key);
+    }
+}
+
+/// The definitions the tags query finds, with their nodes' byte spans; within `range` only when
+/// given (matches whose definition lies wholly inside it).
+fn definitions(
+    query: &Query,
+    root: tree_sitter::Node,
+    text: &str,
+    range: Option<(usize, usize)>,
+) -> Vec<(Symbol, (usize, usize))> {
+    let names = query.capture_names();
+    let mut symbols = Vec::new();
+    let mut cursor = QueryCursor::new();
+    if let Some((lo, hi)) = range {
+        cursor.set_byte_range(lo..hi);
+    }
+    let mut matches = cursor.matches(query, root, text.as_bytes());
+    while let Some(m) = matches.next() {
+        let mut name = None;
+        let mut def = None;
+        for c in m.captures {
+            let cap = names[c.index as usize];
+            if cap == "name" {
+                name = Some(c.node);
+            } else if let Some(kind) = cap.strip_prefix("definition.") {
+                def = Some((kind, c.node));
+            }
+        }
+        let (Some(name), Some((kind, node))) = (name, def) else {
+            continue;
+        };
+        if let Some((lo, hi)) = range {
+            if node.start_byte() < lo || node.end_byte() > hi {
                 continue;
-            };
-            let Ok(name) = name.utf8_text(text.as_bytes()) else {
-                continue;
-            };
-            let header_end = node
-                .child_by_field_name("body")
-                .map_or(node.end_byte(), |b| b.start_byte())
-                .min(node.start_byte() + MAX_SIGNATURE * 4);
-            let signature = collapse(&text[node.start_byte()..floor(text, header_end)]);
-            symbols.push(Symbol {
+            }
+        }
+        let Ok(name) = name.utf8_text(text.as_bytes()) else {
+            continue;
+        };
+        let header_end = node
+            .child_by_field_name("body")
+            .map_or(node.end_byte(), |b| b.start_byte())
+            .min(node.start_byte() + MAX_SIGNATURE * 4);
+        let signature = collapse(&text[node.start_byte()..floor(text, header_end)]);
+        symbols.push((
+            Symbol {
                 name: name.to_string(),
                 kind: refine_kind(node.kind(), kind),
                 parent: parent_of(node, text),
@@ -95,21 +196,135 @@ impl SymbolParser {
                 end_line: node.end_position().row as u32,
                 signature: truncate(&signature, MAX_SIGNATURE),
                 doc: String::new(),
-            });
-        }
-        symbols.sort_by_key(|s| (s.start_line, std::cmp::Reverse(s.end_line), s.name.clone()));
-        symbols.dedup_by(|a, b| a.name == b.name && a.start_line == b.start_line);
-        let lines: Vec<&str> = text.lines().collect();
-        for sym in &mut symbols {
-            sym.doc = doc_above(&lines, sym.start_line as usize, lang);
-        }
+            },
+            (node.start_byte(), node.end_byte()),
+        ));
+    }
+    symbols
+}
+
+/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
+/// identifiers: the file's symbols, and the spans that go with them.
+fn finish(
+    mut found: Vec<(Symbol, (usize, usize))>,
+    text: &str,
+    lang: Lang,
+    root: tree_sitter::Node,
+) -> (FileSymbols, Vec<(usize, usize)>) {
+    found.sort_by(|(a, _), (b, _)| {
+        (a.start_line, std::cmp::Reverse(a.end_line), &a.name).cmp(&(
+            b.start_line,
+            std::cmp::Reverse(b.end_line),
+            &b.name,
+        ))
+    });
+    found.dedup_by(|(a, _), (b, _)| a.name == b.name && a.start_line == b.start_line);
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
+    for sym in &mut symbols {
+        sym.doc = doc_above(&lines, sym.start_line as usize, lang);
+    }
+    (
         FileSymbols {
             symbols,
             imports: imports(&lines, lang),
             idents: identifiers(text),
             has_errors: root.has_error(),
+        },
+        spans,
+    )
+}
+
+/// The tree-sitter edit that turns `old` into `new`: their common prefix and suffix stay.
+fn edit_between(old: &str, new: &str) -> InputEdit {
+    let mut start = old
+        .bytes()
+        .zip(new.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !(old.is_char_boundary(start) && new.is_char_boundary(start)) {
+        start -= 1;
+    }
+    let max_suffix = old.len().min(new.len()) - start;
+    let mut suffix = old
+        .bytes()
+        .rev()
+        .zip(new.bytes().rev())
+        .take(max_suffix)
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !(old.is_char_boundary(old.len() - suffix) && new.is_char_boundary(new.len() - suffix)) {
+        suffix -= 1;
+    }
+    let point = |text: &str, at: usize| {
+        let before = &text.as_bytes()[..at];
+        let row = before.iter().filter(|&&b| b == b'\n').count();
+        let col = at
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+        Point::new(row, col)
+    };
+    InputEdit {
+        start_byte: start,
+        old_end_byte: old.len() - suffix,
+        new_end_byte: new.len() - suffix,
+        start_position: point(old, start),
+        old_end_position: point(old, old.len() - suffix),
+        new_end_position: point(new, new.len() - suffix),
+    }
+}
+
+/// The symbols after an edit from the previous ones: the top-level items the edit (or a
+/// syntactic change tree-sitter reports) touches are queried again; symbols before them stay,
+/// symbols after them move. `None` where that cannot be done exactly (a symbol straddles the
+/// re-read region): the caller then queries the whole tree.
+fn reread(
+    query: &Query,
+    prev: &Previous,
+    tree: &Tree,
+    edit: &InputEdit,
+    text: &str,
+) -> Option<Vec<(Symbol, (usize, usize))>> {
+    let (mut lo, mut hi) = (edit.start_byte, edit.new_end_byte);
+    for r in prev.tree.changed_ranges(tree) {
+        lo = lo.min(r.start_byte);
+        hi = hi.max(r.end_byte);
+    }
+    // Widen to whole top-level items, so that each definition is read whole.
+    let root = tree.root_node();
+    let mut walk = root.walk();
+    for child in root.children(&mut walk) {
+        if child.end_byte() >= lo && child.start_byte() <= hi {
+            lo = lo.min(child.start_byte());
+            hi = hi.max(child.end_byte());
         }
     }
+    let delta = edit.new_end_byte as isize - edit.old_end_byte as isize;
+    let hi_old = (hi as isize - delta) as usize;
+    let line_delta = edit.new_end_position.row as isize - edit.old_end_position.row as isize;
+    let mut out = Vec::with_capacity(prev.symbols.len());
+    for (sym, (s, e)) in &prev.symbols {
+        if *e <= lo {
+            out.push((sym.clone(), (*s, *e)));
+        } else if *s >= hi_old {
+            let mut moved = sym.clone();
+            moved.start_line = (moved.start_line as isize + line_delta) as u32;
+            moved.end_line = (moved.end_line as isize + line_delta) as u32;
+            out.push((
+                moved,
+                (
+                    (*s as isize + delta) as usize,
+                    (*e as isize + delta) as usize,
+                ),
+            ));
+        } else if *s < lo || *e > hi_old {
+            return None;
+        }
+    }
+    out.extend(definitions(query, root, text, Some((lo, hi))));
+    Some(out)
 }
 
 /// The name of the item that encloses `node`: a class, trait or interface by its name, an `impl`

@@ -2,6 +2,7 @@
 //! `.gitignore`, `.ignore` and `.nibignore`, skips `target/`, `node_modules/` and `.git/`, binary
 //! and oversized files, never follows links, and never reads secret-bearing files.
 
+use crate::cache;
 use crate::index::{FileEntry, Index};
 use crate::lang::Lang;
 use crate::symbols::SymbolParser;
@@ -130,6 +131,10 @@ pub fn source_files(root: &Path) -> Vec<(PathBuf, String)> {
 pub struct BuildReport {
     pub seconds: f64,
     pub skipped: Vec<(String, String)>,
+    /// Files whose entries came from the on-disk cache.
+    pub from_cache: usize,
+    /// Why the cache was not used or not written, for a log line.
+    pub cache_note: Option<String>,
 }
 
 /// Indexes every source file under `root`, in parallel. `progress` is called with each file's
@@ -137,8 +142,7 @@ pub struct BuildReport {
 pub fn build(root: &Path, max_bytes: u64, progress: &(dyn Fn(u64) + Sync)) -> (Index, BuildReport) {
     let t0 = Instant::now();
     let files = source_files(root);
-    let (mut index, mut report) = build_files(&files, max_bytes, progress);
-    index.crates = rust_crates(root, &files);
+    let (index, mut report) = build_files(root, &files, max_bytes, None, progress);
     report.seconds = t0.elapsed().as_secs_f64();
     (index, report)
 }
@@ -185,16 +189,52 @@ fn package_name(toml: &str) -> Option<String> {
 }
 
 /// [`build`] over files already listed by [`source_files`] (a caller that shows progress knows
-/// the total first). `progress` is called once per file with the bytes it read.
+/// the total first), reusing the entries of the on-disk cache at `cache` (see [`crate::cache`])
+/// whose size and modification time still match, and writing the cache back when anything
+/// changed. `progress` is called once per file with its size.
 pub fn build_files(
+    root: &Path,
     files: &[(PathBuf, String)],
     max_bytes: u64,
+    cache: Option<&Path>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> (Index, BuildReport) {
     let t0 = Instant::now();
-    let results: Vec<(String, Result<FileEntry, Skip>)> = files
+    let mut report = BuildReport::default();
+    let mut old = match cache.map(|p| (p, cache::load(p, root))) {
+        Some((_, Ok(entries))) => entries,
+        Some((p, Err(why))) => {
+            report.cache_note = Some(format!(
+                "index cache {}: {why}; indexing from scratch",
+                p.display()
+            ));
+            Default::default()
+        }
+        None => Default::default(),
+    };
+    let cache_was_valid = cache.is_some() && report.cache_note.is_none();
+    let keys: Vec<Option<(u64, u128)>> = files
         .par_iter()
-        .map_init(SymbolParser::new, |parser, (abs, rel)| {
+        .map(|(abs, _)| cache.and(cache::key_of(abs)))
+        .collect();
+    // Hits move out of the loaded cache; the rest is parsed, in parallel.
+    let mut hits: Vec<Option<FileEntry>> = files
+        .iter()
+        .zip(&keys)
+        .map(|((_, rel), key)| {
+            let c = old.get(rel)?;
+            (Some((c.size, c.mtime_ns)) == *key).then(|| old.remove(rel).map(|c| c.entry))?
+        })
+        .collect();
+    report.from_cache = hits.iter().filter(|h| h.is_some()).count();
+    let results: Vec<Result<FileEntry, Skip>> = files
+        .par_iter()
+        .zip(hits.par_iter_mut())
+        .map_init(SymbolParser::new, |parser, ((abs, _), hit)| {
+            if let Some(entry) = hit.take() {
+                progress(entry.bytes as u64);
+                return Ok(entry);
+            }
             let r = read_source(abs, max_bytes).and_then(|text| {
                 let lang = Lang::detect(abs, &text).ok_or(Skip::Binary)?;
                 Ok(FileEntry {
@@ -204,17 +244,31 @@ pub fn build_files(
                 })
             });
             progress(r.as_ref().map_or(0, |e| e.bytes as u64));
-            (rel.clone(), r)
+            r
         })
         .collect();
+    let parsed = files.len() - report.from_cache;
     let mut index = Index::new();
-    let mut report = BuildReport::default();
-    for (rel, r) in results {
+    let mut keep: Vec<(String, u64, u128)> = Vec::new();
+    for (((_, rel), r), key) in files.iter().zip(results).zip(&keys) {
         match r {
-            Ok(entry) => index.insert(&rel, entry),
+            Ok(entry) => {
+                index.insert(rel, entry);
+                if let Some((size, mtime)) = key {
+                    keep.push((rel.clone(), *size, *mtime));
+                }
+            }
             // A file without a known language and without a shebang is simply not source.
-            Err(Skip::Binary) if Lang::detect(Path::new(&rel), "").is_none() => {}
-            Err(why) => report.skipped.push((rel, why.to_string())),
+            Err(Skip::Binary) if Lang::detect(Path::new(rel), "").is_none() => {}
+            Err(why) => report.skipped.push((rel.clone(), why.to_string())),
+        }
+    }
+    index.crates = rust_crates(root, files);
+    // Write back when something was parsed or dropped, or the old cache was unusable.
+    let changed = parsed > 0 || !old.is_empty() || !cache_was_valid;
+    if let (Some(path), true) = (cache, changed) {
+        if let Err(e) = cache::save(path, root, &index, &keep) {
+            report.cache_note = Some(format!("index cache {}: not written: {e}", path.display()));
         }
     }
     report.seconds = t0.elapsed().as_secs_f64();

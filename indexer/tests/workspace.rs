@@ -185,3 +185,101 @@ fn context_follows_imports_first() {
         "the imported `format`, not the others: {all}"
     );
 }
+
+/// The on-disk cache: a second start takes every unchanged file from it; an edited file is
+/// parsed again, a deleted one drops out; a corrupt, truncated or other-version cache is
+/// discarded with a note and rebuilt, never trusted.
+#[test]
+fn on_disk_cache_warm_start_and_bad_caches() {
+    let ws = workspace();
+    let root = ws.path();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().join("ws.idx");
+    let files = nib_indexer::walk::source_files(root);
+    let run =
+        || nib_indexer::walk::build_files(root, &files, DEFAULT_MAX_BYTES, Some(&cache), &|_| {});
+
+    let (cold, r) = run();
+    assert_eq!(r.from_cache, 0);
+    assert!(
+        r.cache_note
+            .as_deref()
+            .is_some_and(|n| n.contains("no cache yet")),
+        "{r:?}"
+    );
+    assert!(cache.is_file());
+    let (warm, r) = run();
+    assert_eq!((r.from_cache, r.cache_note.as_deref()), (3, None), "{r:?}");
+    assert_eq!(
+        serde_json_like(&warm),
+        serde_json_like(&cold),
+        "the cache gives back what parsing gave"
+    );
+
+    // An edit: that file alone is parsed again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(
+        root,
+        "src/input.rs",
+        b"/// Reads a file.\npub fn read_file(path: &str) -> String { String::new() }\n",
+    );
+    let (edited, r) = run();
+    assert_eq!(r.from_cache, 2, "{r:?}");
+    assert!(!edited.definitions("read_file").is_empty());
+    assert!(edited.definitions("read_input").is_empty());
+
+    // Bad caches: a note, a full rebuild, and a good cache again afterwards.
+    let good = std::fs::read(&cache).unwrap();
+    let mut other_format = good.clone();
+    other_format[8] = other_format[8].wrapping_add(1);
+    for (what, bytes, note) in [
+        (
+            "garbage",
+            b"not a cache at all".to_vec(),
+            "not an index cache",
+        ),
+        ("truncated", good[..good.len() / 2].to_vec(), "corrupt"),
+        ("another format", other_format, "format"),
+        ("empty", Vec::new(), "not an index cache"),
+    ] {
+        std::fs::write(&cache, &bytes).unwrap();
+        let (index, r) = run();
+        assert_eq!(r.from_cache, 0, "{what}");
+        let n = r.cache_note.unwrap_or_default();
+        assert!(
+            n.contains(note) && n.contains("from scratch"),
+            "{what}: {n}"
+        );
+        assert_eq!(index.files.len(), 3, "{what}");
+        let (_, r) = run();
+        assert_eq!((r.from_cache, r.cache_note), (3, None), "{what}: rewritten");
+    }
+    // A cache of another workspace is not used for this one.
+    let other = workspace();
+    let other_files = nib_indexer::walk::source_files(other.path());
+    let (_, r) = nib_indexer::walk::build_files(
+        other.path(),
+        &other_files,
+        DEFAULT_MAX_BYTES,
+        Some(&cache),
+        &|_| {},
+    );
+    assert!(r.cache_note.unwrap_or_default().contains("belongs to"));
+}
+
+/// Symbol names and lines per file: what a comparison of two indexes needs.
+fn serde_json_like(index: &nib_indexer::Index) -> Vec<(String, Vec<(String, u32)>)> {
+    index
+        .files
+        .iter()
+        .map(|(p, e)| {
+            let syms = e
+                .symbols
+                .symbols
+                .iter()
+                .map(|s| (s.name.clone(), s.start_line))
+                .collect();
+            (p.clone(), syms)
+        })
+        .collect()
+}

@@ -48,6 +48,9 @@ enum Command {
         /// List the definitions of NAME instead.
         #[arg(long)]
         query: Option<String>,
+        /// Parse every file, neither reading nor writing the on-disk cache.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Show local acceptance statistics (suggestions shown and accepted, share of code from nib).
     Stats {
@@ -230,7 +233,8 @@ fn main() -> ExitCode {
             stats,
             json,
             query,
-        } => index(path, stats, json, query),
+            no_cache,
+        } => index(path, stats, json, query, no_cache),
         Command::Stats { json } => stats(json),
     });
     match result {
@@ -295,6 +299,7 @@ fn index(
     _stats: bool,
     json: bool,
     query: Option<String>,
+    no_cache: bool,
 ) -> Result<(), Failure> {
     use nib_indexer::walk;
     let root = path.unwrap_or_else(|| PathBuf::from("."));
@@ -317,8 +322,20 @@ fn index(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (index, report) = walk::build(&root, walk::DEFAULT_MAX_BYTES, &|n| bar.inc(n));
+    let cache = (!no_cache)
+        .then(|| nib_indexer::cache::default_path(&root))
+        .flatten();
+    let (index, report) = walk::build_files(
+        &root,
+        &files,
+        walk::DEFAULT_MAX_BYTES,
+        cache.as_deref(),
+        &|n| bar.inc(n),
+    );
     bar.finish_and_clear();
+    if let Some(note) = &report.cache_note {
+        eprintln!("nib: {note}");
+    }
     if let Some(name) = query {
         let defs = index.definitions(&name);
         if defs.is_empty() {
@@ -348,11 +365,13 @@ fn index(
         v["mb_per_s"] = serde_json::json!(mb / report.seconds.max(1e-9));
         v["peak_rss_mb"] = serde_json::json!(rss);
         v["skipped"] = serde_json::json!(report.skipped.len());
+        v["from_cache"] = serde_json::json!(report.from_cache);
         println!("{v}");
     } else {
         println!(
-            "{} files, {:.1} MB, {} symbols in {:.2} s ({:.1} MB/s), peak RSS {} MB; {} skipped, {} with syntax errors",
+            "{} files ({} from the cache), {:.1} MB, {} symbols in {:.2} s ({:.1} MB/s), peak RSS {} MB; {} skipped, {} with syntax errors",
             st.files,
+            report.from_cache,
             mb,
             st.symbols,
             report.seconds,
@@ -570,7 +589,15 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
         .unwrap_or_default();
     // The same cross-file context the server gives: definitions of the names used above the
     // cursor's line, from the workspace's index.
-    let (index, _) = nib_indexer::walk::build(&root, nib_indexer::walk::DEFAULT_MAX_BYTES, &|_| {});
+    let files = nib_indexer::walk::source_files(&root);
+    let cache = nib_indexer::cache::default_path(&root);
+    let (index, _) = nib_indexer::walk::build_files(
+        &root,
+        &files,
+        nib_indexer::walk::DEFAULT_MAX_BYTES,
+        cache.as_deref(),
+        &|_| {},
+    );
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
     let files =
         nib_indexer::context::related_definitions(&index, &rel, &text[..line_start], 60, 3000);

@@ -49,6 +49,8 @@ struct State {
     index: Arc<Mutex<nib_indexer::Index>>,
     /// Open documents edited since the index last parsed them.
     dirty: std::collections::HashSet<String>,
+    /// Parses edited documents for the index, incrementally (it keeps their last parse).
+    parser: nib_indexer::SymbolParser,
 }
 
 pub struct Backend {
@@ -82,6 +84,7 @@ pub async fn serve(options: ServeOptions) -> bool {
         shut_down: false,
         index: Arc::new(Mutex::new(nib_indexer::Index::new())),
         dirty: Default::default(),
+        parser: Default::default(),
     }));
     let (service, socket) = LspService::build(|client| Backend {
         client,
@@ -474,8 +477,8 @@ fn refresh_dirty(s: &mut State, current: &str) {
     if dirty.is_empty() {
         return;
     }
-    let mut parser = nib_indexer::SymbolParser::new();
-    let mut index = s.index.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = s.index.clone();
+    let mut index = shared.lock().unwrap_or_else(|p| p.into_inner());
     for uri in dirty {
         s.dirty.remove(&uri);
         if let Some(open) = s.docs.get(&uri) {
@@ -483,7 +486,8 @@ fn refresh_dirty(s: &mut State, current: &str) {
             let lang = nib_indexer::Lang::from_language_id(&open.doc.language_id)
                 .or_else(|| nib_indexer::Lang::detect(Path::new(&rel), ""));
             if let (Some(lang), false) = (lang, nib_indexer::walk::is_secret(Path::new(&rel))) {
-                index.update(&mut parser, &rel, lang, &open.doc.rope.to_string());
+                let text = open.doc.rope.to_string();
+                index.update_incremental(&mut s.parser, &rel, lang, &text);
             }
         }
     }
@@ -698,9 +702,12 @@ impl LanguageServer for Backend {
                     // Progress at most every 200 ms: a big repo has tens of thousands of files.
                     let done = AtomicUsize::new(0);
                     let last = Mutex::new(Instant::now());
+                    let cache = nib_indexer::cache::default_path(&root);
                     let (built, report) = nib_indexer::walk::build_files(
+                        &root,
                         &files,
                         nib_indexer::walk::DEFAULT_MAX_BYTES,
+                        cache.as_deref(),
                         &|_| {
                             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                             let mut at = last.lock().unwrap_or_else(|p| p.into_inner());
@@ -720,9 +727,14 @@ impl LanguageServer for Backend {
                         }
                     }
                     drop(shared);
+                    if let Some(note) = &report.cache_note {
+                        let (client, note) = (client.clone(), format!("nib: {note}"));
+                        handle.spawn(async move { client.log_message(MessageType::Info, note).await });
+                    }
                     let msg = format!(
-                        "nib: indexed {} files ({:.1} MB, {} symbols) in {:.2} s; {} skipped",
+                        "nib: indexed {} files ({} from the cache; {:.1} MB, {} symbols) in {:.2} s; {} skipped",
                         st.files,
+                        report.from_cache,
                         st.bytes as f64 / 1e6,
                         st.symbols,
                         report.seconds,
@@ -825,6 +837,8 @@ impl LanguageServer for Backend {
         let engine = {
             let mut s = lock(&self.state);
             s.docs.remove(&uri);
+            let rel = relative_path(s.root.as_deref(), &uri);
+            s.parser.forget(&rel);
             s.engine.clone()
         };
         if let Some(e) = engine {
