@@ -71,8 +71,25 @@ impl SymbolParser {
             let mut p = Parser::new();
             p.set_language(&lang.grammar())
                 .expect("grammar matches tree-sitter");
-            let q = Query::new(&lang.grammar(), &lang.tags_query())
+            let mut q = Query::new(&lang.grammar(), &lang.tags_query())
                 .expect("the grammar's own tags query");
+            // The tags queries also find references (calls, type uses): most of their matches,
+            // none of which the index keeps. Only the patterns that define something stay.
+            let defines: Vec<bool> = q
+                .capture_names()
+                .iter()
+                .map(|n| n.starts_with("definition."))
+                .collect();
+            for pattern in 0..q.pattern_count() {
+                let uses_definition = q
+                    .capture_quantifiers(pattern)
+                    .iter()
+                    .zip(&defines)
+                    .any(|(quant, def)| *def && *quant != tree_sitter::CaptureQuantifier::Zero);
+                if !uses_definition {
+                    q.disable_pattern(pattern);
+                }
+            }
             (p, q)
         })
     }
