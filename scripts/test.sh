@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --all-targets
-cargo run --quiet -p nib-lsp -- model pull --quiet
+# The binary just built (a `cargo run -p` would resolve features anew and rebuild candle).
+target/debug/nib model pull --quiet
 # A real Neovim 0.12 for the editor test (lsp/tests/nvim.rs).
 scripts/get-nvim.sh >/dev/null
 # The VS Code extension: compile, lint, unit tests, .vsix; Node 24, code-server and Chromium for
