@@ -283,3 +283,35 @@ fn serde_json_like(index: &nib_indexer::Index) -> Vec<(String, Vec<(String, u32)
         })
         .collect()
 }
+
+/// Files that vanish between the listing and the reading (deleted during the walk), or that
+/// cannot be read (here a directory with a source file's name: as root, permissions would not
+/// stop a read), are skipped with the reason; the rest is indexed.
+#[test]
+fn files_deleted_during_the_walk_or_unreadable_are_skipped() {
+    let ws = workspace();
+    let root = ws.path();
+    let mut files = nib_indexer::walk::source_files(root);
+    std::fs::create_dir_all(root.join("src/dir.rs")).unwrap();
+    files.push((root.join("src/deleted.rs"), "src/deleted.rs".into()));
+    files.push((root.join("src/dir.rs"), "src/dir.rs".into()));
+    std::fs::remove_file(root.join("src/input.rs")).unwrap();
+    let (index, report) =
+        nib_indexer::walk::build_files(root, &files, DEFAULT_MAX_BYTES, None, &|_| {});
+    let skipped: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|(p, why)| format!("{p}: {why}"))
+        .collect();
+    for p in ["src/deleted.rs", "src/dir.rs", "src/input.rs"] {
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.starts_with(p) && s.contains("unreadable")),
+            "{p}: {skipped:?}"
+        );
+    }
+    let files: Vec<&str> = index.files.keys().map(String::as_str).collect();
+    assert_eq!(files, ["src/lib.rs", "src/main.rs"]);
+    assert!(!index.definitions("word_histogram").is_empty());
+}
