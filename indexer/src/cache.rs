@@ -16,7 +16,7 @@ use std::time::UNIX_EPOCH;
 
 const MAGIC: &[u8; 8] = b"NIBINDEX";
 /// Bump when what the index extracts, or how it is stored, changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One file as cached: the key (size, modification time) and what the parse gave.
 #[derive(Debug, Clone, Serialize, Deserialize)]

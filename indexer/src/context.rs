@@ -21,6 +21,10 @@ use std::collections::{BTreeMap, HashSet};
 /// Items a glob import contributes at most, per imported file.
 const GLOB_ITEMS: usize = 12;
 
+/// A similar chunk shares at least this part of the query's identifier weight (and three
+/// identifiers).
+const MIN_SHARE: f32 = 0.2;
+
 /// Snippets for `path`'s prompt as `(path, text)`, at most `budget` characters in all.
 /// `before` is the text before the cursor's line; the last `lines` lines of it are scanned.
 pub fn related_definitions(
@@ -132,6 +136,130 @@ pub fn related_definitions(
                 body.push_str(&text);
             }
             _ => files.push((p, text)),
+        }
+    }
+    files
+}
+
+/// A stretch of another file that resembles the code before the cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarChunk {
+    pub path: String,
+    /// 0-based, inclusive.
+    pub start_line: u32,
+    pub end_line: u32,
+    pub score: f32,
+}
+
+/// Chunks of other files whose identifiers best match those of the last `lines` lines of
+/// `before` (the text before the cursor's line), scored BM25-style: each shared identifier
+/// weighs its inverse document frequency (rare names count, `self` and `let` hardly), and long
+/// chunks are damped. Files are first ranked by the same weights over their whole identifier
+/// bags, and only the best few are searched chunk by chunk. At most `max`, best first; a chunk
+/// must share at least a fifth of the query's weight and three identifiers.
+pub fn similar_chunks(
+    index: &Index,
+    path: &str,
+    before: &str,
+    lines: usize,
+    max: usize,
+) -> Vec<SimilarChunk> {
+    let start = before
+        .char_indices()
+        .rev()
+        .filter(|&(_, c)| c == '\n')
+        .nth(lines)
+        .map_or(0, |(i, _)| i + 1);
+    let query = crate::symbols::identifiers(&before[start..]);
+    let n = index.files.len().max(1) as f32;
+    let idf = |h: u32| {
+        let df = index.files_using(h) as f32;
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    };
+    let weights: Vec<(u32, f32)> = query.iter().map(|&h| (h, idf(h))).collect();
+    let total: f32 = weights.iter().map(|(_, w)| w).sum();
+    if weights.is_empty() || total <= 0.0 {
+        return Vec::new();
+    }
+    let shared = |bag: &[u32]| -> (f32, usize) {
+        weights
+            .iter()
+            .filter(|(h, _)| bag.binary_search(h).is_ok())
+            .fold((0.0, 0), |(w, n), (_, x)| (w + x, n + 1))
+    };
+    // Stage 1: the files.
+    let mut files: Vec<(f32, &str)> = index
+        .files
+        .iter()
+        .filter(|(p, _)| p.as_str() != path)
+        .map(|(p, e)| (shared(&e.symbols.idents).0, p.as_str()))
+        .filter(|(s, _)| *s > 0.0)
+        .collect();
+    files.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    files.truncate(8);
+    // Stage 2: their chunks, BM25's length normalisation (k1 = 1.2, b = 0.75) on bag sizes.
+    let chunks: Vec<(&str, &crate::symbols::Chunk)> = files
+        .iter()
+        .filter_map(|(_, p)| index.files.get(*p).map(|e| (*p, e)))
+        .flat_map(|(p, e)| e.symbols.chunks.iter().map(move |c| (p, c)))
+        .collect();
+    let avg = chunks.iter().map(|(_, c)| c.idents.len()).sum::<usize>() as f32
+        / chunks.len().max(1) as f32;
+    let (k1, b) = (1.2f32, 0.75f32);
+    let mut scored: Vec<SimilarChunk> = chunks
+        .into_iter()
+        .map(|(p, c)| {
+            let norm =
+                (k1 + 1.0) / (1.0 + k1 * (1.0 - b + b * c.idents.len() as f32 / avg.max(1.0)));
+            let (weight, count) = shared(&c.idents);
+            let chunk = SimilarChunk {
+                path: p.to_string(),
+                start_line: c.start_line,
+                end_line: c.end_line,
+                score: weight * norm,
+            };
+            (chunk, weight, count)
+        })
+        .filter(|(_, weight, count)| *count >= 3 && *weight >= total * MIN_SHARE)
+        .map(|(c, _, _)| c)
+        .collect();
+    scored.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.path.cmp(&b.path))
+            .then(a.start_line.cmp(&b.start_line))
+    });
+    scored.truncate(max);
+    scored
+}
+
+/// The cross-file part of a prompt: [`related_definitions`] in two thirds of `budget`, then the
+/// text of the [`similar_chunks`] in what is left. `read(path, first, last)` gives the lines of
+/// another file (the caller's I/O: an open buffer or the disk); a chunk it cannot read is
+/// skipped. A chunk of a file that already has snippets joins them.
+pub fn cross_file(
+    index: &Index,
+    path: &str,
+    before: &str,
+    budget: usize,
+    read: &dyn Fn(&str, u32, u32) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut files = related_definitions(index, path, before, 60, budget * 2 / 3);
+    let mut used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
+    for c in similar_chunks(index, path, before, 15, 2) {
+        let Some(text) = read(&c.path, c.start_line, c.end_line) else {
+            continue;
+        };
+        if used + c.path.len() + text.len() > budget {
+            continue;
+        }
+        used += c.path.len() + text.len();
+        match files.iter_mut().find(|(p, _)| *p == c.path) {
+            Some((_, body)) => {
+                body.push_str("\n...\n");
+                body.push_str(&text);
+            }
+            None => files.push((c.path, text)),
         }
     }
     files

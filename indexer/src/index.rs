@@ -24,6 +24,9 @@ pub struct Index {
     /// Name → (path, index into that file's symbols).
     #[serde(skip)]
     defs: HashMap<String, Vec<(String, usize)>>,
+    /// Identifier hash → the number of files that use it (for similarity weights).
+    #[serde(skip)]
+    df: HashMap<u32, u32>,
 }
 
 /// Counts for `nib index --stats`.
@@ -84,11 +87,27 @@ impl Index {
                 .or_default()
                 .push((path.to_string(), i));
         }
+        for &h in &entry.symbols.idents {
+            *self.df.entry(h).or_default() += 1;
+        }
         self.files.insert(path.to_string(), entry);
+    }
+
+    /// How many files use the identifier with hash `h`.
+    pub fn files_using(&self, h: u32) -> u32 {
+        self.df.get(&h).copied().unwrap_or(0)
     }
 
     pub fn remove(&mut self, path: &str) {
         if let Some(old) = self.files.remove(path) {
+            for h in &old.symbols.idents {
+                if let Some(n) = self.df.get_mut(h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.df.remove(h);
+                    }
+                }
+            }
             for s in &old.symbols.symbols {
                 if let Some(v) = self.defs.get_mut(&s.name) {
                     v.retain(|(p, _)| p != path);
@@ -103,12 +122,16 @@ impl Index {
     /// Rebuilds the name table (after loading from disk).
     pub fn rebuild_names(&mut self) {
         self.defs.clear();
+        self.df.clear();
         for (path, entry) in &self.files {
             for (i, s) in entry.symbols.symbols.iter().enumerate() {
                 self.defs
                     .entry(s.name.clone())
                     .or_default()
                     .push((path.clone(), i));
+            }
+            for &h in &entry.symbols.idents {
+                *self.df.entry(h).or_default() += 1;
             }
         }
     }

@@ -31,13 +31,28 @@ pub struct FileSymbols {
     /// The file's distinct identifiers (2+ characters) as 32-bit hashes ([`ident_hash`]), sorted:
     /// the bag of words for similarity, at 4 bytes a word.
     pub idents: Vec<u32>,
+    /// Pieces of the file for similarity search: each top-level item whole when it is short,
+    /// else in windows, with their own identifier bags.
+    pub chunks: Vec<Chunk>,
     pub has_errors: bool,
 }
 
+/// A stretch of a file that similarity search can return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// 0-based, inclusive.
+    pub start_line: u32,
+    pub end_line: u32,
+    /// Distinct identifier hashes, sorted.
+    pub idents: Vec<u32>,
+}
+
+/// Items up to this many lines are one chunk; longer ones are cut into windows of this size.
+const CHUNK_LINES: usize = 40;
+
 /// Parsers and compiled queries, one per language, made on first use. Not `Sync`: one per thread.
 /// For files parsed with [`SymbolParser::parse_incremental`] (the documents being edited) it also
-/// keeps the last text, syntax tree and symbols, so that an edit re-parses incrementally and
-/// re-reads only the top-level items it touched.
+/// keeps the last text and syntax tree, so that an edit re-parses incrementally.
 #[derive(Default)]
 pub struct SymbolParser {
     langs: HashMap<Lang, (Parser, Query)>,
@@ -100,13 +115,15 @@ impl SymbolParser {
             return FileSymbols::default();
         };
         let found = definitions(query, tree.root_node(), text, None);
-        finish(found, text, lang, tree.root_node()).0
+        finish(found, text, lang, tree.root_node())
     }
 
     /// Like [`parse`](Self::parse) for the file known as `key`, reusing its last parse: the
     /// edit between the two texts is given to tree-sitter, and only the top-level items it
-    /// touched are read again; the symbols after it move by the edit's size. The result is what
-    /// a full parse gives (tested on random edits).
+    /// touched are read again; the symbols after it move by the edit's size. Where the file
+    /// parses without errors the result is exactly a full parse's (tested on random edits);
+    /// where it has errors, tree-sitter's incremental error recovery may settle differently
+    /// from a fresh parse of the same broken text, until the next error-free edit.
     pub fn parse_incremental(&mut self, key: &str, lang: Lang, text: &str) -> FileSymbols {
         self.clock += 1;
         let clock = self.clock;
@@ -131,8 +148,8 @@ impl SymbolParser {
                 (tree, found)
             }
         };
-        let (symbols, spans) = finish(found, text, lang, tree.root_node());
-        let kept = symbols.symbols.iter().cloned().zip(spans).collect();
+        let kept: Vec<(Symbol, (usize, usize))> = found.clone();
+        let symbols = finish(found, text, lang, tree.root_node());
         if self.recent.len() >= RECENT_FILES {
             if let Some(oldest) = self
                 .recent
@@ -149,7 +166,7 @@ impl SymbolParser {
                 lang,
                 text: text.to_string(),
                 tree,
-                symbols: kept,
+                symbols: sorted_spans(kept),
                 used: clock,
             },
         );
@@ -220,14 +237,13 @@ fn definitions(
     symbols
 }
 
-/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
-/// identifiers: the file's symbols, and the spans that go with them.
-fn finish(
-    mut found: Vec<(Symbol, (usize, usize))>,
-    text: &str,
-    lang: Lang,
-    root: tree_sitter::Node,
-) -> (FileSymbols, Vec<(usize, usize)>) {
+/// The definitions in the order (and with the de-duplication) of [`finish`], with their spans.
+fn sorted_spans(mut found: Vec<(Symbol, (usize, usize))>) -> Vec<(Symbol, (usize, usize))> {
+    sort_dedup(&mut found);
+    found
+}
+
+fn sort_dedup(found: &mut Vec<(Symbol, (usize, usize))>) {
     found.sort_by(|(a, _), (b, _)| {
         (a.start_line, std::cmp::Reverse(a.end_line), &a.name).cmp(&(
             b.start_line,
@@ -236,20 +252,72 @@ fn finish(
         ))
     });
     found.dedup_by(|(a, _), (b, _)| a.name == b.name && a.start_line == b.start_line);
+}
+
+/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
+/// identifiers: the file's symbols.
+fn finish(
+    mut found: Vec<(Symbol, (usize, usize))>,
+    text: &str,
+    lang: Lang,
+    root: tree_sitter::Node,
+) -> FileSymbols {
+    sort_dedup(&mut found);
     let lines: Vec<&str> = text.lines().collect();
-    let (mut symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
+    let mut symbols: Vec<Symbol> = found.into_iter().map(|(s, _)| s).collect();
     for sym in &mut symbols {
         sym.doc = doc_above(&lines, sym.start_line as usize, lang);
     }
-    (
-        FileSymbols {
-            symbols,
-            imports: imports(&lines, lang),
-            idents: identifiers(text),
-            has_errors: root.has_error(),
-        },
-        spans,
-    )
+    let chunks = chunks(&symbols, &lines);
+    FileSymbols {
+        symbols,
+        imports: imports(&lines, lang),
+        idents: identifiers(text),
+        chunks,
+        has_errors: root.has_error(),
+    }
+}
+
+/// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that
+/// many lines. Code outside any item (scripts, statements at the top) is windowed too.
+fn chunks(symbols: &[Symbol], lines: &[&str]) -> Vec<Chunk> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut covered = 0usize;
+    let push_windows = |from: usize, to: usize, spans: &mut Vec<(usize, usize)>| {
+        let mut at = from;
+        while at <= to {
+            let end = (at + CHUNK_LINES - 1).min(to);
+            spans.push((at, end));
+            at = end + 1;
+        }
+    };
+    for s in symbols.iter().filter(|s| s.parent.is_none()) {
+        let (a, b) = (
+            s.start_line as usize,
+            (s.end_line as usize).min(lines.len().saturating_sub(1)),
+        );
+        if a < covered || a > b {
+            continue;
+        }
+        // Loose code before the item.
+        if a > covered + 2 {
+            push_windows(covered, a - 1, &mut spans);
+        }
+        push_windows(a, b, &mut spans);
+        covered = b + 1;
+    }
+    if lines.len() > covered + 2 {
+        push_windows(covered, lines.len() - 1, &mut spans);
+    }
+    spans
+        .into_iter()
+        .map(|(a, b)| Chunk {
+            start_line: a as u32,
+            end_line: b as u32,
+            idents: identifiers(&lines[a..=b].join("\n")),
+        })
+        .filter(|c| c.idents.len() >= 3)
+        .collect()
 }
 
 /// The tree-sitter edit that turns `old` into `new`: their common prefix and suffix stay.

@@ -315,3 +315,49 @@ fn files_deleted_during_the_walk_or_unreadable_are_skipped() {
     assert_eq!(files, ["src/lib.rs", "src/main.rs"]);
     assert!(!index.definitions("word_histogram").is_empty());
 }
+
+/// Similar code from other files: the chunk that resembles the lines before the cursor comes
+/// first (rare shared names weigh most), never from the current file, and the same while the
+/// user types within the line.
+#[test]
+fn similar_chunks_find_the_code_that_looks_like_the_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    write(
+        r,
+        "src/csv.rs",
+        b"pub fn parse_header(line: &str) -> Vec<String> {\n    line.split(',').map(|f| f.trim().to_string()).collect()\n}\n\npub fn parse_record(line: &str, header: &[String]) -> Vec<(String, String)> {\n    let fields: Vec<&str> = line.split(',').collect();\n    header.iter().cloned().zip(fields.iter().map(|f| f.trim().to_string())).collect()\n}\n",
+    );
+    write(
+        r,
+        "src/net.rs",
+        b"pub fn connect(host: &str, port: u16) -> std::io::Result<std::net::TcpStream> {\n    std::net::TcpStream::connect((host, port))\n}\n",
+    );
+    write(
+        r,
+        "src/math.rs",
+        b"pub fn mean(xs: &[f64]) -> f64 {\n    xs.iter().sum::<f64>() / xs.len() as f64\n}\n",
+    );
+    let main = "fn load(text: &str) {\n    let mut lines = text.lines();\n    let header = parse_header(lines.next().unwrap_or(\"\"));\n    for line in lines {\n        let fields: Vec<&str> = line.split(',').collect();\n        \n    }\n}\n";
+    write(r, "src/main.rs", main.as_bytes());
+    let (index, _) = build(r, DEFAULT_MAX_BYTES, &|_| {});
+    let cursor = main.find("        \n").unwrap() + 8;
+    let before = &main[..main[..cursor].rfind('\n').unwrap() + 1];
+    let hits = nib_indexer::context::similar_chunks(&index, "src/main.rs", before, 15, 3);
+    eprintln!("{hits:?}");
+    assert!(!hits.is_empty());
+    assert_eq!(
+        (hits[0].path.as_str(), hits[0].start_line, hits[0].end_line),
+        ("src/csv.rs", 4, 7),
+        "parse_record is the look-alike: {hits:?}"
+    );
+    assert!(hits
+        .iter()
+        .all(|h| h.path != "src/main.rs" && h.path != "src/net.rs"));
+    let typed = main.replace("        \n", "        let rec = header.iter()\n");
+    let before2 = &typed[..typed[..cursor].rfind('\n').unwrap() + 1];
+    assert_eq!(
+        nib_indexer::context::similar_chunks(&index, "src/main.rs", before2, 15, 3),
+        hits
+    );
+}

@@ -599,8 +599,18 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
         &|_| {},
     );
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
-    let files =
-        nib_indexer::context::related_definitions(&index, &rel, &text[..line_start], 60, 3000);
+    let read = |path: &str, first: u32, last: u32| -> Option<String> {
+        let text =
+            nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES)
+                .ok()?;
+        let lines: Vec<&str> = text
+            .lines()
+            .skip(first as usize)
+            .take((last - first + 1) as usize)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    };
+    let files = nib_indexer::context::cross_file(&index, &rel, &text[..line_start], 3000, &read);
     Ok(Loaded {
         text: text.to_string(),
         cursor,

@@ -457,7 +457,32 @@ fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, S
     };
     let mut files = if inside {
         let index = s.index.lock().unwrap_or_else(|p| p.into_inner());
-        nib_indexer::context::related_definitions(&index, &rel, before_line, 60, budget / 2)
+        // Similar chunks are read from the open buffer when there is one, else from the disk.
+        let read = |path: &str, first: u32, last: u32| -> Option<String> {
+            if nib_indexer::walk::is_secret(Path::new(path)) {
+                return None;
+            }
+            let open = s
+                .docs
+                .iter()
+                .find(|(u, _)| relative_path(s.root.as_deref(), u) == path)
+                .map(|(_, d)| d.doc.rope.to_string());
+            let text = match open {
+                Some(t) => t,
+                None => nib_indexer::walk::read_source(
+                    &s.root.as_ref()?.join(path),
+                    nib_indexer::walk::DEFAULT_MAX_BYTES,
+                )
+                .ok()?,
+            };
+            let lines: Vec<&str> = text
+                .lines()
+                .skip(first as usize)
+                .take((last - first + 1) as usize)
+                .collect();
+            (!lines.is_empty()).then(|| lines.join("\n"))
+        };
+        nib_indexer::context::cross_file(&index, &rel, before_line, budget / 2, &read)
     } else {
         Vec::new()
     };
