@@ -1,7 +1,8 @@
 //! The VS Code extension in a real VS Code (code-server 4.139, VS Code 1.139) in a real browser
 //! (Debian's Chromium, headless, driven by playwright-core): `editors/vscode/test/e2e/run.mjs`
-//! installs the packaged `.vsix`, opens the two-file workspace, types, waits for nib's ghost text,
-//! presses Tab and saves; then it kills the server and checks that the status bar shows the error
+//! installs the packaged `.vsix`, opens `src/main.rs` of the two-file workspace (and only it:
+//! what `src/lib.rs` defines reaches the model through the index, by the glob import), types,
+//! waits for nib's ghost text, presses Tab and saves; then it kills the server and checks that the status bar shows the error
 //! and that the extension restarts the server, which completes again. Here the saved file must
 //! parse and call the function defined in the other file.
 //!
@@ -74,7 +75,6 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
         .env("NIB_E2E_NIB", env!("CARGO_BIN_EXE_nib"))
         .env("NIB_E2E_MODEL", &model)
         .env("NIB_E2E_ROOT", root)
-        .env("NIB_E2E_OTHER", "src/lib.rs")
         .env("NIB_E2E_FILE", "src/main.rs")
         .env("NIB_E2E_LINE", "5")
         .env("NIB_E2E_TYPE", "let histogram = ")
