@@ -34,20 +34,11 @@ pub fn related_definitions(
     lines: usize,
     budget: usize,
 ) -> Vec<(String, String)> {
-    let start = before
-        .char_indices()
-        .rev()
-        .filter(|&(_, c)| c == '\n')
-        .nth(lines)
-        .map_or(0, |(i, _)| i + 1);
+    let scanned = last_lines(before, lines);
     // Nearest use first: the budget goes to the names closest to the cursor.
     let mut seen = HashSet::new();
     let mut names: Vec<&str> = Vec::new();
-    for w in words(&before[start..])
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
+    for w in words(scanned).collect::<Vec<_>>().into_iter().rev() {
         if w.len() >= 3 && seen.insert(w) {
             names.push(w);
         }
@@ -164,13 +155,7 @@ pub fn similar_chunks(
     lines: usize,
     max: usize,
 ) -> Vec<SimilarChunk> {
-    let start = before
-        .char_indices()
-        .rev()
-        .filter(|&(_, c)| c == '\n')
-        .nth(lines)
-        .map_or(0, |(i, _)| i + 1);
-    let query = crate::symbols::identifiers(&before[start..]);
+    let query = crate::symbols::identifiers(last_lines(before, lines));
     let n = index.files.len().max(1) as f32;
     let idf = |h: u32| {
         let df = index.files_using(h) as f32;
@@ -263,4 +248,25 @@ pub fn cross_file(
         }
     }
     files
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> &str {
+    let start = text
+        .char_indices()
+        .rev()
+        .filter(|&(_, c)| c == '\n')
+        .nth(n)
+        .map_or(0, |(i, _)| i + 1);
+    &text[start..]
+}
+
+/// Lines `first..=last` (0-based) of `text`, joined; `None` when there are none.
+pub fn lines_of(text: &str, first: u32, last: u32) -> Option<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .skip(first as usize)
+        .take(last.saturating_sub(first) as usize + 1)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }

@@ -48,14 +48,7 @@ impl Index {
     /// Parses `text` and replaces what the index knew of `path`.
     pub fn update(&mut self, parser: &mut SymbolParser, path: &str, lang: Lang, text: &str) {
         let symbols = parser.parse(lang, text);
-        self.insert(
-            path,
-            FileEntry {
-                lang,
-                bytes: text.len(),
-                symbols,
-            },
-        );
+        self.put(path, lang, text, symbols);
     }
 
     /// [`update`](Self::update) for a document being edited: `parser` keeps its last parse
@@ -68,11 +61,16 @@ impl Index {
         text: &str,
     ) {
         let symbols = parser.parse_incremental(path, lang, text);
+        self.put(path, lang, text, symbols);
+    }
+
+    fn put(&mut self, path: &str, lang: Lang, text: &str, symbols: FileSymbols) {
+        let bytes = text.len();
         self.insert(
             path,
             FileEntry {
                 lang,
-                bytes: text.len(),
+                bytes,
                 symbols,
             },
         );

@@ -147,6 +147,17 @@ pub fn build(root: &Path, max_bytes: u64, progress: &(dyn Fn(u64) + Sync)) -> (I
     (index, report)
 }
 
+/// [`build_files`] with the default size limit and the workspace's cache in the user's cache
+/// directory ([`crate::cache::default_path`]): what the server and the CLI use.
+pub fn build_cached(
+    root: &Path,
+    files: &[(PathBuf, String)],
+    progress: &(dyn Fn(u64) + Sync),
+) -> (Index, BuildReport) {
+    let cache = cache::default_path(root);
+    build_files(root, files, DEFAULT_MAX_BYTES, cache.as_deref(), progress)
+}
+
 /// The Rust crates of the workspace: for each directory that holds a `src/` with source files
 /// and a `Cargo.toml` naming a package, name (with `_` for `-`) → `dir/src/`.
 pub fn rust_crates(root: &Path, files: &[(PathBuf, String)]) -> BTreeMap<String, String> {

@@ -590,25 +590,13 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
     // The same cross-file context the server gives: definitions of the names used above the
     // cursor's line, from the workspace's index.
     let files = nib_indexer::walk::source_files(&root);
-    let cache = nib_indexer::cache::default_path(&root);
-    let (index, _) = nib_indexer::walk::build_files(
-        &root,
-        &files,
-        nib_indexer::walk::DEFAULT_MAX_BYTES,
-        cache.as_deref(),
-        &|_| {},
-    );
+    let (index, _) = nib_indexer::walk::build_cached(&root, &files, &|_| {});
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
     let read = |path: &str, first: u32, last: u32| -> Option<String> {
         let text =
             nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES)
                 .ok()?;
-        let lines: Vec<&str> = text
-            .lines()
-            .skip(first as usize)
-            .take((last - first + 1) as usize)
-            .collect();
-        (!lines.is_empty()).then(|| lines.join("\n"))
+        nib_indexer::context::lines_of(&text, first, last)
     };
     let files = nib_indexer::context::cross_file(&index, &rel, &text[..line_start], 3000, &read);
     Ok(Loaded {

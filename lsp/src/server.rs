@@ -475,12 +475,7 @@ fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, S
                 )
                 .ok()?,
             };
-            let lines: Vec<&str> = text
-                .lines()
-                .skip(first as usize)
-                .take((last - first + 1) as usize)
-                .collect();
-            (!lines.is_empty()).then(|| lines.join("\n"))
+            nib_indexer::context::lines_of(&text, first, last)
         };
         nib_indexer::context::cross_file(&index, &rel, before_line, budget / 2, &read)
     } else {
@@ -727,12 +722,9 @@ impl LanguageServer for Backend {
                     // Progress at most every 200 ms: a big repo has tens of thousands of files.
                     let done = AtomicUsize::new(0);
                     let last = Mutex::new(Instant::now());
-                    let cache = nib_indexer::cache::default_path(&root);
-                    let (built, report) = nib_indexer::walk::build_files(
+                    let (built, report) = nib_indexer::walk::build_cached(
                         &root,
                         &files,
-                        nib_indexer::walk::DEFAULT_MAX_BYTES,
-                        cache.as_deref(),
                         &|_| {
                             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                             let mut at = last.lock().unwrap_or_else(|p| p.into_inner());

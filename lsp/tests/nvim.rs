@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks (into `$NIB_NVIM_DIR`,
 /// default `~/.cache/nib/nvim`).
@@ -38,7 +38,6 @@ fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
     let out = root.join("report.json");
     let cmd = serde_json::json!([env!("CARGO_BIN_EXE_nib"), "serve", "--model", model]);
 
-    let t0 = Instant::now();
     let mut child = Command::new(&nvim)
         .args(["--headless", "--clean", "-u"])
         .arg(repo.join("editors/nvim/test/e2e.lua"))
@@ -54,16 +53,7 @@ fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
         .env("NIB_STATS_FILE", root.join("stats.json"))
         .spawn()
         .expect("start nvim");
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(240) {
-            let _ = child.kill();
-            panic!("nvim did not finish in 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::wait_child(&mut child, Duration::from_secs(240), "nvim");
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from nvim ({status}): {e}")),
     )

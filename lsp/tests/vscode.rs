@@ -13,7 +13,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -66,7 +66,6 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
     ))
     .unwrap();
 
-    let t0 = Instant::now();
     let mut child = Command::new(&node)
         .arg(ext.join("test/e2e/run.mjs"))
         .env("PATH", path)
@@ -84,16 +83,7 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
         .env("NIB_STATS_FILE", root.join("stats.json"))
         .spawn()
         .expect("start node");
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(480) {
-            let _ = child.kill();
-            panic!("the VS Code test did not finish in 480 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = common::wait_child(&mut child, Duration::from_secs(480), "the VS Code test");
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from run.mjs ({status}): {e}")),
     )

@@ -7,6 +7,14 @@ use candle_core::{Device, Module, Tensor};
 use nib_model::gguf::GgufFile;
 use nib_model::kernels::{self, Format, QWeight};
 
+/// The relative error of `b` against the reference `a`: ‖a − b‖ / ‖a‖.
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(s, d), (x, y)| {
+        (s + ((x - y) as f64).powi(2), d + (*x as f64).powi(2))
+    });
+    (num / den).sqrt()
+}
+
 #[test]
 fn q5_0_kernel_matches_candle_on_real_weights() {
     let mut g = GgufFile::open(&common::real_model()).expect("open model");
@@ -36,10 +44,7 @@ fn q5_0_kernel_matches_candle_on_real_weights() {
                 &ours,
                 &mut got,
             );
-            let (num, den) = want.iter().zip(&got).fold((0f64, 0f64), |(a, b), (x, y)| {
-                (a + ((x - y) as f64).powi(2), b + (*x as f64).powi(2))
-            });
-            let e = (num / den).sqrt();
+            let e = rel(&want, &got);
             assert!(e <= 1e-3, "{name} m={m}: relative error {e}");
         }
     }
@@ -96,12 +101,6 @@ fn q6_k_requantized_to_q8_0_matches_candle_on_real_weights() {
             &ours,
             &mut got,
         );
-        let rel = |a: &[f32], b: &[f32]| {
-            let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(s, d), (x, y)| {
-                (s + ((x - y) as f64).powi(2), d + (*x as f64).powi(2))
-            });
-            (num / den).sqrt()
-        };
         let (vs_candle, vs_exact, candle_vs_exact) =
             (rel(&want, &got), rel(&exact, &got), rel(&exact, &want));
         eprintln!("{name}: vs candle {vs_candle:.2e}, vs f32 {vs_exact:.2e} (candle vs f32 {candle_vs_exact:.2e})");

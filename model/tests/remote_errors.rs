@@ -28,9 +28,8 @@ fn fake(reply: &'static [u8], hold: Duration) -> String {
     format!("http://{addr}")
 }
 
-fn ask(url: &str) -> (Result<String, ModelError>, Duration) {
-    let cfg = RemoteConfig::new(url, None, None, TIMEOUT).unwrap();
-    let req = RemoteRequest {
+fn request() -> RemoteRequest<'static> {
+    RemoteRequest {
         prompt: "<|fim_prefix|>fn main() {<|fim_suffix|>}<|fim_middle|>",
         prefix: "fn main() {",
         suffix: "}",
@@ -39,9 +38,13 @@ fn ask(url: &str) -> (Result<String, ModelError>, Duration) {
         single_line: false,
         stop_check: None,
         stop_text: vec![],
-    };
+    }
+}
+
+fn ask(url: &str) -> (Result<String, ModelError>, Duration) {
+    let cfg = RemoteConfig::new(url, None, None, TIMEOUT).unwrap();
     let t0 = Instant::now();
-    let r = complete(&cfg, &req, &CancelToken::new()).map(|g| g.text);
+    let r = complete(&cfg, &request(), &CancelToken::new()).map(|g| g.text);
     (r, t0.elapsed())
 }
 
@@ -113,18 +116,8 @@ fn a_cancel_returns_at_once() {
         std::thread::sleep(Duration::from_millis(200));
         c2.cancel();
     });
-    let req = RemoteRequest {
-        prompt: "x",
-        prefix: "x",
-        suffix: "",
-        files: &[],
-        max_tokens: 16,
-        single_line: false,
-        stop_check: None,
-        stop_text: vec![],
-    };
     let t0 = Instant::now();
-    let r = complete(&cfg, &req, &cancel);
+    let r = complete(&cfg, &request(), &cancel);
     assert!(matches!(r, Err(ModelError::Cancelled)), "{r:?}");
     assert!(
         t0.elapsed() < Duration::from_millis(600),
