@@ -33,10 +33,18 @@ struct Body {
     files: BTreeMap<String, Cached>,
 }
 
+/// The workspace's identity: its canonical path (`.` and `/abs/path` are the same workspace).
+fn root_key(root: &Path) -> String {
+    root.canonicalize()
+        .unwrap_or_else(|_| root.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The cache file for the workspace at `root`: `<user cache>/nib/index/<hash>.idx`.
 pub fn default_path(root: &Path) -> Option<PathBuf> {
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-    let key = root.to_string_lossy();
+    let key = root_key(root);
+    let root = Path::new(&key);
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
@@ -83,7 +91,7 @@ pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String>
     if body.nib_version != env!("CARGO_PKG_VERSION") {
         return Err(format!("written by nib {}", body.nib_version));
     }
-    if body.root != root.to_string_lossy() {
+    if body.root != root_key(root) {
         return Err(format!("it belongs to {}", body.root));
     }
     Ok(body.files.into_iter().collect())
@@ -128,7 +136,7 @@ pub fn save(
         .collect();
     let body = BodyRef {
         nib_version: env!("CARGO_PKG_VERSION"),
-        root: root.to_string_lossy().into_owned(),
+        root: root_key(root),
         files,
     };
     let encoded = postcard::to_stdvec(&body).map_err(std::io::Error::other)?;

@@ -254,6 +254,11 @@ fn on_disk_cache_warm_start_and_bad_caches() {
         let (_, r) = run();
         assert_eq!((r.from_cache, r.cache_note), (3, None), "{what}: rewritten");
     }
+    // The same workspace named another way (`dir/.`) is the same workspace.
+    let dotted = root.join(".");
+    let (_, r) =
+        nib_indexer::walk::build_files(&dotted, &files, DEFAULT_MAX_BYTES, Some(&cache), &|_| {});
+    assert_eq!((r.from_cache, r.cache_note), (3, None));
     // A cache of another workspace is not used for this one.
     let other = workspace();
     let other_files = nib_indexer::walk::source_files(other.path());
