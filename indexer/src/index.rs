@@ -21,9 +21,15 @@ pub struct Index {
     /// trailing `/` (`""` is the root). Filled by the walk from `Cargo.toml` files; lets `use
     /// other_crate::…` resolve to that crate's files.
     pub crates: BTreeMap<String, String>,
-    /// Name → (path, index into that file's symbols).
+    /// Name → (file id, index into that file's symbols). A file id, not its path: a large
+    /// repository has a million definitions.
     #[serde(skip)]
-    defs: HashMap<String, Vec<(String, usize)>>,
+    defs: HashMap<String, Vec<(u32, u32)>>,
+    /// File id → path, and back. Ids are not reused; a removed file's id just goes unused.
+    #[serde(skip)]
+    paths: Vec<String>,
+    #[serde(skip)]
+    ids: HashMap<String, u32>,
     /// Identifier hash → the number of files that use it (for similarity weights).
     #[serde(skip)]
     df: HashMap<u32, u32>,
@@ -79,16 +85,27 @@ impl Index {
     /// Puts an already parsed file in (replacing any earlier entry).
     pub fn insert(&mut self, path: &str, entry: FileEntry) {
         self.remove(path);
+        let id = self.id_of(path);
         for (i, s) in entry.symbols.symbols.iter().enumerate() {
             self.defs
                 .entry(s.name.clone())
                 .or_default()
-                .push((path.to_string(), i));
+                .push((id, i as u32));
         }
         for &h in &entry.symbols.idents {
             *self.df.entry(h).or_default() += 1;
         }
         self.files.insert(path.to_string(), entry);
+    }
+
+    fn id_of(&mut self, path: &str) -> u32 {
+        if let Some(&id) = self.ids.get(path) {
+            return id;
+        }
+        let id = self.paths.len() as u32;
+        self.paths.push(path.to_string());
+        self.ids.insert(path.to_string(), id);
+        id
     }
 
     /// How many files use the identifier with hash `h`.
@@ -106,9 +123,10 @@ impl Index {
                     }
                 }
             }
+            let id = self.ids.get(path).copied();
             for s in &old.symbols.symbols {
                 if let Some(v) = self.defs.get_mut(&s.name) {
-                    v.retain(|(p, _)| p != path);
+                    v.retain(|(f, _)| Some(*f) != id);
                     if v.is_empty() {
                         self.defs.remove(&s.name);
                     }
@@ -119,18 +137,11 @@ impl Index {
 
     /// Rebuilds the name table (after loading from disk).
     pub fn rebuild_names(&mut self) {
+        let files = std::mem::take(&mut self.files);
         self.defs.clear();
         self.df.clear();
-        for (path, entry) in &self.files {
-            for (i, s) in entry.symbols.symbols.iter().enumerate() {
-                self.defs
-                    .entry(s.name.clone())
-                    .or_default()
-                    .push((path.clone(), i));
-            }
-            for &h in &entry.symbols.idents {
-                *self.df.entry(h).or_default() += 1;
-            }
+        for (path, entry) in files {
+            self.insert(&path, entry);
         }
     }
 
@@ -141,7 +152,10 @@ impl Index {
             .get(name)
             .into_iter()
             .flatten()
-            .filter_map(|(p, i)| Some((p.as_str(), self.files.get(p)?.symbols.symbols.get(*i)?)))
+            .filter_map(|&(f, i)| {
+                let (p, e) = self.files.get_key_value(self.paths.get(f as usize)?)?;
+                Some((p.as_str(), e.symbols.symbols.get(i as usize)?))
+            })
             .collect();
         out.sort_by_key(|(p, s)| (*p, s.start_line));
         out
