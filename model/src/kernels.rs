@@ -279,8 +279,19 @@ unsafe impl Sync for SyncPtr {}
 /// `out (m × n) = x (m × k) · wᵀ`, rows of `x` and `out` contiguous.
 pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {
     assert_eq!(x.len(), m * w.k, "activations are not m × k");
+    matmul_quantized(&quantize_acts(x, m, w.k), w, out);
+}
+
+/// [`matmul`] on activations quantized already: layers that read the same input (q, k, v;
+/// gate, up) quantize it once.
+pub fn matmul_quantized(acts: &QActs, w: &QWeight, out: &mut [f32]) {
+    let (m, x_k) = (acts.m, acts.k);
+    assert_eq!(
+        x_k, w.k,
+        "activations have {x_k} columns, the weights {}",
+        w.k
+    );
     assert_eq!(out.len(), m * w.n, "output is not m × n");
-    let acts = quantize_acts(x, m, w.k);
     let offset = w.format.offset();
     let n = w.n;
     let out_ptr = SyncPtr(out.as_mut_ptr());

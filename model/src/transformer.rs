@@ -124,6 +124,36 @@ impl Linear {
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
+    /// `x` through each of `layers` (which read the same input), its quantization shared by
+    /// those that run on nib's kernels.
+    pub fn forward_shared(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let fast_k = layers.iter().find_map(|l| match l {
+            Linear::Fast(w) => Some(w.k),
+            Linear::Candle(_) => None,
+        });
+        let k = x.dim(candle_core::D::Minus1)?;
+        let acts = match fast_k {
+            Some(wk) if wk == k => {
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Some(kernels::quantize_acts(&xs, xs.len() / k, k))
+            }
+            _ => None,
+        };
+        layers
+            .iter()
+            .map(|l| match (l, &acts) {
+                (Linear::Fast(w), Some(acts)) if w.k == k => {
+                    let mut out = vec![0f32; acts.m * w.n];
+                    kernels::matmul_quantized(acts, w, &mut out);
+                    let mut dims = x.dims().to_vec();
+                    *dims.last_mut().unwrap() = w.n;
+                    Ok(Tensor::from_vec(out, dims, x.device())?)
+                }
+                _ => l.forward(x),
+            })
+            .collect()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             // candle's kernels round differently for one row than for a batch; row by row, a
@@ -393,18 +423,19 @@ impl Transformer {
             }
             // Attention block.
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let project = |w: &Linear, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-                let mut y = w.forward(&h)?;
-                if let Some(b) = b {
-                    y = y.broadcast_add(b)?;
-                }
+            let qkv = Linear::forward_shared(&[&layer.wq, &layer.wk, &layer.wv], &h)?;
+            let project = |y: &Tensor, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+                let y = match b {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y.clone(),
+                };
                 Ok(y.reshape((1, l, heads, cfg.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = project(&layer.wq, &layer.bq, cfg.n_head)?;
-            let k = project(&layer.wk, &layer.bk, cfg.n_kv_head)?;
-            let v = project(&layer.wv, &layer.bv, cfg.n_kv_head)?;
+            let q = project(&qkv[0], &layer.bq, cfg.n_head)?;
+            let k = project(&qkv[1], &layer.bk, cfg.n_kv_head)?;
+            let v = project(&qkv[2], &layer.bv, cfg.n_kv_head)?;
             let (q, k) = match cfg.arch {
                 Arch::Qwen2 => (
                     candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
@@ -436,8 +467,9 @@ impl Transformer {
             x = (x + layer.wo.forward(&y)?)?;
             // Feed-forward block.
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let ffn = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            let gate_up = Linear::forward_shared(&[&layer.gate, &layer.up], &h)?;
+            let gate = candle_nn::ops::silu(&gate_up[0])?;
+            let ffn = layer.down.forward(&(gate * &gate_up[1])?)?;
             x = (x + ffn)?;
         }
         cache.len = pos + l;
