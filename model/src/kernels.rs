@@ -336,7 +336,7 @@ pub fn matmul_quantized(acts: &QActs, w: &QWeight, out: &mut [f32]) {
         for t in tasks {
             let rows = t * rows_per_task..((t + 1) * rows_per_task).min(w.n);
             tile.fill(w, rows.clone());
-            tile.dot_all(offset, &acts, |i, r, v| {
+            tile.dot_all(offset, acts, |i, r, v| {
                 // SAFETY: output columns `rows` are written by this task alone, and i < m,
                 // r < rows.len(), so the index is inside the m × n output.
                 unsafe { *out_ptr.0.add(i * n + rows.start + r) = v };
