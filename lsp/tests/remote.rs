@@ -116,7 +116,12 @@ fn completions_from_a_real_llama_cpp_server() {
     let open = complete(&server.base, KEY).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("openai: {open}");
     let text = open["completion"].as_str().unwrap();
-    assert!(text.starts_with("counts.entry("), "{text:?}");
+    // `counts.entry(…)…` or `*counts.entry(…)…`: the prompt carries cross-file context from
+    // this repository's index, which may tip the model either way.
+    assert!(
+        text.trim_start_matches('*').starts_with("counts.entry("),
+        "{text:?}"
+    );
     assert!(
         open["model"].as_str().unwrap().contains(&server.base),
         "{open}"
