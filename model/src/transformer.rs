@@ -124,91 +124,66 @@ impl Linear {
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    /// `x` through each of `layers` (which read the same input), its quantization shared by
-    /// those that run on nib's kernels.
+    /// `x` through each of `layers` (which read the same input); those that run on nib's
+    /// kernels share one quantization of it.
     pub fn forward_shared(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
-        let fast_k = layers.iter().find_map(|l| match l {
-            Linear::Fast(w) => Some(w.k),
-            Linear::Candle(_) => None,
-        });
         let k = x.dim(candle_core::D::Minus1)?;
-        let acts = match fast_k {
-            Some(wk) if wk == k => {
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Some(kernels::quantize_acts(&xs, xs.len() / k, k))
-            }
-            _ => None,
-        };
-        layers
-            .iter()
-            .map(|l| match (l, &acts) {
-                (Linear::Fast(w), Some(acts)) if w.k == k => {
-                    let mut out = vec![0f32; acts.m * w.n];
-                    kernels::matmul_quantized(acts, w, &mut out);
+        let mut acts: Option<kernels::QActs> = None;
+        let mut out = Vec::with_capacity(layers.len());
+        for layer in layers {
+            out.push(match layer {
+                Linear::Candle(q) => candle_forward(q, x)?,
+                Linear::Fast(w) => {
+                    if k != w.k {
+                        return Err(ModelError::Inference(format!(
+                            "linear layer expects {} inputs, got {k}",
+                            w.k
+                        )));
+                    }
+                    if acts.is_none() {
+                        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                        acts = Some(kernels::quantize_acts(&xs, xs.len() / k, k));
+                    }
+                    let acts = acts.as_ref().expect("quantized just above");
+                    let mut y = vec![0f32; acts.m * w.n];
+                    kernels::matmul_quantized(acts, w, &mut y);
                     let mut dims = x.dims().to_vec();
                     *dims.last_mut().unwrap() = w.n;
-                    Ok(Tensor::from_vec(out, dims, x.device())?)
+                    Tensor::from_vec(y, dims, x.device())?
                 }
-                _ => l.forward(x),
-            })
-            .collect()
+            });
+        }
+        Ok(out)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            // candle's kernels round differently for one row than for a batch; row by row, a
-            // short batch (a speculative draft being checked) gives exactly what decoding one
-            // token at a time gives, so speculation never changes the output.
-            Linear::Candle(q) => {
-                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-                // Q4_K runs on candle's packed tiles for one row and for many alike: a batch is
-                // bit-identical to its rows (checked on the real weights), so it needs no split.
-                let tiles_for_every_m =
-                    matches!(q, QMatMul::QTensor(t) if t.dtype() == GgmlDType::Q4K);
-                if (2..=16).contains(&rows) && !tiles_for_every_m {
-                    let x2 = x.flatten_to(candle_core::D::Minus2)?;
-                    let outs = (0..rows)
-                        .map(|r| q.forward(&x2.narrow(0, r, 1)?))
-                        .collect::<candle_core::Result<Vec<_>>>()?;
-                    let mut dims = x.dims().to_vec();
-                    let out = Tensor::cat(&outs, 0)?;
-                    *dims.last_mut().unwrap() = out.dim(1)?;
-                    return Ok(out.reshape(dims)?);
-                }
-                // From 32 rows on, candle packs Q4_K weights a second time (for AMX tiles) and
-                // keeps both packings for the model's lifetime; chunks of 24 rows run on the
-                // first packing alone.
-                if rows >= 32 {
-                    let x2 = x.flatten_to(candle_core::D::Minus2)?;
-                    let outs = (0..rows)
-                        .step_by(24)
-                        .map(|r| q.forward(&x2.narrow(0, r, 24.min(rows - r))?))
-                        .collect::<candle_core::Result<Vec<_>>>()?;
-                    let mut dims = x.dims().to_vec();
-                    let out = Tensor::cat(&outs, 0)?;
-                    *dims.last_mut().unwrap() = out.dim(1)?;
-                    return Ok(out.reshape(dims)?);
-                }
-                Ok(q.forward(x)?)
-            }
-            Linear::Fast(w) => {
-                let mut dims = x.dims().to_vec();
-                let k = *dims.last().unwrap_or(&0);
-                if k != w.k {
-                    return Err(ModelError::Inference(format!(
-                        "linear layer expects {} inputs, got {k}",
-                        w.k
-                    )));
-                }
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let m = xs.len() / k;
-                let mut out = vec![0f32; m * w.n];
-                kernels::matmul(&xs, m, w, &mut out);
-                *dims.last_mut().unwrap() = w.n;
-                Ok(Tensor::from_vec(out, dims, x.device())?)
-            }
-        }
+        Ok(Self::forward_shared(&[self], x)?.remove(0))
     }
+}
+
+/// candle's quantized matmul, in row chunks where the whole batch would go wrong:
+/// - 2 to 16 rows (a speculative draft being checked) one row at a time, since candle's kernels
+///   round differently for one row than for a batch, except for Q4_K, whose packed tiles serve
+///   one row and many alike (bit-identical, checked on the real weights);
+/// - from 32 rows on, chunks of 24: there candle packs Q4_K weights a second time (for AMX
+///   tiles) and keeps both packings for the model's lifetime.
+fn candle_forward(q: &QMatMul, x: &Tensor) -> Result<Tensor> {
+    let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+    let tiles_for_every_m = matches!(q, QMatMul::QTensor(t) if t.dtype() == GgmlDType::Q4K);
+    let chunk = match rows {
+        2..=16 if !tiles_for_every_m => 1,
+        32.. => 24,
+        _ => return Ok(q.forward(x)?),
+    };
+    let x2 = x.flatten_to(candle_core::D::Minus2)?;
+    let outs = (0..rows)
+        .step_by(chunk)
+        .map(|r| q.forward(&x2.narrow(0, r, chunk.min(rows - r))?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let out = Tensor::cat(&outs, 0)?;
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().unwrap() = out.dim(1)?;
+    Ok(out.reshape(dims)?)
 }
 
 struct Layer {
