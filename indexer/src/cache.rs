@@ -18,19 +18,21 @@ const MAGIC: &[u8; 8] = b"NIBINDEX";
 /// Bump when what the index extracts, or how it is stored, changes.
 const FORMAT: u32 = 2;
 
-/// One file as cached: the key (size, modification time) and what the parse gave.
+/// One file as cached: the key (size, modification time) and what the parse gave. Written
+/// with the entry borrowed from the index (`Cached<&FileEntry>`), read back owned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cached {
+pub struct Cached<E = FileEntry> {
     pub size: u64,
     pub mtime_ns: u128,
-    pub entry: FileEntry,
+    pub entry: E,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Body {
-    nib_version: String,
+/// The cache file after its magic and format: owned when read, borrowed when written.
+#[derive(Debug, Serialize, Deserialize)]
+struct Body<S: Ord, E> {
+    nib_version: S,
     root: String,
-    files: BTreeMap<String, Cached>,
+    files: BTreeMap<S, Cached<E>>,
 }
 
 /// The workspace's identity: its canonical path (`.` and `/abs/path` are the same workspace).
@@ -87,7 +89,8 @@ pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String>
     if format != FORMAT {
         return Err(format!("format {format}, this nib writes {FORMAT}"));
     }
-    let body: Body = postcard::from_bytes(rest).map_err(|e| format!("corrupt ({e})"))?;
+    let body: Body<String, FileEntry> =
+        postcard::from_bytes(rest).map_err(|e| format!("corrupt ({e})"))?;
     if body.nib_version != env!("CARGO_PKG_VERSION") {
         return Err(format!("written by nib {}", body.nib_version));
     }
@@ -95,21 +98,6 @@ pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String>
         return Err(format!("it belongs to {}", body.root));
     }
     Ok(body.files.into_iter().collect())
-}
-
-#[derive(Serialize)]
-struct BodyRef<'a> {
-    nib_version: &'a str,
-    root: String,
-    files: BTreeMap<&'a str, CachedRef<'a>>,
-}
-
-/// The same encoding as [`Cached`], borrowed from the index.
-#[derive(Serialize)]
-struct CachedRef<'a> {
-    size: u64,
-    mtime_ns: u128,
-    entry: &'a FileEntry,
 }
 
 /// Writes the entries of `index` for `keys` (path, size, modification time) atomically: a
@@ -126,7 +114,7 @@ pub fn save(
             let entry = index.files.get(rel)?;
             Some((
                 rel.as_str(),
-                CachedRef {
+                Cached {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     entry,
@@ -134,7 +122,7 @@ pub fn save(
             ))
         })
         .collect();
-    let body = BodyRef {
+    let body = Body {
         nib_version: env!("CARGO_PKG_VERSION"),
         root: root_key(root),
         files,

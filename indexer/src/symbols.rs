@@ -115,7 +115,7 @@ impl SymbolParser {
             return FileSymbols::default();
         };
         let found = definitions(query, tree.root_node(), text, None);
-        finish(found, text, lang, tree.root_node())
+        finish(found, text, lang, tree.root_node()).0
     }
 
     /// Like [`parse`](Self::parse) for the file known as `key`, reusing its last parse: the
@@ -148,8 +148,8 @@ impl SymbolParser {
                 (tree, found)
             }
         };
-        let kept: Vec<(Symbol, (usize, usize))> = found.clone();
-        let symbols = finish(found, text, lang, tree.root_node());
+        let (symbols, spans) = finish(found, text, lang, tree.root_node());
+        let kept = symbols.symbols.iter().cloned().zip(spans).collect();
         if self.recent.len() >= RECENT_FILES {
             if let Some(oldest) = self
                 .recent
@@ -166,7 +166,7 @@ impl SymbolParser {
                 lang,
                 text: text.to_string(),
                 tree,
-                symbols: sorted_spans(kept),
+                symbols: kept,
                 used: clock,
             },
         );
@@ -237,13 +237,14 @@ fn definitions(
     symbols
 }
 
-/// The definitions in the order (and with the de-duplication) of [`finish`], with their spans.
-fn sorted_spans(mut found: Vec<(Symbol, (usize, usize))>) -> Vec<(Symbol, (usize, usize))> {
-    sort_dedup(&mut found);
-    found
-}
-
-fn sort_dedup(found: &mut Vec<(Symbol, (usize, usize))>) {
+/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
+/// identifiers: the file's symbols, and the spans of their definitions.
+fn finish(
+    mut found: Vec<(Symbol, (usize, usize))>,
+    text: &str,
+    lang: Lang,
+    root: tree_sitter::Node,
+) -> (FileSymbols, Vec<(usize, usize)>) {
     found.sort_by(|(a, _), (b, _)| {
         (a.start_line, std::cmp::Reverse(a.end_line), &a.name).cmp(&(
             b.start_line,
@@ -252,30 +253,20 @@ fn sort_dedup(found: &mut Vec<(Symbol, (usize, usize))>) {
         ))
     });
     found.dedup_by(|(a, _), (b, _)| a.name == b.name && a.start_line == b.start_line);
-}
-
-/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
-/// identifiers: the file's symbols.
-fn finish(
-    mut found: Vec<(Symbol, (usize, usize))>,
-    text: &str,
-    lang: Lang,
-    root: tree_sitter::Node,
-) -> FileSymbols {
-    sort_dedup(&mut found);
     let lines: Vec<&str> = text.lines().collect();
-    let mut symbols: Vec<Symbol> = found.into_iter().map(|(s, _)| s).collect();
+    let (mut symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
     for sym in &mut symbols {
         sym.doc = doc_above(&lines, sym.start_line as usize, lang);
     }
     let chunks = chunks(&symbols, &lines);
-    FileSymbols {
+    let symbols = FileSymbols {
         symbols,
         imports: imports(&lines, lang),
         idents: identifiers(text),
         chunks,
         has_errors: root.has_error(),
-    }
+    };
+    (symbols, spans)
 }
 
 /// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that

@@ -226,7 +226,7 @@ pub fn build_files(
     let cache_was_valid = cache.is_some() && report.cache_note.is_none();
     let keys: Vec<Option<(u64, u128)>> = files
         .par_iter()
-        .map(|(abs, _)| cache.and(cache::key_of(abs)))
+        .map(|(abs, _)| cache.and_then(|_| cache::key_of(abs)))
         .collect();
     // Hits move out of the loaded cache; the rest is parsed, in parallel.
     let mut hits: Vec<Option<FileEntry>> = files
