@@ -33,6 +33,9 @@ pub struct Index {
     /// Identifier hash → the number of files that use it (for similarity weights).
     #[serde(skip)]
     df: HashMap<u32, u32>,
+    /// Bumped by every change, so that callers can keep what they derived from the index.
+    #[serde(skip)]
+    generation: u64,
 }
 
 /// Counts for `nib index --stats`.
@@ -85,6 +88,7 @@ impl Index {
     /// Puts an already parsed file in (replacing any earlier entry).
     pub fn insert(&mut self, path: &str, entry: FileEntry) {
         self.remove(path);
+        self.generation += 1;
         let id = self.id_of(path);
         for (i, s) in entry.symbols.symbols.iter().enumerate() {
             self.defs
@@ -113,8 +117,14 @@ impl Index {
         self.df.get(&h).copied().unwrap_or(0)
     }
 
+    /// Changes with every insertion or removal.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn remove(&mut self, path: &str) {
         if let Some(old) = self.files.remove(path) {
+            self.generation += 1;
             for h in &old.symbols.idents {
                 if let Some(n) = self.df.get_mut(h) {
                     *n -= 1;

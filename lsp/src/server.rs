@@ -51,6 +51,18 @@ struct State {
     dirty: std::collections::HashSet<String>,
     /// Parses edited documents for the index, incrementally (it keeps their last parse).
     parser: nib_indexer::SymbolParser,
+    /// The index's part of the last request's cross-file context. It depends only on the text
+    /// before the cursor's line and the index, so keystrokes within a line reuse it.
+    index_context: Option<(ContextKey, Vec<(String, String)>)>,
+}
+
+/// What the index's cross-file context was derived from.
+#[derive(PartialEq)]
+struct ContextKey {
+    uri: String,
+    before_line: u64,
+    index_generation: u64,
+    budget: usize,
 }
 
 pub struct Backend {
@@ -85,6 +97,7 @@ pub async fn serve(options: ServeOptions) -> bool {
         index: Arc::new(Mutex::new(nib_indexer::Index::new())),
         dirty: Default::default(),
         parser: Default::default(),
+        index_context: None,
     }));
     let (service, socket) = LspService::build(|client| Backend {
         client,
@@ -332,7 +345,6 @@ impl Backend {
         let (engine, req, position) = {
             let mut s = lock(&self.state);
             refresh_dirty(&mut s, uri);
-            let s = s;
             let Some(open) = s.docs.get(uri) else {
                 return Err(RpcError::invalid_params(format!(
                     "document {uri} is not open"
@@ -364,6 +376,7 @@ impl Backend {
                 return Ok(None);
             }
             let (l, c) = open.doc.position(ci, s.encoding);
+            let files = cross_file_context(&mut s, uri, &text[..line_start]);
             let root = s.root.as_deref();
             let repo_name = root
                 .and_then(|r| r.file_name())
@@ -373,7 +386,7 @@ impl Backend {
                 doc: uri.to_string(),
                 repo_name,
                 path: relative_path(root, uri),
-                files: cross_file_context(&s, uri, &text[..line_start]),
+                files,
                 text,
                 cursor,
                 multiline: s.settings.multiline_mode(),
@@ -447,7 +460,7 @@ use crate::engine::trace;
 /// What the prompt carries from other files: the definitions (in the repository index) of the
 /// names used before the cursor's line, then the other open documents (recently opened files
 /// are likely to be what the user works with), within the configured character budget.
-fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, String)> {
+fn cross_file_context(s: &mut State, uri: &str, before_line: &str) -> Vec<(String, String)> {
     let rel = relative_path(s.root.as_deref(), uri);
     let budget = s.settings.other_files_chars;
     // A file outside the workspace belongs to another project: the index says nothing about it.
@@ -456,28 +469,27 @@ fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, S
         _ => false,
     };
     let mut files = if inside {
-        let index = s.index.lock().unwrap_or_else(|p| p.into_inner());
-        // Similar chunks are read from the open buffer when there is one, else from the disk.
-        let read = |path: &str, first: u32, last: u32| -> Option<String> {
-            if nib_indexer::walk::is_secret(Path::new(path)) {
-                return None;
-            }
-            let open = s
-                .docs
-                .iter()
-                .find(|(u, _)| relative_path(s.root.as_deref(), u) == path)
-                .map(|(_, d)| d.doc.rope.to_string());
-            let text = match open {
-                Some(t) => t,
-                None => nib_indexer::walk::read_source(
-                    &s.root.as_ref()?.join(path),
-                    nib_indexer::walk::DEFAULT_MAX_BYTES,
-                )
-                .ok()?,
-            };
-            nib_indexer::context::lines_of(&text, first, last)
+        let shared = s.index.clone();
+        let index = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let key = ContextKey {
+            uri: uri.to_string(),
+            before_line: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                before_line.hash(&mut h);
+                h.finish()
+            },
+            index_generation: index.generation(),
+            budget,
         };
-        nib_indexer::context::cross_file(&index, &rel, before_line, budget / 2, &read)
+        match &s.index_context {
+            Some((k, files)) if *k == key => files.clone(),
+            _ => {
+                let files = index_context(s, &index, &rel, before_line, budget / 2);
+                s.index_context = Some((key, files.clone()));
+                files
+            }
+        }
     } else {
         Vec::new()
     };
@@ -488,6 +500,37 @@ fn cross_file_context(s: &State, uri: &str, before_line: &str) -> Vec<(String, S
         files.push((path, text));
     }
     files
+}
+
+/// Definitions and similar code from the index; similar chunks are read from the open buffer
+/// when there is one, else from the disk.
+fn index_context(
+    s: &State,
+    index: &nib_indexer::Index,
+    rel: &str,
+    before_line: &str,
+    budget: usize,
+) -> Vec<(String, String)> {
+    let read = |path: &str, first: u32, last: u32| -> Option<String> {
+        if nib_indexer::walk::is_secret(Path::new(path)) {
+            return None;
+        }
+        let open = s
+            .docs
+            .iter()
+            .find(|(u, _)| relative_path(s.root.as_deref(), u) == path)
+            .map(|(_, d)| d.doc.rope.to_string());
+        let text = match open {
+            Some(t) => t,
+            None => nib_indexer::walk::read_source(
+                &s.root.as_ref()?.join(path),
+                nib_indexer::walk::DEFAULT_MAX_BYTES,
+            )
+            .ok()?,
+        };
+        nib_indexer::context::lines_of(&text, first, last)
+    };
+    nib_indexer::context::cross_file(index, rel, before_line, budget, &read)
 }
 
 /// Re-parses the open documents edited since the last request (other than `current`) into the
