@@ -141,31 +141,51 @@ pub fn generate(
     generate_with_draft(session, None, tok, prompt, params, cancel)
 }
 
-/// Greedy tokens from a draft model: `draft` is brought to `context` (its cached common prefix
-/// kept), then runs `k` steps from it. The draft model must share the target's vocabulary.
+/// Brings `session` to `tokens`: the cached common prefix stays (at least the last token is fed,
+/// for its logits), the rest is prefilled in chunks of `chunk`, with `cancel` checked between
+/// them. Returns the tokens reused and the logits after the last token.
+fn prefill(
+    session: &mut dyn Session,
+    tokens: &[u32],
+    chunk: usize,
+    cancel: &CancelToken,
+) -> Result<(usize, Vec<f32>)> {
+    let common = crate::pool::common_prefix(session.tokens(), tokens).min(tokens.len() - 1);
+    session.truncate(common)?;
+    let mut logits = Vec::new();
+    let chunks: Vec<&[u32]> = tokens[common..].chunks(chunk.max(1)).collect();
+    for (c, piece) in chunks.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        if c + 1 < chunks.len() {
+            session.feed_all(piece, 0, cancel)?;
+        } else {
+            logits = session.feed(piece, cancel)?;
+        }
+    }
+    Ok((common, logits))
+}
+
+/// Greedy tokens from a draft model: `draft` is brought to `context` ([`prefill`]), then runs
+/// `k` steps from it. The draft model must share the target's vocabulary.
 fn draft_model_tokens(
     draft: &mut dyn Session,
     context: &[u32],
     k: usize,
-    banned: &[u32],
+    params: &GenerateParams,
     cancel: &CancelToken,
 ) -> Result<Vec<u32>> {
-    let common = common_prefix(draft.tokens(), context).min(context.len() - 1);
-    draft.truncate(common)?;
-    let mut logits = draft.feed(&context[common..], cancel)?;
+    let (_, mut logits) = prefill(draft, context, params.prefill_chunk, cancel)?;
     let mut out = Vec::with_capacity(k);
     while out.len() < k && draft.tokens().len() < draft.context_length() {
-        let t = argmax(&logits, banned);
+        let t = argmax(&logits, &params.banned);
         out.push(t);
         if out.len() < k {
             logits = draft.feed(&[t], cancel)?;
         }
     }
     Ok(out)
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// [`generate`], with speculation by a draft model when `draft` is given and
@@ -186,32 +206,10 @@ pub fn generate_with_draft(
     let (prompt, warning) = fit_context(prompt, params.max_tokens, session.context_length());
     let prompt = &prompt[..];
     let t0 = Instant::now();
-    // Reuse the cached common prefix, but always feed at least one token to get logits.
-    let common = session
-        .tokens()
-        .iter()
-        .zip(prompt)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(prompt.len() - 1);
-    session.truncate(common)?;
-    let mut logits = Vec::new();
-    let chunks: Vec<&[u32]> = prompt[common..]
-        .chunks(params.prefill_chunk.max(1))
-        .collect();
-    for (c, chunk) in chunks.iter().enumerate() {
-        if cancel.is_cancelled() {
-            return Err(ModelError::Cancelled);
-        }
-        if c + 1 < chunks.len() {
-            session.feed_all(chunk, 0, cancel)?;
-        } else {
-            logits = session.feed(chunk, cancel)?;
-        }
-    }
+    let (common, mut logits) = prefill(session, prompt, params.prefill_chunk, cancel)?;
     // The draft model reads the prompt now too, so that drafting starts at once.
     if let (Some(d), true) = (draft_session.as_deref_mut(), params.draft_len > 0) {
-        draft_model_tokens(d, prompt, 0, &params.banned, cancel)?;
+        draft_model_tokens(d, prompt, 0, params, cancel)?;
     }
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
@@ -260,7 +258,7 @@ pub fn generate_with_draft(
             context.push(next);
             let k = params.draft_len.min(room - 1);
             match draft_session.as_deref_mut() {
-                Some(d) => draft_model_tokens(d, &context, k, &params.banned, cancel)?,
+                Some(d) => draft_model_tokens(d, &context, k, params, cancel)?,
                 None => lookup_draft(&context, k),
             }
         } else {
