@@ -54,20 +54,8 @@ fn neovim_shows_and_accepts_a_suggestion_that_knows_the_other_file() {
         .spawn()
         .expect("start nvim");
     let status = common::wait_child(&mut child, Duration::from_secs(240), "nvim");
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from nvim ({status}): {e}")),
-    )
-    .unwrap();
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = common::read_report(&out, status, "nvim");
     assert!(status.success() && report["ok"] == true, "{report}");
 
-    let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
-    let line = saved.lines().nth(4).unwrap().to_string();
-    assert!(line.starts_with("    let histogram = "), "{line:?}");
-    assert!(
-        line.contains("word_histogram("),
-        "the suggestion ignored lib.rs: {line:?}"
-    );
-    syn::parse_file(&saved)
-        .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+    common::assert_histogram_accepted(root);
 }

@@ -84,11 +84,7 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
         .spawn()
         .expect("start node");
     let status = common::wait_child(&mut child, Duration::from_secs(480), "the VS Code test");
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&out).unwrap_or_else(|e| panic!("no report from run.mjs ({status}): {e}")),
-    )
-    .unwrap();
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let report = common::read_report(&out, status, "run.mjs");
     assert!(
         status.success() && report["ok"] == true,
         "the VS Code test failed (screenshot and code-server log in {}): {}",
@@ -96,15 +92,7 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
         report["error"]
     );
 
-    let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
-    let line = saved.lines().nth(4).unwrap().to_string();
-    assert!(line.starts_with("    let histogram = "), "{line:?}");
-    assert!(
-        line.contains("word_histogram("),
-        "the suggestion ignored lib.rs: {line:?}"
-    );
-    syn::parse_file(&saved)
-        .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+    common::assert_histogram_accepted(root);
 
     // The acceptance reached the server (the item's `nib.accept` command, run by VS Code).
     let stats: serde_json::Value =

@@ -33,6 +33,33 @@ pub fn wait_child(
     }
 }
 
+/// The JSON report an editor test's driver wrote to `out` (printed for the log).
+pub fn read_report(
+    out: &std::path::Path,
+    status: std::process::ExitStatus,
+    driver: &str,
+) -> serde_json::Value {
+    let bytes =
+        std::fs::read(out).unwrap_or_else(|e| panic!("no report from {driver} ({status}): {e}"));
+    let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    report
+}
+
+/// The editor tests' check of the saved `src/main.rs`: line 5 got a suggestion that calls
+/// `word_histogram` (defined only in `src/lib.rs`), and the file parses.
+pub fn assert_histogram_accepted(root: &std::path::Path) {
+    let saved = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
+    let line = saved.lines().nth(4).unwrap().to_string();
+    assert!(line.starts_with("    let histogram = "), "{line:?}");
+    assert!(
+        line.contains("word_histogram("),
+        "the suggestion ignored lib.rs: {line:?}"
+    );
+    syn::parse_file(&saved)
+        .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
