@@ -7,6 +7,19 @@ use candle_core::{Device, Module, Tensor};
 use nib_model::gguf::GgufFile;
 use nib_model::kernels::{self, Format, QWeight};
 
+/// A tensor's values, flattened.
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// `x · wᵀ` by nib's kernel.
+fn nib_matmul(x: &Tensor, w: &QWeight) -> Vec<f32> {
+    let m = x.dim(0).unwrap();
+    let mut out = vec![0f32; m * w.n];
+    kernels::matmul(&flat(x), m, w, &mut out);
+    out
+}
+
 /// The relative error of `b` against the reference `a`: ‖a − b‖ / ‖a‖.
 fn rel(a: &[f32], b: &[f32]) -> f64 {
     let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(s, d), (x, y)| {
@@ -30,21 +43,7 @@ fn q5_0_kernel_matches_candle_on_real_weights() {
         let theirs = QMatMul::from_qtensor(t).unwrap();
         for m in [1, 9] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-            let want = theirs
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let mut got = vec![0f32; m * n];
-            kernels::matmul(
-                &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                m,
-                &ours,
-                &mut got,
-            );
-            let e = rel(&want, &got);
+            let e = rel(&flat(&theirs.forward(&x).unwrap()), &nib_matmul(&x, &ours));
             assert!(e <= 1e-3, "{name} m={m}: relative error {e}");
         }
     }
@@ -70,37 +69,13 @@ fn q6_k_requantized_to_q8_0_matches_candle_on_real_weights() {
         let t = g.tensor(&name, &dev).unwrap();
         let (n, k) = t.shape().dims2().unwrap();
         let w = t.dequantize(&dev).unwrap();
-        let ours = QWeight::new(
-            Format::Q8_0,
-            n,
-            k,
-            kernels::quantize_q8_0(&w.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
-        )
-        .unwrap();
+        let ours = QWeight::new(Format::Q8_0, n, k, kernels::quantize_q8_0(&flat(&w))).unwrap();
         let theirs = QMatMul::from_qtensor(t).unwrap();
         let m = 5;
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let want = theirs
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let exact = x
-            .matmul(&w.t().unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let mut got = vec![0f32; m * n];
-        kernels::matmul(
-            &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            m,
-            &ours,
-            &mut got,
-        );
+        let want = flat(&theirs.forward(&x).unwrap());
+        let exact = flat(&x.matmul(&w.t().unwrap()).unwrap());
+        let got = nib_matmul(&x, &ours);
         let (vs_candle, vs_exact, candle_vs_exact) =
             (rel(&want, &got), rel(&exact, &got), rel(&exact, &want));
         eprintln!("{name}: vs candle {vs_candle:.2e}, vs f32 {vs_exact:.2e} (candle vs f32 {candle_vs_exact:.2e})");
@@ -130,18 +105,9 @@ fn q4_k_batches_are_bit_identical_to_their_rows() {
     let k = g.content.tensor_infos[&name].shape.dims()[1];
     for m in [2usize, 5, 16] {
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let batch = q
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let batch = flat(&q.forward(&x).unwrap());
         let rows: Vec<f32> = (0..m)
-            .flat_map(|r| {
-                let row = q.forward(&x.narrow(0, r, 1).unwrap()).unwrap();
-                row.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            })
+            .flat_map(|r| flat(&q.forward(&x.narrow(0, r, 1).unwrap()).unwrap()))
             .collect();
         assert!(
             batch
