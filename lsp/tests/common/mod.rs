@@ -60,6 +60,35 @@ pub fn assert_histogram_accepted(root: &std::path::Path) {
         .unwrap_or_else(|e| panic!("the saved file does not parse: {e}\n{saved}"));
 }
 
+/// nib's cache directory, where the scripts put the tools the tests drive:
+/// `$XDG_CACHE_HOME/nib`, else `~/.cache/nib`.
+pub fn nib_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".cache"))
+        .join("nib")
+}
+
+/// A tool a test drives: `$var` when set, else `default`; missing, it fails with the script that
+/// fetches it.
+pub fn tool(var: &str, default: PathBuf, what: &str, script: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    present(path, what, &format!("run `{script}` (or set {var})"))
+}
+
+/// `path`, which must exist; missing, the test fails saying how to get it.
+pub fn present(path: PathBuf, what: &str, how: &str) -> PathBuf {
+    assert!(path.exists(), "no {what} at {}: {how}", path.display());
+    path
+}
+
+/// `$var` when set, else `name` in nib's cache directory.
+pub fn cache_dir(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| nib_cache().join(name))
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
