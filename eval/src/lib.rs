@@ -10,5 +10,8 @@
 //! or a path given by flag, never copied into the repository. Results are appended to a JSON-lines
 //! file as they come, so an interrupted run resumes where it stopped.
 
+pub mod humaneval;
 pub mod replay;
+pub mod run;
+pub mod sandbox;
 pub mod santacoder;

@@ -1,6 +1,8 @@
 //! `nib-eval`: benchmarks through the same completion pipeline the editor uses.
 
 use clap::{Parser, Subcommand};
+use nib_eval::humaneval;
+use nib_eval::run::{run_tasks, Record, Selection};
 use nib_eval::santacoder::{self, Outcome};
 use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
 use nib_model::{BackendKind, CancelToken};
@@ -35,6 +37,21 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
     },
+    /// HumanEval infilling (1033 single-line or 5815 multi-line tasks), executed: pass@1 and exact match.
+    HumanevalInfill {
+        #[arg(long, value_enum, default_value = "single")]
+        kind: humaneval::Kind,
+        /// HumanEval.jsonl.gz (default: ../shared/benchmarks beside the repo).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        select: Selection,
+        /// Results, one JSON object per task (default: eval/reports/humaneval-KIND.jsonl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Typing replay through a real `nib serve`: latency, model calls, typing-through, keystrokes saved.
     Replay {
         /// Source files to type into (real files; see the README for the set the figures use).
@@ -64,6 +81,55 @@ enum Command {
     },
 }
 
+/// Which model runs the tasks.
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// GGUF model (default: $NIB_MODEL, else the default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
+}
+
+impl ModelArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(match &self.model {
+            Some(m) => m.clone(),
+            None => nib_model::fetch::model_from_env()?,
+        })
+    }
+
+    /// What the results file records about the model: its file name and size.
+    fn describe(&self) -> anyhow::Result<serde_json::Value> {
+        let path = self.path()?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok(serde_json::json!({
+            "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "model_bytes": size,
+            "backend": format!("{:?}", self.backend).to_lowercase(),
+        }))
+    }
+
+    /// A completer for whole-task prompts: the benchmark's text is never cut.
+    fn completer(&self, max_tokens: usize) -> anyhow::Result<Completer> {
+        let engine = nib_model::load_backend(self.backend, &self.path()?)?;
+        let config = CompleterConfig {
+            prefix_tokens: 4096,
+            suffix_tokens: 4096,
+            max_tokens_single: max_tokens,
+            max_tokens_multi: max_tokens,
+            ..Default::default()
+        };
+        Ok(Completer::new(engine, config)?)
+    }
+}
+
+fn default_data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/benchmarks")
+        .join(name)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -84,6 +150,13 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             model,
             backend,
         } => santacoder_fim(data, per_language, out, model, backend),
+        Command::HumanevalInfill {
+            kind,
+            data,
+            select,
+            out,
+            model,
+        } => humaneval_infill(kind, data, select, out, model),
         Command::Replay {
             files,
             cps,
@@ -279,5 +352,106 @@ fn santacoder_fim(
     }
     let mean = outcomes.iter().map(|o| o.latency_ms).sum::<f64>() / outcomes.len().max(1) as f64;
     println!("\nmean latency per task: {:.0} ms", mean);
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InfillOutcome {
+    id: String,
+    completion: String,
+    passed: bool,
+    exact: bool,
+    verdict: nib_eval::sandbox::Verdict,
+    prompt_tokens: usize,
+    latency_ms: f64,
+}
+
+impl Record for InfillOutcome {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+fn humaneval_infill(
+    kind: humaneval::Kind,
+    data: Option<PathBuf>,
+    select: Selection,
+    out: Option<PathBuf>,
+    model: ModelArgs,
+) -> anyhow::Result<()> {
+    let name = match kind {
+        humaneval::Kind::Single => "single",
+        humaneval::Kind::Multi => "multi",
+    };
+    let data = data.unwrap_or_else(|| default_data("HumanEval.jsonl.gz"));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("eval/reports/humaneval-{name}.jsonl")));
+    let problems: Vec<humaneval::Problem> = humaneval::load_jsonl_gz(&data)?;
+    let tasks = select.apply(humaneval::tasks(&problems, kind));
+    let max_tokens = match kind {
+        humaneval::Kind::Single => 64,
+        humaneval::Kind::Multi => 256,
+    };
+    let meta = serde_json::json!({
+        "bench": format!("humaneval-infill-{name}"),
+        "model": model.describe()?,
+        "max_tokens": max_tokens,
+    });
+    let sandbox = nib_eval::sandbox::Sandbox::new();
+    let mut completer = None;
+    let results = run_tasks(
+        &out,
+        &meta,
+        &tasks,
+        |t| t.id.clone(),
+        |task| {
+            let c = match &mut completer {
+                Some(c) => c,
+                None => completer.insert(model.completer(max_tokens)?),
+            };
+            let text = format!("{}{}", task.prefix, task.suffix);
+            let req = CompletionRequest {
+                repo_name: "",
+                path: "",
+                text: &text,
+                cursor: task.prefix.len(),
+                multiline: match kind {
+                    humaneval::Kind::Single => Multiline::Never,
+                    humaneval::Kind::Multi => Multiline::Always,
+                },
+                max_tokens: None,
+                files: &[],
+            };
+            let t = Instant::now();
+            let completion = c.complete(&req, &CancelToken::new())?;
+            let latency_ms = t.elapsed().as_secs_f64() * 1e3;
+            let filled = humaneval::fill(kind, &completion.text);
+            let run = humaneval::execute(&sandbox, task, &filled);
+            Ok(InfillOutcome {
+                id: task.id.clone(),
+                passed: run.verdict == nib_eval::sandbox::Verdict::Passed,
+                exact: humaneval::exact(task, &filled),
+                verdict: run.verdict,
+                completion: completion.text,
+                prompt_tokens: completion.prompt_tokens,
+                latency_ms,
+            })
+        },
+        |done| {
+            let p = done.iter().filter(|r| r.passed).count();
+            format!("pass@1 {:.1}%", 100.0 * p as f64 / done.len().max(1) as f64)
+        },
+    )?;
+    let n = results.len().max(1) as f64;
+    let passed = results.iter().filter(|r| r.passed).count();
+    let exact = results.iter().filter(|r| r.exact).count();
+    println!("| benchmark | tasks | pass@1 | exact match |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| humaneval-infill {name} {} | {} | {:.1} | {:.1} |",
+        select.describe(),
+        results.len(),
+        100.0 * passed as f64 / n,
+        100.0 * exact as f64 / n
+    );
     Ok(())
 }
