@@ -11,6 +11,7 @@
 //! file as they come, so an interrupted run resumes where it stopped.
 
 pub mod humaneval;
+pub mod humaneval_rust;
 pub mod replay;
 pub mod run;
 pub mod sandbox;

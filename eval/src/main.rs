@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use nib_eval::humaneval;
-use nib_eval::run::{run_tasks, Record, Selection};
+use nib_eval::run::{run_batches, run_tasks, Record, Selection};
 use nib_eval::santacoder::{self, Outcome};
 use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
 use nib_model::{BackendKind, CancelToken};
@@ -49,6 +49,25 @@ enum Command {
         /// Results, one JSON object per task (default: eval/reports/humaneval-KIND.jsonl).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// HumanEval-X Rust single-line infilling (2198 tasks), compiled and tested with cargo.
+    HumanevalRust {
+        /// humaneval-x-rust.jsonl.gz (default: ../shared/benchmarks beside the repo).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        select: Selection,
+        /// Results (default: eval/reports/humaneval-rust.jsonl).
+        #[arg(long, default_value = "eval/reports/humaneval-rust.jsonl")]
+        out: PathBuf,
+        /// The prepared crate (default: nib's cache dir, eval/humaneval-rust).
+        #[arg(long)]
+        crate_dir: Option<PathBuf>,
+        /// Programs compiled together.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -157,6 +176,14 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             out,
             model,
         } => humaneval_infill(kind, data, select, out, model),
+        Command::HumanevalRust {
+            data,
+            select,
+            out,
+            crate_dir,
+            batch,
+            model,
+        } => humaneval_rust(data, select, out, crate_dir, batch, model),
         Command::Replay {
             files,
             cps,
@@ -452,6 +479,129 @@ fn humaneval_infill(
         results.len(),
         100.0 * passed as f64 / n,
         100.0 * exact as f64 / n
+    );
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RustOutcome {
+    id: String,
+    completion: String,
+    brace_only: bool,
+    passed: bool,
+    exact: bool,
+    verdict: nib_eval::sandbox::Verdict,
+    /// The compiler's or the tests' last words when it did not pass.
+    why: String,
+    prompt_tokens: usize,
+    latency_ms: f64,
+}
+
+impl Record for RustOutcome {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+fn humaneval_rust(
+    data: Option<PathBuf>,
+    select: Selection,
+    out: PathBuf,
+    crate_dir: Option<PathBuf>,
+    batch: usize,
+    model: ModelArgs,
+) -> anyhow::Result<()> {
+    use nib_eval::humaneval_rust as hr;
+    let data = data.unwrap_or_else(|| default_data("humaneval-x-rust.jsonl.gz"));
+    let problems: Vec<hr::Problem> = humaneval::load_jsonl_gz(&data)?;
+    let tasks = select.apply(hr::tasks(&problems));
+    let meta = serde_json::json!({
+        "bench": "humaneval-rust-single",
+        "model": model.describe()?,
+        "max_tokens": 64,
+    });
+    let krate = hr::Crate::prepare(&crate_dir.unwrap_or_else(hr::default_crate_dir))?;
+    let sandbox = nib_eval::sandbox::Sandbox::new();
+    let mut completer = None;
+    let results = run_batches(
+        &out,
+        &meta,
+        &tasks,
+        |t| t.id.clone(),
+        batch,
+        |chunk| {
+            let c = match &mut completer {
+                Some(c) => c,
+                None => completer.insert(model.completer(64)?),
+            };
+            let mut done = Vec::new();
+            for task in chunk {
+                let text = format!("{}{}", task.prefix, task.suffix);
+                let req = CompletionRequest {
+                    repo_name: "",
+                    path: "",
+                    text: &text,
+                    cursor: task.prefix.len(),
+                    multiline: Multiline::Never,
+                    max_tokens: None,
+                    files: &[],
+                };
+                let t = Instant::now();
+                let completion = c.complete(&req, &CancelToken::new())?;
+                done.push((completion, t.elapsed().as_secs_f64() * 1e3));
+            }
+            let filled: Vec<String> = done
+                .iter()
+                .map(|(c, _)| humaneval::fill(humaneval::Kind::Single, &c.text))
+                .collect();
+            let programs: Vec<String> = chunk
+                .iter()
+                .zip(&filled)
+                .map(|(t, f)| hr::program(t, f))
+                .collect();
+            let checked = krate.check(&sandbox, &programs);
+            Ok(chunk
+                .iter()
+                .zip(done)
+                .zip(filled)
+                .zip(checked)
+                .map(|(((task, (c, ms)), f), (verdict, output))| {
+                    let passed = verdict == nib_eval::sandbox::Verdict::Passed;
+                    RustOutcome {
+                        id: task.id.clone(),
+                        brace_only: task.brace_only(),
+                        exact: f.trim() == task.middle.trim(),
+                        why: if passed { String::new() } else { output },
+                        passed,
+                        verdict,
+                        completion: c.text,
+                        prompt_tokens: c.prompt_tokens,
+                        latency_ms: ms,
+                    }
+                })
+                .collect())
+        },
+        |done| {
+            let p = done.iter().filter(|r| r.passed).count();
+            format!("pass@1 {:.1}%", 100.0 * p as f64 / done.len().max(1) as f64)
+        },
+    )?;
+    let rate = |rs: &[&RustOutcome]| {
+        100.0 * rs.iter().filter(|r| r.passed).count() as f64 / rs.len().max(1) as f64
+    };
+    let all: Vec<&RustOutcome> = results.iter().collect();
+    let no_braces: Vec<&RustOutcome> = results.iter().filter(|r| !r.brace_only).collect();
+    println!(
+        "| benchmark | tasks | pass@1 | tasks without brace-only lines | pass@1 without them |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| humaneval-rust single {} | {} | {:.1} | {} | {:.1} |",
+        select.describe(),
+        all.len(),
+        rate(&all),
+        no_braces.len(),
+        rate(&no_braces)
     );
     Ok(())
 }

@@ -94,6 +94,28 @@ pub fn run_tasks<T, R: Record>(
     mut work: impl FnMut(&T) -> anyhow::Result<R>,
     progress_line: impl Fn(&[R]) -> String,
 ) -> anyhow::Result<Vec<R>> {
+    run_batches(
+        out,
+        meta,
+        tasks,
+        id,
+        1,
+        |batch| work(batch[0]).map(|r| vec![r]),
+        progress_line,
+    )
+}
+
+/// [`run_tasks`] for work that is cheaper in batches (compiling many programs at once): `work`
+/// gets up to `batch` unfinished tasks and returns their results in the same order.
+pub fn run_batches<T, R: Record>(
+    out: &Path,
+    meta: &serde_json::Value,
+    tasks: &[T],
+    id: impl Fn(&T) -> String,
+    batch: usize,
+    mut work: impl FnMut(&[&T]) -> anyhow::Result<Vec<R>>,
+    progress_line: impl Fn(&[R]) -> String,
+) -> anyhow::Result<Vec<R>> {
     let mut done: Vec<R> = Vec::new();
     match std::fs::read_to_string(out) {
         Ok(text) => {
@@ -153,15 +175,25 @@ pub fn run_tasks<T, R: Record>(
         }
         let start = Instant::now();
         let mut new: Vec<R> = Vec::new();
-        for (k, task) in todo.iter().enumerate() {
-            let r = work(task)?;
-            writeln!(file, "{}", serde_json::to_string(&r)?)?;
-            new.push(r);
-            bar.inc(1);
+        let mut reported = 0;
+        for chunk in todo.chunks(batch.max(1)) {
+            let rs = work(chunk)?;
+            anyhow::ensure!(
+                rs.len() == chunk.len(),
+                "a batch returned {} results for {} tasks",
+                rs.len(),
+                chunk.len()
+            );
+            for r in rs {
+                writeln!(file, "{}", serde_json::to_string(&r)?)?;
+                new.push(r);
+            }
+            bar.inc(chunk.len() as u64);
             let line = progress_line(&new);
             bar.set_message(line.clone());
-            let n = k + 1;
-            if !tty && (n % 25 == 0 || n == todo.len()) {
+            let n = new.len();
+            if !tty && (n >= reported + 25 || n == todo.len()) {
+                reported = n;
                 let per = start.elapsed().as_secs_f64() / n as f64;
                 eprintln!(
                     "  {n}/{} done, {per:.2} s/task, eta {:.0} s, {line}",
