@@ -13,6 +13,8 @@
 pub mod humaneval;
 pub mod humaneval_rust;
 pub mod replay;
+pub mod repo_rust;
+pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod santacoder;

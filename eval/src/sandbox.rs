@@ -372,10 +372,8 @@ mod tests {
         let sb = Sandbox::new();
         let name = format!("bomb{}.py", std::process::id());
         // Children leave the process group and outlive the parent; all must die.
-        let code = format!(
-            "import os, time\nfor _ in range(100000):\n    try:\n        if os.fork() == 0:\n            os.setsid()\n            time.sleep(60)\n            os._exit(0)\n    except OSError:\n        pass\nwhile True:\n    pass\n"
-        );
-        let r = python_named(&sb, &name, &code);
+        let code = "import os, time\nfor _ in range(100000):\n    try:\n        if os.fork() == 0:\n            os.setsid()\n            time.sleep(60)\n            os._exit(0)\n    except OSError:\n        pass\nwhile True:\n    pass\n";
+        let r = python_named(&sb, &name, code);
         assert_eq!(r.verdict, Verdict::TimedOut, "{}", r.output);
         // Nothing the bomb started is left running.
         std::thread::sleep(Duration::from_millis(200));

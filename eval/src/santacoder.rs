@@ -33,9 +33,9 @@ pub struct Outcome {
     pub latency_ms: f64,
 }
 
-impl Outcome {
-    pub fn key(&self) -> (&str, &str) {
-        (&self.language, &self.name)
+impl crate::run::Record for Outcome {
+    fn id(&self) -> String {
+        format!("{}/{}", self.language, self.name)
     }
 }
 

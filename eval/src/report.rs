@@ -1,0 +1,347 @@
+//! Reports: each benchmark run ends in a summary written three ways under `eval/reports/` —
+//! `NAME.json` (what `nib-eval compare` and the README table read), `NAME.md` (a Markdown table
+//! with the command line that produced it) and `NAME.svg` (the headline metric by condition; a
+//! latency CDF as `NAME-latency.svg` when the run measured latency).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One line of a summary: a condition or a language, with its task count and metrics (percent
+/// for rates, milliseconds for latencies).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    pub label: String,
+    pub tasks: usize,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// The file stem: `santacoder-fim`, `repo-rust`…
+    pub name: String,
+    pub title: String,
+    /// The command line that produced it.
+    pub command: String,
+    /// What the results file records about the run (model, settings).
+    pub meta: serde_json::Value,
+    /// The metric columns, in order; the first is the headline.
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    /// Per-task latencies (ms), for the CDF; empty when not measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latencies_ms: Vec<f64>,
+    /// Free text under the table (what the figures mean, a published reference).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// The command line of this process, as a user would type it.
+pub fn command_line() -> String {
+    let mut args = std::env::args();
+    let first = args
+        .next()
+        .map(|a| {
+            Path::new(&a)
+                .file_name()
+                .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    std::iter::once(first)
+        .chain(args.map(|a| {
+            if a.contains([' ', '"', '\'', '{']) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Summary {
+    pub fn markdown(&self) -> String {
+        let mut s = format!("### {}\n\n", self.title);
+        let _ = writeln!(s, "| | tasks | {} |", self.columns.join(" | "));
+        let _ = writeln!(s, "| --- | ---: |{}", " ---: |".repeat(self.columns.len()));
+        for r in &self.rows {
+            let cells: Vec<String> = self
+                .columns
+                .iter()
+                .map(|c| {
+                    r.metrics
+                        .get(c)
+                        .map_or("–".into(), |v| format_metric(c, *v))
+                })
+                .collect();
+            let _ = writeln!(s, "| {} | {} | {} |", r.label, r.tasks, cells.join(" | "));
+        }
+        s.push('\n');
+        for n in &self.notes {
+            let _ = writeln!(s, "{n}\n");
+        }
+        let _ = writeln!(s, "`{}`", self.command);
+        s
+    }
+
+    /// Writes `NAME.json`, `NAME.md`, `NAME.svg` (and `NAME-latency.svg`) into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        let mut put = |name: String, text: String| -> anyhow::Result<()> {
+            let p = dir.join(name);
+            std::fs::write(&p, text)?;
+            written.push(p);
+            Ok(())
+        };
+        put(
+            format!("{}.json", self.name),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        put(format!("{}.md", self.name), self.markdown())?;
+        if let Some(headline) = self.columns.first() {
+            put(
+                format!("{}.svg", self.name),
+                bars_svg(&self.title, headline, &self.rows),
+            )?;
+        }
+        if !self.latencies_ms.is_empty() {
+            put(
+                format!("{}-latency.svg", self.name),
+                cdf_svg(&format!("{}: latency", self.title), &self.latencies_ms),
+            )?;
+        }
+        Ok(written)
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Summary> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a nib-eval summary: {e}", path.display()))
+    }
+}
+
+fn format_metric(name: &str, v: f64) -> String {
+    if name.ends_with("ms") || name.contains("tokens") {
+        format!("{v:.0}")
+    } else if name.contains("per keystroke") {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// `B` beside `A`, row by row (matched by label) and metric by metric, with the difference.
+pub fn compare(a: &Summary, b: &Summary) -> String {
+    let mut s = format!(
+        "| row | metric | {} | {} | Δ |\n| --- | --- | ---: | ---: | ---: |\n",
+        a.name, b.name
+    );
+    let columns: Vec<&String> = a
+        .columns
+        .iter()
+        .chain(b.columns.iter().filter(|c| !a.columns.contains(c)))
+        .collect();
+    for ra in &a.rows {
+        let rb = b.rows.iter().find(|r| r.label == ra.label);
+        for c in &columns {
+            let va = ra.metrics.get(*c);
+            let vb = rb.and_then(|r| r.metrics.get(*c));
+            let cell = |v: Option<&f64>| v.map_or("–".to_string(), |v| format_metric(c, *v));
+            let delta = match (va, vb) {
+                (Some(x), Some(y)) => format!("{:+.1}", y - x),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {c} | {} | {} | {delta} |",
+                ra.label,
+                cell(va),
+                cell(vb)
+            );
+        }
+    }
+    for rb in b
+        .rows
+        .iter()
+        .filter(|r| !a.rows.iter().any(|ra| ra.label == r.label))
+    {
+        let _ = writeln!(s, "| {} | (only in {}) | | | |", rb.label, b.name);
+    }
+    s
+}
+
+/// Rewrites the part of `readme` between `<!-- nib-eval:results -->` and
+/// `<!-- /nib-eval:results -->` with the Markdown of `summaries`.
+pub fn splice_readme(readme: &str, summaries: &[Summary]) -> anyhow::Result<String> {
+    const OPEN: &str = "<!-- nib-eval:results -->";
+    const CLOSE: &str = "<!-- /nib-eval:results -->";
+    let (Some(a), Some(b)) = (readme.find(OPEN), readme.find(CLOSE)) else {
+        anyhow::bail!("the README has no {OPEN} … {CLOSE} section");
+    };
+    anyhow::ensure!(a < b, "{CLOSE} comes before {OPEN}");
+    let body: Vec<String> = summaries.iter().map(Summary::markdown).collect();
+    Ok(format!(
+        "{}{OPEN}\n{}\n{}",
+        &readme[..a],
+        body.join("\n"),
+        &readme[b..]
+    ))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A horizontal bar per row: the headline metric.
+pub fn bars_svg(title: &str, metric: &str, rows: &[Row]) -> String {
+    let (w, bar_h, left, top) = (640.0, 24.0, 150.0, 40.0);
+    let h = top + rows.len() as f64 * (bar_h + 8.0) + 30.0;
+    let max = rows
+        .iter()
+        .filter_map(|r| r.metrics.get(metric))
+        .fold(0.0f64, |a, &b| a.max(b))
+        .max(1e-9);
+    let scale = if max <= 100.0 { 100.0 } else { max };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}: {}</text>\n",
+        esc(title),
+        esc(metric)
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + 8.0);
+        let v = r.metrics.get(metric).copied().unwrap_or(0.0);
+        let bw = (w - left - 70.0) * v / scale;
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"#4c78a8\"/><text x=\"{:.1}\" y=\"{:.0}\">{}</text>",
+            left - 8.0,
+            y + 17.0,
+            esc(&r.label),
+            left + bw + 6.0,
+            y + 17.0,
+            format_metric(metric, v)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The share of requests answered within x ms.
+pub fn cdf_svg(title: &str, latencies_ms: &[f64]) -> String {
+    let mut v: Vec<f64> = latencies_ms
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let (w, h, left, bottom, top, right) = (640.0, 360.0, 60.0, 40.0, 40.0, 20.0);
+    let max = v.last().copied().unwrap_or(1.0).max(1.0);
+    let px = |x: f64| left + (w - left - right) * x / max;
+    let py = |q: f64| h - bottom - (h - top - bottom) * q;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n",
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    );
+    for q in [0.0, 0.5, 0.95, 1.0] {
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.0}\" text-anchor=\"end\">{:.0}%</text>",
+            left - 6.0,
+            py(q) + 4.0,
+            q * 100.0
+        );
+    }
+    for k in 0..=4 {
+        let x = max * k as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.0}\" y=\"{}\" text-anchor=\"middle\">{x:.0} ms</text>",
+            px(x),
+            h - bottom + 18.0
+        );
+    }
+    let n = v.len().max(1) as f64;
+    let points: Vec<String> = v
+        .iter()
+        .enumerate()
+        .map(|(i, x)| format!("{:.1},{:.1}", px(*x), py((i + 1) as f64 / n)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#4c78a8\" stroke-width=\"2\" points=\"{}\"/>\n</svg>",
+        points.join(" ")
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str, exact: f64) -> Summary {
+        Summary {
+            name: name.into(),
+            title: format!("{name} title"),
+            command: "nib-eval x --limit 3".into(),
+            meta: serde_json::json!({}),
+            columns: vec!["exact match".into(), "latency ms".into()],
+            rows: vec![Row {
+                label: "all".into(),
+                tasks: 3,
+                metrics: [
+                    ("exact match".to_string(), exact),
+                    ("latency ms".to_string(), 812.4),
+                ]
+                .into_iter()
+                .collect(),
+            }],
+            latencies_ms: vec![500.0, 812.4, 1200.0],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_and_files() {
+        let s = summary("demo", 66.666);
+        assert_eq!(
+            s.markdown(),
+            "### demo title\n\n| | tasks | exact match | latency ms |\n| --- | ---: | ---: | ---: |\n| all | 3 | 66.7 | 812 |\n\n`nib-eval x --limit 3`\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let files = s.write(dir.path()).unwrap();
+        assert_eq!(files.len(), 4);
+        assert_eq!(Summary::read(&dir.path().join("demo.json")).unwrap(), s);
+        let svg = std::fs::read_to_string(dir.path().join("demo-latency.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    }
+
+    #[test]
+    fn comparing_two_runs() {
+        let text = compare(&summary("a", 50.0), &summary("b", 62.5));
+        assert!(
+            text.contains("| all | exact match | 50.0 | 62.5 | +12.5 |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_readme_section_is_replaced() {
+        let readme = "intro\n<!-- nib-eval:results -->\nold\n<!-- /nib-eval:results -->\nrest\n";
+        let out = splice_readme(readme, &[summary("a", 1.0)]).unwrap();
+        assert!(out.starts_with("intro\n<!-- nib-eval:results -->\n### a title"));
+        assert!(out.ends_with("<!-- /nib-eval:results -->\nrest\n") && !out.contains("old"));
+        assert!(splice_readme("no markers", &[]).is_err());
+    }
+}
