@@ -1,12 +1,16 @@
 //! # nib-eval: the numbers that say whether nib is good
 //!
-//! The offline harness. Today: the SantaCoder FIM exact-match benchmark ([`santacoder`]) through
-//! the `Completer`, and a typing replay against a running `nib serve` ([`replay`]). To come
-//! (issue 6): HumanEval infilling with execution, HumanEval-X Rust, repository-level Rust.
+//! The offline harness: completion quality on public benchmarks ([`santacoder`] exact match,
+//! [`humaneval`] and [`humaneval_rust`] executed), repository awareness ([`repo_rust`]: the same
+//! tasks with no cross-file context, nib's, and an oracle's), and editor latency ([`replay`]
+//! through a real `nib serve`). [`run`] gives every benchmark the same task selection, resumable
+//! results and progress; [`sandbox`] runs the programs models write; [`report`] turns a run into
+//! JSON, Markdown and SVG.
 //!
 //! ## What this crate must not do
 //! It never reimplements the completion pipeline: every task goes through `nib_lsp::Completer`
-//! or a spawned `nib serve`, so what it measures is what an editor gets. Benchmark data is read from `../shared/benchmarks`
+//! or a spawned `nib serve`, so what it measures is what an editor gets. It never runs a
+//! generated program outside the sandbox. Benchmark data is read from `../shared/benchmarks`
 //! or a path given by flag, never copied into the repository. Results are appended to a JSON-lines
 //! file as they come, so an interrupted run resumes where it stopped.
 

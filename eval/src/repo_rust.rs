@@ -248,11 +248,18 @@ pub fn crate_tasks(
     let mut def_cache: HashMap<String, Vec<(String, u32, u32)>> = HashMap::new();
     for (path, text) in files {
         let mut offset = 0;
+        // Inside a `use` that spans lines: its continuation lines are imports too.
+        let mut in_use = false;
         for (n, line) in text.split_inclusive('\n').enumerate() {
             let line_start = offset;
             offset += line.len();
             let body = line.trim_end_matches(['\n', '\r']);
             let trimmed = body.trim();
+            let starts_use = skipped_line(trimmed) && trimmed.contains("use ");
+            if in_use || starts_use {
+                in_use = !trimmed.contains(';');
+                continue;
+            }
             if n < 10 || skipped_line(trimmed) {
                 continue;
             }
@@ -527,7 +534,7 @@ mod tests {
         let files = vec![
             (
                 "src/lib.rs".to_string(),
-                "pub mod shapes;\n".to_string() + &"// filler\n".repeat(12)
+                "pub mod shapes;\nuse crate::shapes::{\n    Shape,\n    shape_area,\n};\n".to_string() + &"// filler\n".repeat(12)
                     + "pub fn area_of_all(v: &[Shape]) -> f64 {\n    v.iter().map(|s| shape_area(s)).sum()\n}\npub fn local() {}\nfn g() { local(); }\n",
             ),
             (

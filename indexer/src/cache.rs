@@ -127,16 +127,18 @@ pub fn save(
         root: root_key(root),
         files,
     };
-    let encoded = postcard::to_stdvec(&body).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Streamed: the encoded index (hundreds of MB on a large repository) is never in memory
+        // at once.
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         f.write_all(MAGIC)?;
         f.write_all(&FORMAT.to_le_bytes())?;
-        f.write_all(&encoded)?;
+        postcard::to_io(&body, &mut f).map_err(std::io::Error::other)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

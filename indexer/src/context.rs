@@ -106,7 +106,7 @@ pub fn related_definitions(
         let top = entry.symbols.symbols.iter().filter(|s| s.parent.is_none());
         match what {
             Imported::Names(wanted) => {
-                for s in top.filter(|s| wanted.contains(&s.name)) {
+                for s in top.filter(|s| wanted.iter().any(|w| **w == *s.name)) {
                     take(file, s, &mut chosen);
                 }
             }

@@ -92,7 +92,7 @@ impl Index {
         let id = self.id_of(path);
         for (i, s) in entry.symbols.symbols.iter().enumerate() {
             self.defs
-                .entry(s.name.clone())
+                .entry(s.name.to_string())
                 .or_default()
                 .push((id, i as u32));
         }
@@ -135,10 +135,10 @@ impl Index {
             }
             let id = self.ids.get(path).copied();
             for s in &old.symbols.symbols {
-                if let Some(v) = self.defs.get_mut(&s.name) {
+                if let Some(v) = self.defs.get_mut(&*s.name) {
                     v.retain(|(f, _)| Some(*f) != id);
                     if v.is_empty() {
-                        self.defs.remove(&s.name);
+                        self.defs.remove(&*s.name);
                     }
                 }
             }
@@ -180,7 +180,7 @@ impl Index {
             st.files_with_errors += usize::from(e.symbols.has_errors);
             *st.by_language.entry(e.lang.name().to_string()).or_default() += 1;
             for s in &e.symbols.symbols {
-                *st.by_kind.entry(s.kind.clone()).or_default() += 1;
+                *st.by_kind.entry(s.kind.to_string()).or_default() += 1;
             }
         }
         st

@@ -146,8 +146,8 @@ const PYTHON_EXTRA: &str = r#"
 "#;
 
 /// A finer kind than the tags query's, from the definition node's own kind.
-pub fn refine_kind(node_kind: &str, tags_kind: &str) -> String {
-    match node_kind {
+pub fn refine_kind(node_kind: &str, tags_kind: &str) -> crate::symbols::Kind {
+    let kind = match node_kind {
         "struct_item" | "struct_specifier" | "struct_type" => "struct",
         "enum_item" | "enum_specifier" | "enum_declaration" => "enum",
         "union_item" | "union_specifier" => "union",
@@ -157,6 +157,6 @@ pub fn refine_kind(node_kind: &str, tags_kind: &str) -> String {
         "mod_item" => "module",
         "macro_definition" => "macro",
         _ => tags_kind,
-    }
-    .to_string()
+    };
+    crate::symbols::Kind::new(kind)
 }

@@ -7,20 +7,91 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tree_sitter::{InputEdit, Parser, Point, Query, QueryCursor, StreamingIterator, Tree};
 
+/// Strings are boxed (`Box<str>`: no spare capacity, 16 bytes a field) and the kind is one of
+/// [`KINDS`]: a large repository has a million symbols.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
-    pub name: String,
-    /// From the tags query: function, method, class, interface, module, macro, constant, type…
-    pub kind: String,
+    pub name: Box<str>,
+    /// One of [`KINDS`]: function, method, class, interface, module, macro, constant, type…
+    pub kind: Kind,
     /// 0-based, inclusive.
     pub start_line: u32,
     pub end_line: u32,
     /// The header up to the body (`pub fn f(x: u32) -> u32`), whitespace runs collapsed.
-    pub signature: String,
+    pub signature: Box<str>,
     /// The comment lines right above (or a Python docstring), without their markers.
-    pub doc: String,
+    pub doc: Box<str>,
     /// The enclosing definition's name (a method's class or impl), if any.
-    pub parent: Option<String>,
+    pub parent: Option<Box<str>>,
+}
+
+/// Every kind a symbol can have.
+pub const KINDS: &[&str] = &[
+    "function",
+    "method",
+    "class",
+    "interface",
+    "module",
+    "macro",
+    "constant",
+    "type",
+    "struct",
+    "enum",
+    "union",
+    "trait",
+    "other",
+];
+
+/// A symbol's kind: one of [`KINDS`], stored as a pointer to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Kind(&'static str);
+
+impl Kind {
+    /// The [`KINDS`] entry equal to `kind` (`other` when there is none).
+    pub fn new(kind: &str) -> Kind {
+        Kind(
+            KINDS
+                .iter()
+                .find(|k| **k == kind)
+                .copied()
+                .unwrap_or("other"),
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Kind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        Ok(Kind::new(&String::deserialize(d)?))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,13 +294,13 @@ fn definitions(
         let signature = collapse(&text[node.start_byte()..floor(text, header_end)]);
         symbols.push((
             Symbol {
-                name: name.to_string(),
+                name: name.into(),
                 kind: refine_kind(node.kind(), kind),
-                parent: parent_of(node, text),
+                parent: parent_of(node, text).map(String::into_boxed_str),
                 start_line: node.start_position().row as u32,
                 end_line: node.end_position().row as u32,
-                signature: truncate(&signature, MAX_SIGNATURE),
-                doc: String::new(),
+                signature: truncate(&signature, MAX_SIGNATURE).into(),
+                doc: Box::default(),
             },
             (node.start_byte(), node.end_byte()),
         ));
@@ -256,7 +327,7 @@ fn finish(
     let lines: Vec<&str> = text.lines().collect();
     let (mut symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
     for sym in &mut symbols {
-        sym.doc = doc_above(&lines, sym.start_line as usize, lang);
+        sym.doc = doc_above(&lines, sym.start_line as usize, lang).into();
     }
     let chunks = chunks(&symbols, &lines);
     let symbols = FileSymbols {
@@ -546,6 +617,8 @@ pub fn identifiers(text: &str) -> Vec<u32> {
         .collect();
     out.sort_unstable();
     out.dedup();
+    // Most words repeat: without this the bag keeps room for every occurrence.
+    out.shrink_to_fit();
     out
 }
 

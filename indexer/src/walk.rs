@@ -199,6 +199,12 @@ fn package_name(toml: &str) -> Option<String> {
     None
 }
 
+thread_local! {
+    /// One parser per worker thread, for the thread's life: compiling a grammar's tags query
+    /// takes milliseconds, and rayon's `map_init` would do it once per split of the work.
+    static PARSER: std::cell::RefCell<SymbolParser> = std::cell::RefCell::new(SymbolParser::new());
+}
+
 /// [`build`] over files already listed by [`source_files`] (a caller that shows progress knows
 /// the total first), reusing the entries of the on-disk cache at `cache` (see [`crate::cache`])
 /// whose size and modification time still match, and writing the cache back when anything
@@ -241,7 +247,7 @@ pub fn build_files(
     let results: Vec<Result<FileEntry, Skip>> = files
         .par_iter()
         .zip(hits.par_iter_mut())
-        .map_init(SymbolParser::new, |parser, ((abs, _), hit)| {
+        .map(|((abs, _), hit)| {
             if let Some(entry) = hit.take() {
                 progress(entry.bytes as u64);
                 return Ok(entry);
@@ -251,7 +257,7 @@ pub fn build_files(
                 Ok(FileEntry {
                     lang,
                     bytes: text.len(),
-                    symbols: parser.parse(lang, &text),
+                    symbols: PARSER.with_borrow_mut(|parser| parser.parse(lang, &text)),
                 })
             });
             progress(r.as_ref().map_or(0, |e| e.bytes as u64));

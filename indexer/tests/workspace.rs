@@ -282,7 +282,7 @@ fn serde_json_like(index: &nib_indexer::Index) -> Vec<(String, Vec<(String, u32)
                 .symbols
                 .symbols
                 .iter()
-                .map(|s| (s.name.clone(), s.start_line))
+                .map(|s| (s.name.to_string(), s.start_line))
                 .collect();
             (p.clone(), syms)
         })
