@@ -2,21 +2,23 @@
 //! cache directory, holding each source file's entry keyed by its path, size and modification
 //! time. A file whose size or time changed is parsed again; the rest comes from the cache.
 //!
-//! The file starts with a magic string, a format version and nib's version; anything else (an
-//! older nib, a corrupt or truncated file, another workspace's) is discarded with a note and the
-//! index is rebuilt, never trusted. Writes go to a temporary file that is then renamed over the
+//! The file starts with a magic string, a format version, nib's version and the workspace, then
+//! holds one length-prefixed record a source file, so that reading it never needs the whole
+//! file in memory beside the index it becomes. Anything else (an older nib, a corrupt or
+//! truncated file, another workspace's) is discarded with a note and the index is rebuilt,
+//! never trusted. Writes go to a temporary file that is then renamed over the
 //! old one, so a crash mid-write leaves the previous cache intact.
 
 use crate::index::{FileEntry, Index};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 const MAGIC: &[u8; 8] = b"NIBINDEX";
 /// Bump when what the index extracts, or how it is stored, changes.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// One file as cached: the key (size, modification time) and what the parse gave. Written
 /// with the entry borrowed from the index (`Cached<&FileEntry>`), read back owned.
@@ -27,12 +29,19 @@ pub struct Cached<E = FileEntry> {
     pub entry: E,
 }
 
-/// The cache file after its magic and format: owned when read, borrowed when written.
+/// The cache file after its magic and format: who wrote it, for which workspace, how many files.
 #[derive(Debug, Serialize, Deserialize)]
-struct Body<S: Ord, E> {
+struct Header<S> {
     nib_version: S,
     root: String,
-    files: BTreeMap<S, Cached<E>>,
+    files: u64,
+}
+
+/// One file's record: its path and its cached entry (borrowed when written, owned when read).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record<S, E> {
+    path: S,
+    cached: Cached<E>,
 }
 
 /// The workspace's identity: its canonical path (`.` and `/abs/path` are the same workspace).
@@ -76,28 +85,68 @@ pub fn key_of(path: &Path) -> Option<(u64, u128)> {
 /// Reads the cache of `root` at `path`. `Err` says why it cannot be used (absent, another
 /// version, corrupt, another root).
 pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no cache yet".into()),
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
-    let rest = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or("not an index cache")?;
-    let (format, rest) = rest.split_at_checked(4).ok_or("truncated")?;
-    let format = u32::from_le_bytes(format.try_into().unwrap_or_default());
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| "not an index cache")?;
+    if &magic != MAGIC {
+        return Err("not an index cache".into());
+    }
+    let format = read_u32(&mut r).ok_or("truncated")?;
     if format != FORMAT {
         return Err(format!("format {format}, this nib writes {FORMAT}"));
     }
-    let body: Body<String, FileEntry> =
-        postcard::from_bytes(rest).map_err(|e| format!("corrupt ({e})"))?;
-    if body.nib_version != env!("CARGO_PKG_VERSION") {
-        return Err(format!("written by nib {}", body.nib_version));
+    let mut buf = Vec::new();
+    let header: Header<String> = read_record(&mut r, &mut buf)?;
+    if header.nib_version != env!("CARGO_PKG_VERSION") {
+        return Err(format!("written by nib {}", header.nib_version));
     }
-    if body.root != root_key(root) {
-        return Err(format!("it belongs to {}", body.root));
+    if header.root != root_key(root) {
+        return Err(format!("it belongs to {}", header.root));
     }
-    Ok(body.files.into_iter().collect())
+    let mut files = HashMap::with_capacity(header.files.min(1 << 24) as usize);
+    for _ in 0..header.files {
+        let rec: Record<String, FileEntry> = read_record(&mut r, &mut buf)?;
+        files.insert(rec.path, rec.cached);
+    }
+    Ok(files)
+}
+
+fn read_u32(r: &mut impl Read) -> Option<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b).ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// A length (u32, little-endian) and that many bytes of postcard.
+fn read_record<T: serde::de::DeserializeOwned>(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<T, String> {
+    let len = read_u32(r).ok_or("truncated")? as usize;
+    if len > 1 << 30 {
+        return Err("corrupt (a record of over 1 GB)".into());
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf).map_err(|_| "truncated")?;
+    postcard::from_bytes(buf).map_err(|e| format!("corrupt ({e})"))
+}
+
+fn write_record<T: Serialize>(
+    w: &mut impl Write,
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    buf.clear();
+    let bytes = postcard::to_extend(value, std::mem::take(buf)).map_err(std::io::Error::other)?;
+    w.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    w.write_all(&bytes)?;
+    *buf = bytes;
+    Ok(())
 }
 
 /// Writes the entries of `index` for `keys` (path, size, modification time) atomically: a
@@ -108,36 +157,38 @@ pub fn save(
     index: &Index,
     keys: &[(String, u64, u128)],
 ) -> std::io::Result<()> {
-    let files = keys
+    let records: Vec<Record<&str, &FileEntry>> = keys
         .iter()
         .filter_map(|(rel, size, mtime_ns)| {
             let entry = index.files.get(rel)?;
-            Some((
-                rel.as_str(),
-                Cached {
+            Some(Record {
+                path: rel.as_str(),
+                cached: Cached {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     entry,
                 },
-            ))
+            })
         })
         .collect();
-    let body = Body {
+    let header = Header {
         nib_version: env!("CARGO_PKG_VERSION"),
         root: root_key(root),
-        files,
+        files: records.len() as u64,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
-        // Streamed: the encoded index (hundreds of MB on a large repository) is never in memory
-        // at once.
         let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         f.write_all(MAGIC)?;
         f.write_all(&FORMAT.to_le_bytes())?;
-        postcard::to_io(&body, &mut f).map_err(std::io::Error::other)?;
+        let mut buf = Vec::new();
+        write_record(&mut f, &header, &mut buf)?;
+        for rec in &records {
+            write_record(&mut f, rec, &mut buf)?;
+        }
         let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -244,6 +244,7 @@ pub fn build_files(
         })
         .collect();
     report.from_cache = hits.iter().filter(|h| h.is_some()).count();
+    let was_hit: Vec<bool> = hits.iter().map(Option::is_some).collect();
     let results: Vec<Result<FileEntry, Skip>> = files
         .par_iter()
         .zip(hits.par_iter_mut())
@@ -264,12 +265,15 @@ pub fn build_files(
             r
         })
         .collect();
-    let parsed = files.len() - report.from_cache;
+    // Files parsed now whose entries the cache lacks (a file that fails again, binary or
+    // unreadable, changes nothing: it is not cached either way).
+    let mut parsed = 0;
     let mut index = Index::new();
     let mut keep: Vec<(String, u64, u128)> = Vec::new();
-    for (((_, rel), r), key) in files.iter().zip(results).zip(&keys) {
+    for ((((_, rel), r), key), hit) in files.iter().zip(results).zip(&keys).zip(was_hit) {
         match r {
             Ok(entry) => {
+                parsed += usize::from(!hit);
                 index.insert(rel, entry);
                 if let Some((size, mtime)) = key {
                     keep.push((rel.clone(), *size, *mtime));
@@ -281,7 +285,8 @@ pub fn build_files(
         }
     }
     index.crates = rust_crates(root, files);
-    // Write back when something was parsed or dropped, or the old cache was unusable.
+    // Write back when something was parsed or dropped, or the old cache was unusable: a warm
+    // start with nothing changed writes nothing.
     let changed = parsed > 0 || !old.is_empty() || !cache_was_valid;
     if let (Some(path), true) = (cache, changed) {
         if let Err(e) = cache::save(path, root, &index, &keep) {

@@ -238,7 +238,7 @@ fn on_disk_cache_warm_start_and_bad_caches() {
             b"not a cache at all".to_vec(),
             "not an index cache",
         ),
-        ("truncated", good[..good.len() / 2].to_vec(), "corrupt"),
+        ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
         ("another format", other_format, "format"),
         ("empty", Vec::new(), "not an index cache"),
     ] {
