@@ -3,7 +3,6 @@
 //! [`sandbox`](crate::sandbox): pass@1 with greedy decoding, and exact match of the middle.
 
 use crate::sandbox::{Limits, RunResult, Sandbox};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -30,29 +29,6 @@ pub struct Task {
     pub suffix: String,
     /// What checks a program: the problem's tests and the call that runs them.
     pub check: String,
-}
-
-/// Reads a gzipped JSON-lines file of records of type `T`.
-pub fn load_jsonl_gz<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open {}: {e} (the benchmark data lives in ../shared/benchmarks; pass --data)",
-            path.display()
-        )
-    })?;
-    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-    let mut rows = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        rows.push(
-            serde_json::from_str(&line)
-                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1))?,
-        );
-    }
-    Ok(rows)
 }
 
 /// The holes of one solution: every non-blank line (single), or every span of lines from a

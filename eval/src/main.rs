@@ -73,27 +73,8 @@ enum Command {
     /// Repository-level Rust line completion (CrossCodeEval style) from real crates, with no
     /// cross-file context, with nib's context builder, and with the defining item (oracle).
     RepoRust {
-        /// The pinned crate list.
-        #[arg(long, default_value = "eval/repo-rust-crates.txt")]
-        crates: PathBuf,
-        /// Tasks per crate, at most.
-        #[arg(long, default_value_t = 25)]
-        per_crate: usize,
-        /// Which candidates of each crate become tasks.
-        #[arg(long, default_value_t = 0)]
-        task_seed: u64,
-        /// Where cargo's fetch manifest is written (default: nib's cache dir, eval/repo-rust).
-        #[arg(long)]
-        scratch: Option<PathBuf>,
-        /// Tokens of the file before and after the cursor (the server's defaults are 1024/256;
-        /// smaller windows keep a 2-core CPU run of 900 completions under an hour).
-        #[arg(long, default_value_t = 256)]
-        prefix_tokens: usize,
-        #[arg(long, default_value_t = 64)]
-        suffix_tokens: usize,
-        /// Also write the selected tasks (JSON lines) here, to read what is measured.
-        #[arg(long)]
-        dump_tasks: Option<PathBuf>,
+        #[command(flatten)]
+        args: RepoRustArgs,
         #[command(flatten)]
         select: Selection,
         #[arg(long, default_value = "eval/reports/repo-rust.jsonl")]
@@ -219,30 +200,11 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             model,
         } => humaneval_infill(kind, data, select, out, model),
         Command::RepoRust {
-            crates,
-            per_crate,
-            task_seed,
-            scratch,
-            prefix_tokens,
-            suffix_tokens,
-            dump_tasks,
+            args,
             select,
             out,
             model,
-        } => repo_rust(
-            RepoRustArgs {
-                crates,
-                per_crate,
-                task_seed,
-                scratch,
-                prefix_tokens,
-                suffix_tokens,
-                dump_tasks,
-            },
-            select,
-            out,
-            model,
-        ),
+        } => repo_rust(args, select, out, model),
         Command::Compare { a, b } => {
             let (a, b) = (report::Summary::read(&a)?, report::Summary::read(&b)?);
             print!("{}", report::compare(&a, &b));
@@ -413,25 +375,14 @@ fn santacoder_fim(
                 Some(c) => c,
                 None => completer.insert(model.completer(64)?),
             };
-            let text = format!("{}{}", task.prompt, task.suffix);
-            let req = CompletionRequest {
-                repo_name: "",
-                path: "", // the plain FIM layout, as the report used
-                text: &text,
-                cursor: task.prompt.len(),
-                multiline: Multiline::Never,
-                max_tokens: None,
-                files: &[],
-            };
-            let t = Instant::now();
-            let c = c.complete(&req, &CancelToken::new())?;
+            let (c, latency_ms) = fim(c, &task.prompt, &task.suffix, Multiline::Never)?;
             Ok(Outcome {
                 name: task.name.clone(),
                 language: task.language.clone(),
                 exact: santacoder::score(&c.text, &task.canonical_solution),
                 completion: c.text,
                 prompt_tokens: c.prompt_tokens,
-                latency_ms: t.elapsed().as_secs_f64() * 1e3,
+                latency_ms,
             })
         },
         |done| {
@@ -477,6 +428,29 @@ fn santacoder_fim(
             ],
         },
     )
+}
+
+/// One completion of `prefix`…`suffix` in the plain FIM layout (no path, no other files: the
+/// benchmarks' protocol), and its latency in ms.
+fn fim(
+    c: &mut Completer,
+    prefix: &str,
+    suffix: &str,
+    multiline: Multiline,
+) -> anyhow::Result<(nib_lsp::Completion, f64)> {
+    let text = format!("{prefix}{suffix}");
+    let req = CompletionRequest {
+        repo_name: "",
+        path: "",
+        text: &text,
+        cursor: prefix.len(),
+        multiline,
+        max_tokens: None,
+        files: &[],
+    };
+    let t = Instant::now();
+    let completion = c.complete(&req, &CancelToken::new())?;
+    Ok((completion, t.elapsed().as_secs_f64() * 1e3))
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -527,7 +501,7 @@ fn humaneval_infill(
     };
     let data = data.unwrap_or_else(|| default_data("HumanEval.jsonl.gz"));
     let out = out.unwrap_or_else(|| PathBuf::from(format!("eval/reports/humaneval-{name}.jsonl")));
-    let problems: Vec<humaneval::Problem> = humaneval::load_jsonl_gz(&data)?;
+    let problems: Vec<humaneval::Problem> = nib_eval::run::load_jsonl_gz(&data)?;
     let tasks = select.apply(humaneval::tasks(&problems, kind));
     let max_tokens = match kind {
         humaneval::Kind::Single => 64,
@@ -550,22 +524,11 @@ fn humaneval_infill(
                 Some(c) => c,
                 None => completer.insert(model.completer(max_tokens)?),
             };
-            let text = format!("{}{}", task.prefix, task.suffix);
-            let req = CompletionRequest {
-                repo_name: "",
-                path: "",
-                text: &text,
-                cursor: task.prefix.len(),
-                multiline: match kind {
-                    humaneval::Kind::Single => Multiline::Never,
-                    humaneval::Kind::Multi => Multiline::Always,
-                },
-                max_tokens: None,
-                files: &[],
+            let multiline = match kind {
+                humaneval::Kind::Single => Multiline::Never,
+                humaneval::Kind::Multi => Multiline::Always,
             };
-            let t = Instant::now();
-            let completion = c.complete(&req, &CancelToken::new())?;
-            let latency_ms = t.elapsed().as_secs_f64() * 1e3;
+            let (completion, latency_ms) = fim(c, &task.prefix, &task.suffix, multiline)?;
             let filled = humaneval::fill(kind, &completion.text);
             let run = humaneval::execute(&sandbox, task, &filled);
             Ok(InfillOutcome {
@@ -649,7 +612,7 @@ fn humaneval_rust(
 ) -> anyhow::Result<()> {
     use nib_eval::humaneval_rust as hr;
     let data = data.unwrap_or_else(|| default_data("humaneval-x-rust.jsonl.gz"));
-    let problems: Vec<hr::Problem> = humaneval::load_jsonl_gz(&data)?;
+    let problems: Vec<hr::Problem> = nib_eval::run::load_jsonl_gz(&data)?;
     let tasks = select.apply(hr::tasks(&problems));
     let meta = serde_json::json!({
         "bench": "humaneval-rust-single",
@@ -672,19 +635,7 @@ fn humaneval_rust(
             };
             let mut done = Vec::new();
             for task in chunk {
-                let text = format!("{}{}", task.prefix, task.suffix);
-                let req = CompletionRequest {
-                    repo_name: "",
-                    path: "",
-                    text: &text,
-                    cursor: task.prefix.len(),
-                    multiline: Multiline::Never,
-                    max_tokens: None,
-                    files: &[],
-                };
-                let t = Instant::now();
-                let completion = c.complete(&req, &CancelToken::new())?;
-                done.push((completion, t.elapsed().as_secs_f64() * 1e3));
+                done.push(fim(c, &task.prefix, &task.suffix, Multiline::Never)?);
             }
             let filled: Vec<String> = done
                 .iter()
@@ -766,13 +717,28 @@ fn humaneval_rust(
     )
 }
 
+#[derive(clap::Args)]
 struct RepoRustArgs {
+    /// The pinned crate list.
+    #[arg(long, default_value = "eval/repo-rust-crates.txt")]
     crates: PathBuf,
+    /// Tasks per crate, at most.
+    #[arg(long, default_value_t = 25)]
     per_crate: usize,
+    /// Which candidates of each crate become tasks.
+    #[arg(long, default_value_t = 0)]
     task_seed: u64,
+    /// Where cargo's fetch manifest is written (default: nib's cache dir, eval/repo-rust).
+    #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Tokens of the file before and after the cursor (the server's defaults are 1024/256;
+    /// smaller windows keep a 2-core CPU run of 900 completions under an hour).
+    #[arg(long, default_value_t = 256)]
     prefix_tokens: usize,
+    #[arg(long, default_value_t = 64)]
     suffix_tokens: usize,
+    /// Also write the selected tasks (JSON lines) here, to read what is measured.
+    #[arg(long)]
     dump_tasks: Option<PathBuf>,
 }
 

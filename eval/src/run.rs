@@ -4,9 +4,32 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
+
+/// Reads a gzipped JSON-lines file of records of type `T`.
+pub fn load_jsonl_gz<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open {}: {e} (the benchmark data lives in ../shared/benchmarks; pass --data)",
+            path.display()
+        )
+    })?;
+    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+    let mut rows = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        rows.push(
+            serde_json::from_str(&line)
+                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1))?,
+        );
+    }
+    Ok(rows)
+}
 
 /// Which tasks of a benchmark to run.
 #[derive(Debug, Clone, Default, clap::Args)]

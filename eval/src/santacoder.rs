@@ -3,7 +3,6 @@
 //! of the output (the second when the output starts with a line break), exact match after trimming.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -41,25 +40,7 @@ impl crate::run::Record for Outcome {
 
 /// Reads the gzipped JSON-lines task file.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Task>> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open {}: {e} (the benchmark data lives in ../shared/benchmarks; pass --data)",
-            path.display()
-        )
-    })?;
-    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-    let mut tasks = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        tasks.push(
-            serde_json::from_str(&line)
-                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1))?,
-        );
-    }
-    Ok(tasks)
+    crate::run::load_jsonl_gz(path)
 }
 
 /// The first `per_language` tasks of each language, in file order.

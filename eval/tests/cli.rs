@@ -36,7 +36,7 @@ fn santacoder_runs_resumes_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sc.jsonl");
     let out = out.to_str().unwrap();
-    let (stdout, _) = nib_eval(&[
+    let args = [
         "santacoder-fim",
         "--shard",
         "0/600",
@@ -44,7 +44,8 @@ fn santacoder_runs_resumes_and_reports() {
         "4",
         "--out",
         out,
-    ]);
+    ];
+    let (stdout, _) = nib_eval(&args);
     assert!(
         stdout.contains("### SantaCoder FIM exact match (4 tasks)"),
         "{stdout}"
@@ -57,15 +58,7 @@ fn santacoder_runs_resumes_and_reports() {
     assert!(dir.path().join("santacoder-fim.svg").exists());
     assert!(dir.path().join("santacoder-fim-latency.svg").exists());
     // The second run finds every task done.
-    let (_, stderr) = nib_eval(&[
-        "santacoder-fim",
-        "--shard",
-        "0/600",
-        "--limit",
-        "4",
-        "--out",
-        out,
-    ]);
+    let (_, stderr) = nib_eval(&args);
     assert!(stderr.contains("4 already done, 0 to run"), "{stderr}");
     let json = dir.path().join("santacoder-fim.json");
     let (cmp, _) = {

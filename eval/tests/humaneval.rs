@@ -8,7 +8,7 @@ use std::path::PathBuf;
 fn problems() -> Vec<Problem> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/benchmarks/HumanEval.jsonl.gz");
-    humaneval::load_jsonl_gz(&path).expect("HumanEval.jsonl.gz in ../shared/benchmarks")
+    nib_eval::run::load_jsonl_gz(&path).expect("HumanEval.jsonl.gz in ../shared/benchmarks")
 }
 
 /// Runs every task's canonical middle, on all cores; returns the ids that did not pass.

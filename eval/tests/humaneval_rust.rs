@@ -9,7 +9,7 @@ use std::path::PathBuf;
 fn canonical_solutions_pass_and_wrong_ones_fail() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/benchmarks/humaneval-x-rust.jsonl.gz");
-    let problems: Vec<Problem> = nib_eval::humaneval::load_jsonl_gz(&path)
+    let problems: Vec<Problem> = nib_eval::run::load_jsonl_gz(&path)
         .expect("humaneval-x-rust.jsonl.gz in ../shared/benchmarks");
     assert_eq!(problems.len(), 164);
     let tasks = humaneval_rust::tasks(&problems);
