@@ -165,14 +165,15 @@ impl Linear {
 /// - 2 to 16 rows (a speculative draft being checked) one row at a time, since candle's kernels
 ///   round differently for one row than for a batch, except for Q4_K, whose packed tiles serve
 ///   one row and many alike (bit-identical, checked on the real weights);
-/// - from 32 rows on, chunks of 24: there candle packs Q4_K weights a second time (for AMX
-///   tiles) and keeps both packings for the model's lifetime.
+/// - from 32 rows on, on the CPU only, chunks of 24: there candle packs Q4_K weights a second
+///   time (for AMX tiles) and keeps both packings for the model's lifetime. On a GPU the whole
+///   batch goes at once (chunking it there halved prefill on an H200).
 fn candle_forward(q: &QMatMul, x: &Tensor) -> Result<Tensor> {
     let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
     let tiles_for_every_m = matches!(q, QMatMul::QTensor(t) if t.dtype() == GgmlDType::Q4K);
     let chunk = match rows {
         2..=16 if !tiles_for_every_m => 1,
-        32.. => 24,
+        32.. if x.device().is_cpu() => 24,
         _ => return Ok(q.forward(x)?),
     };
     let x2 = x.flatten_to(candle_core::D::Minus2)?;
