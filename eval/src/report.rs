@@ -198,7 +198,10 @@ fn esc(s: &str) -> String {
 
 /// A horizontal bar per row: the headline metric.
 pub fn bars_svg(title: &str, metric: &str, rows: &[Row]) -> String {
-    let (w, bar_h, left, top) = (640.0, 24.0, 150.0, 40.0);
+    let heading = format!("{title}: {metric}");
+    // Wide enough for the heading (about 8 px a character at 15 px).
+    let w = (heading.chars().count() as f64 * 8.0 + 20.0).max(640.0);
+    let (bar_h, left, top) = (24.0, 150.0, 40.0);
     let h = top + rows.len() as f64 * (bar_h + 8.0) + 30.0;
     let max = rows
         .iter()
@@ -207,9 +210,8 @@ pub fn bars_svg(title: &str, metric: &str, rows: &[Row]) -> String {
         .max(1e-9);
     let scale = if max <= 100.0 { 100.0 } else { max };
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}: {}</text>\n",
-        esc(title),
-        esc(metric)
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">{}</text>\n",
+        esc(&heading)
     );
     for (i, r) in rows.iter().enumerate() {
         let y = top + i as f64 * (bar_h + 8.0);
@@ -238,7 +240,8 @@ pub fn cdf_svg(title: &str, latencies_ms: &[f64]) -> String {
         .filter(|x| x.is_finite())
         .collect();
     v.sort_by(f64::total_cmp);
-    let (w, h, left, bottom, top, right) = (640.0, 360.0, 60.0, 40.0, 40.0, 20.0);
+    let w = (title.chars().count() as f64 * 8.0 + 20.0).max(640.0);
+    let (h, left, bottom, top, right) = (360.0, 60.0, 40.0, 40.0, 20.0);
     let max = v.last().copied().unwrap_or(1.0).max(1.0);
     let px = |x: f64| left + (w - left - right) * x / max;
     let py = |q: f64| h - bottom - (h - top - bottom) * q;
