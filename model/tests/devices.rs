@@ -9,7 +9,9 @@ use nib_model::gguf::GgufFile;
 use nib_model::transformer::{logits_vec, Transformer};
 #[cfg(feature = "cuda")]
 use nib_model::CancelToken;
-use nib_model::{load_backend, BackendKind, ModelError};
+#[cfg(not(feature = "cuda"))]
+use nib_model::ModelError;
+use nib_model::{load_backend, BackendKind};
 use std::path::Path;
 
 /// The largest difference relative to the largest logit.
