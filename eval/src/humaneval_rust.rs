@@ -141,10 +141,9 @@ impl Crate {
             }
         }
         let mut binary = None;
-        for _round in 0..8 {
-            if live.is_empty() {
-                break;
-            }
+        // Each round drops at least one module (or falls back to one at a time), so this ends;
+        // rustc reports one phase's errors a round (parsing, names, types, borrows).
+        while !live.is_empty() {
             let lib: String = std::iter::once("#![allow(warnings)]\n".to_string())
                 .chain(
                     live.iter()
