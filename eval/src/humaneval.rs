@@ -63,24 +63,34 @@ pub fn split_at_hole(solution: &str, (i, j): (usize, usize)) -> (String, String,
 
 /// Every task of `kind`, with the reference ids, in the reference order.
 pub fn tasks(problems: &[Problem], kind: Kind) -> Vec<Task> {
-    let mut out = Vec::new();
-    for p in problems {
-        for (i, j) in holes(&p.canonical_solution, kind) {
-            let (before, middle, after) = split_at_hole(&p.canonical_solution, (i, j));
-            let id = match kind {
-                Kind::Single => format!("SingleLineInfilling/{}/L{i}", p.task_id),
-                Kind::Multi => format!("MultiLineInfilling/{}/L{i}_L{j}", p.task_id),
-            };
-            out.push(Task {
-                id,
-                prefix: format!("{}{before}", p.prompt),
+    problems
+        .iter()
+        .flat_map(|p| {
+            let check = format!("{}\ncheck({})", p.test, p.entry_point);
+            cut(&p.task_id, &p.prompt, &p.canonical_solution, &check, kind)
+        })
+        .collect()
+}
+
+/// The tasks of one problem: `head` (the prompt, or a declaration) before the solution, a hole at
+/// each of [`holes`], and `check` after. Shared with HumanEval-X Rust.
+pub fn cut(task_id: &str, head: &str, solution: &str, check: &str, kind: Kind) -> Vec<Task> {
+    holes(solution, kind)
+        .into_iter()
+        .map(|(i, j)| {
+            let (before, middle, after) = split_at_hole(solution, (i, j));
+            Task {
+                id: match kind {
+                    Kind::Single => format!("SingleLineInfilling/{task_id}/L{i}"),
+                    Kind::Multi => format!("MultiLineInfilling/{task_id}/L{i}_L{j}"),
+                },
+                prefix: format!("{head}{before}"),
                 middle,
                 suffix: after,
-                check: format!("{}\ncheck({})", p.test, p.entry_point),
-            });
-        }
-    }
-    out
+                check: check.to_string(),
+            }
+        })
+        .collect()
 }
 
 /// The program that tests `completion` in the hole.
@@ -118,6 +128,12 @@ pub fn execute(sandbox: &Sandbox, task: &Task, completion: &str) -> RunResult {
 /// Exact match of the middle, ignoring surrounding whitespace.
 pub fn exact(task: &Task, filled: &str) -> bool {
     filled.trim() == task.middle.trim()
+}
+
+/// A hole whose text is only closing brackets and separators (`}`, `});`): trivial, reported apart.
+pub fn brace_only(task: &Task) -> bool {
+    let m = task.middle.trim();
+    !m.is_empty() && m.chars().all(|c| matches!(c, '}' | ')' | ']' | ';' | ','))
 }
 
 #[cfg(test)]

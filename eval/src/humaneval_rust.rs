@@ -8,7 +8,7 @@
 //! compiled again, so a batch costs one or a few builds instead of one per task. Each module's
 //! tests then run, alone, from the test binary in the [`sandbox`](crate::sandbox).
 
-use crate::humaneval::{holes, split_at_hole, Kind};
+use crate::humaneval::{cut, Kind, Task};
 use crate::sandbox::{Limits, Sandbox, Verdict};
 use anyhow::Context as _;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,45 +24,20 @@ pub struct Problem {
     pub test: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct Task {
-    /// `SingleLineInfilling/Rust/N/Li`.
-    pub id: String,
-    pub prefix: String,
-    pub middle: String,
-    pub suffix: String,
-    pub test: String,
-}
-
-impl Task {
-    /// A hole whose line is only closing brackets: trivial, reported apart.
-    pub fn brace_only(&self) -> bool {
-        let m = self.middle.trim();
-        !m.is_empty() && m.chars().all(|c| matches!(c, '}' | ')' | ']' | ';' | ','))
-    }
-}
-
-/// Every single-line task, in file order.
+/// Every single-line task, in file order: the declaration, the solution with a hole, the tests.
 pub fn tasks(problems: &[Problem]) -> Vec<Task> {
-    let mut out = Vec::new();
-    for p in problems {
-        for hole in holes(&p.canonical_solution, Kind::Single) {
-            let (before, middle, after) = split_at_hole(&p.canonical_solution, hole);
-            out.push(Task {
-                id: format!("SingleLineInfilling/{}/L{}", p.task_id, hole.0),
-                prefix: format!("{}{before}", p.declaration),
-                middle,
-                suffix: after,
-                test: p.test.clone(),
-            });
-        }
-    }
-    out
-}
-
-/// The program that tests `filled` (ending with a line break) in the hole.
-pub fn program(task: &Task, filled: &str) -> String {
-    format!("{}{filled}{}\n{}\n", task.prefix, task.suffix, task.test)
+    problems
+        .iter()
+        .flat_map(|p| {
+            cut(
+                &p.task_id,
+                &p.declaration,
+                &p.canonical_solution,
+                &p.test,
+                Kind::Single,
+            )
+        })
+        .collect()
 }
 
 /// The prepared crate.
@@ -330,10 +305,10 @@ mod tests {
             prefix: String::new(),
             middle: m.into(),
             suffix: String::new(),
-            test: String::new(),
+            check: String::new(),
         };
-        assert!(t("    }\n").brace_only());
-        assert!(t("    });\n").brace_only());
-        assert!(!t("    return x;\n").brace_only());
+        assert!(crate::humaneval::brace_only(&t("    }\n")));
+        assert!(crate::humaneval::brace_only(&t("    });\n")));
+        assert!(!crate::humaneval::brace_only(&t("    return x;\n")));
     }
 }

@@ -644,7 +644,7 @@ fn humaneval_rust(
             let programs: Vec<String> = chunk
                 .iter()
                 .zip(&filled)
-                .map(|(t, f)| hr::program(t, f))
+                .map(|(t, f)| humaneval::program(t, f))
                 .collect();
             let checked = krate.check(&sandbox, &programs);
             Ok(chunk
@@ -656,8 +656,8 @@ fn humaneval_rust(
                     let passed = verdict == nib_eval::sandbox::Verdict::Passed;
                     RustOutcome {
                         id: task.id.clone(),
-                        brace_only: task.brace_only(),
-                        exact: f.trim() == task.middle.trim(),
+                        brace_only: humaneval::brace_only(task),
+                        exact: humaneval::exact(task, &f),
                         why: if passed { String::new() } else { output },
                         passed,
                         verdict,

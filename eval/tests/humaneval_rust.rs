@@ -15,7 +15,13 @@ fn canonical_solutions_pass_and_wrong_ones_fail() {
     let tasks = humaneval_rust::tasks(&problems);
     assert_eq!(tasks.len(), 2198);
     // Lines of only closing brackets and separators (`}`, `});`, `},`).
-    assert_eq!(tasks.iter().filter(|t| t.brace_only()).count(), 605);
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| nib_eval::humaneval::brace_only(t))
+            .count(),
+        605
+    );
 
     // One task per problem, its canonical line in the hole: the whole canonical solution.
     let mut firsts = Vec::new();
@@ -30,7 +36,7 @@ fn canonical_solutions_pass_and_wrong_ones_fail() {
     }
     let mut programs: Vec<String> = firsts
         .iter()
-        .map(|t| humaneval_rust::program(t, &t.middle))
+        .map(|t| nib_eval::humaneval::program(t, &t.middle))
         .collect();
     // Three wrong ones in the hole of Rust/0's `return false;`: a type error, a wrong answer
     // and an endless loop.
@@ -40,9 +46,12 @@ fn canonical_solutions_pass_and_wrong_ones_fail() {
             t.id.starts_with("SingleLineInfilling/Rust/0/") && t.middle.trim() == "return false;"
         })
         .expect("Rust/0 ends with return false;");
-    programs.push(humaneval_rust::program(t0, "    let x: u32 = \"text\";\n"));
-    programs.push(humaneval_rust::program(t0, "    return true;\n"));
-    programs.push(humaneval_rust::program(t0, "    loop {}\n"));
+    programs.push(nib_eval::humaneval::program(
+        t0,
+        "    let x: u32 = \"text\";\n",
+    ));
+    programs.push(nib_eval::humaneval::program(t0, "    return true;\n"));
+    programs.push(nib_eval::humaneval::program(t0, "    loop {}\n"));
 
     let dir = tempfile::tempdir().unwrap();
     let krate = Crate::prepare(dir.path()).expect("the crate's dependencies build");
