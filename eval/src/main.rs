@@ -154,14 +154,17 @@ impl ModelArgs {
 
     /// A completer for whole-task prompts: the benchmark's text is never cut.
     fn completer(&self, max_tokens: usize) -> anyhow::Result<Completer> {
-        let engine = nib_model::load_backend(self.backend, &self.path()?)?;
-        let config = CompleterConfig {
+        self.completer_with(CompleterConfig {
             prefix_tokens: 4096,
             suffix_tokens: 4096,
             max_tokens_single: max_tokens,
             max_tokens_multi: max_tokens,
             ..Default::default()
-        };
+        })
+    }
+
+    fn completer_with(&self, config: CompleterConfig) -> anyhow::Result<Completer> {
+        let engine = nib_model::load_backend(self.backend, &self.path()?)?;
         Ok(Completer::new(engine, config)?)
     }
 }
@@ -854,15 +857,11 @@ fn repo_rust(
         |(task, condition)| {
             let c = match &mut completer {
                 Some(c) => c,
-                None => {
-                    let engine = nib_model::load_backend(model.backend, &model.path()?)?;
-                    let config = CompleterConfig {
-                        prefix_tokens: args.prefix_tokens,
-                        suffix_tokens: args.suffix_tokens,
-                        ..Default::default()
-                    };
-                    completer.insert(Completer::new(engine, config)?)
-                }
+                None => completer.insert(model.completer_with(CompleterConfig {
+                    prefix_tokens: args.prefix_tokens,
+                    suffix_tokens: args.suffix_tokens,
+                    ..Default::default()
+                })?),
             };
             let k = &krates[&task.krate];
             let file = &k.files[&task.path];
