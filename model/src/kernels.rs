@@ -2,19 +2,22 @@
 //!
 //! candle 0.11 multiplies Q5_0 weights (most of Qwen2.5-Coder-0.5B's "Q4_K_M" file) with a scalar
 //! loop, and runs a prompt of `m` tokens as `m` separate passes over every weight. Here a tile of
-//! weight rows is decoded once into unsigned 8-bit codes and then dotted with every activation
-//! row while it sits in L1, four activation rows at a time, with AVX-512 VNNI (`vpdpbusd`: 64
-//! u8×i8 products per instruction). Q8_0 goes the same way, and so do the model's Q6_K tensors,
-//! requantized to Q8_0 at load (see `transformer.rs`). Q4_K stays with candle, whose kernels
-//! for it were measured faster than this approach.
+//! 32 weight rows is decoded once into unsigned 8-bit codes, laid out so that each 32-bit lane of
+//! a register belongs to one weight row, and then dotted with every activation row while it sits
+//! in cache, four activation rows at a time, with AVX-512 VNNI (`vpdpbusd`: 64 u8×i8 products per
+//! instruction). A block's dot thus ends as one whole integer per row, and the float work (scale,
+//! convert, accumulate) is 3 instructions per 8 VNNI dots. Q8_0 goes the same way, and so do the
+//! model's Q6_K tensors, requantized to Q8_0 at load (see `transformer.rs`). Q4_K stays with
+//! candle, whose kernels for it were measured faster than this approach.
 //!
 //! The maths: a weight block is `x = a·(u − c)` with `u` unsigned (Q5_0: `u = x/a + 16`, 0..31;
 //! Q8_0: `u = x/a + 128`), activations are quantized per 32-block as `y = d·q` (`q` i8). So
-//! `Σ x·y = a·d·Σ u·q − c·a·(d·Σq)`: one VNNI dot per block plus a correction from per-block sums
-//! computed once per activation row.
+//! `Σ x·y = a·d·(Σ u·q − c·Σq)`: one exact integer per block, then `acc = fma(that, a·d, acc)`
+//! block after block ([`dot_scalar`] is that order, written plainly).
 //!
-//! Decoding (fewer than 4 activation rows) decodes each block in registers instead of through a
-//! tile: the same arithmetic in the same order, so one row or a batch give bit-identical results.
+//! Decoding (fewer than 4 activation rows) decodes 16 rows' blocks in registers instead of
+//! through a tile and sums each row's lanes into the same integers: one row or a batch give
+//! bit-identical results, which speculative decoding and prompt-cache reuse rely on.
 //! The causal attention over the KV cache lives here too.
 //!
 //! On CPUs without AVX-512 VNNI the transformer keeps candle's own kernels ([`available`] is
@@ -39,10 +42,11 @@ impl Format {
         }
     }
 
-    fn offset(self) -> f32 {
+    /// The unsigned codes' offset: `u = x/a + offset`.
+    fn offset(self) -> i32 {
         match self {
-            Format::Q5_0 => 16.0,
-            Format::Q8_0 => 128.0,
+            Format::Q5_0 => 16,
+            Format::Q8_0 => 128,
         }
     }
 }
@@ -61,11 +65,15 @@ impl QWeight {
         ok.then_some(Self { format, n, k, data })
     }
 
+    /// Row `j`'s stored blocks.
+    fn row(&self, j: usize) -> &[u8] {
+        let row_bytes = self.k / QK * self.format.block_bytes();
+        &self.data[j * row_bytes..(j + 1) * row_bytes]
+    }
+
     /// Decodes row `j` into unsigned codes `u` (k bytes) and block scales `a` (k/32).
     pub fn expand_row(&self, j: usize, u: &mut [u8], a: &mut [f32]) {
-        let nb = self.k / QK;
-        let bb = self.format.block_bytes();
-        let row = &self.data[j * nb * bb..(j + 1) * nb * bb];
+        let row = self.row(j);
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: `available` checked the CPU features the function is compiled for.
@@ -120,10 +128,8 @@ pub struct QActs {
     pub q: Vec<i8>,
     /// Block scales, `m × k/32`.
     pub d: Vec<f32>,
-    /// `d · Σq` per block, `m × k/32`.
-    pub ds: Vec<f32>,
-    /// `d` repeated 8 times per block (one per i32 lane of a block's VNNI dot), `m × k/4`.
-    pub d_lanes: Vec<f32>,
+    /// `Σq` per block, `m × k/32`: with a weight format's offset it corrects the unsigned codes.
+    pub qsum: Vec<i32>,
 }
 
 /// Quantizes `m` rows of `k` activations (round half away from zero, as ggml does).
@@ -131,7 +137,7 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
     let nb = k / QK;
     let mut q = vec![0i8; m * k];
     let mut d = vec![0f32; m * nb];
-    let mut ds = vec![0f32; m * nb];
+    let mut qsum = vec![0i32; m * nb];
     for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
         let scale = amax / 127.0;
@@ -143,17 +149,9 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
             sum += r;
         }
         d[i] = scale;
-        ds[i] = scale * sum as f32;
+        qsum[i] = sum;
     }
-    let d_lanes = d.iter().flat_map(|&x| [x; 8]).collect();
-    QActs {
-        m,
-        k,
-        q,
-        d,
-        ds,
-        d_lanes,
-    }
+    QActs { m, k, q, d, qsum }
 }
 
 /// Whether this CPU runs the fast kernels (x86-64 with AVX-512 BW/VL and VNNI), unless the
@@ -177,103 +175,75 @@ pub fn available() -> bool {
     })
 }
 
-/// A few decoded weight rows, kept in L1 while every activation row passes by.
+/// One weight row (codes `u`, scales `a`) against one activation row, in the order every path
+/// here follows, so that all of them agree bit for bit: per block an exact integer dot
+/// `Σ u·q − c·Σq`, then `acc = fma(dot, a·d, acc)` block after block.
+pub fn dot_scalar(u: &[u8], a: &[f32], offset: i32, q: &[i8], d: &[f32], qsum: &[i32]) -> f32 {
+    let mut acc = 0f32;
+    for b in 0..a.len() {
+        let mut s = -offset * qsum[b];
+        for j in b * QK..(b + 1) * QK {
+            s += u[j] as i32 * q[j] as i32;
+        }
+        acc = (s as f32).mul_add(a[b] * d[b], acc);
+    }
+    acc
+}
+
+/// Weight rows per prefill tile: two registers of 16 lanes, one lane per row.
+const TILE_ROWS: usize = 32;
+
+/// A tile of decoded weight rows laid out for the prefill kernel, kept in L2 while every
+/// activation row passes by. Lane `r` of a register is weight row `r`: per block and group of 4
+/// codes, 2 × 64 bytes (rows 0–15, then 16–31, 4 codes each), so one broadcast activation group
+/// meets 32 rows in two VNNI dots and a block's dots end as whole integers, one per row.
 struct Tile {
-    rows: usize,
     k: usize,
+    rows: usize,
+    /// Codes, `[block][group of 4][half][row][4]`.
     u: Vec<u8>,
+    /// Scales, `[block][half][row]`.
     a: Vec<f32>,
-    a_lanes: Vec<f32>,
+    row_u: Vec<u8>,
+    row_a: Vec<f32>,
 }
 
 impl Tile {
-    fn new(rows: usize, k: usize) -> Self {
+    fn new(k: usize) -> Self {
         Self {
-            rows: 0,
             k,
-            u: vec![0; rows * k],
-            a: vec![0.0; rows * k / QK],
-            a_lanes: vec![0.0; rows * k / 4],
+            rows: 0,
+            u: vec![0; TILE_ROWS * k],
+            a: vec![0.0; TILE_ROWS * k / QK],
+            row_u: vec![0; k],
+            row_a: vec![0.0; k / QK],
         }
     }
 
     fn fill(&mut self, w: &QWeight, rows: std::ops::Range<usize>) {
-        let nb = self.k / QK;
+        if rows.len() < TILE_ROWS {
+            // Rows past the end contribute zeros (and are never stored).
+            self.u.fill(0);
+            self.a.fill(0.0);
+        }
         self.rows = rows.len();
         for (r, j) in rows.enumerate() {
-            let a = &mut self.a[r * nb..(r + 1) * nb];
-            w.expand_row(j, &mut self.u[r * self.k..(r + 1) * self.k], a);
-            for (b, &x) in a.iter().enumerate() {
-                self.a_lanes[(r * nb + b) * 8..(r * nb + b + 1) * 8].fill(x);
-            }
-        }
-    }
-
-    /// Calls `put(i, r, v)` with `v` = activation row `i` · weight row `r`.
-    fn dot_all(&self, offset: f32, acts: &QActs, mut put: impl FnMut(usize, usize, f32)) {
-        let (k, nb, m) = (self.k, self.k / QK, acts.m);
-        let row = |r: usize| {
-            (
-                &self.u[r * k..(r + 1) * k],
-                &self.a[r * nb..(r + 1) * nb],
-                &self.a_lanes[r * nb * 8..(r + 1) * nb * 8],
-            )
-        };
-        let act = |i: usize| {
-            (
-                &acts.q[i * k..(i + 1) * k],
-                &acts.d[i * nb..(i + 1) * nb],
-                &acts.ds[i * nb..(i + 1) * nb],
-            )
-        };
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            let mut i = 0;
-            while i + 4 <= m {
-                for r in 0..self.rows {
-                    let (u, a, a_lanes) = row(r);
-                    // SAFETY: `available` checked the CPU features the function is compiled for.
-                    let v = unsafe { x86::dot4(u, a, a_lanes, offset, acts, i) };
-                    for (di, v) in v.into_iter().enumerate() {
-                        put(i + di, r, v);
-                    }
-                }
-                i += 4;
-            }
-            for i in i..m {
-                let (q, d, ds) = act(i);
-                for r in 0..self.rows {
-                    let (u, a, _) = row(r);
-                    // SAFETY: as above.
-                    put(i, r, unsafe { x86::dot(u, a, offset, q, d, ds) });
+            w.expand_row(j, &mut self.row_u, &mut self.row_a);
+            let (half, lane) = (r / 16, r % 16);
+            for (b, &scale) in self.row_a.iter().enumerate() {
+                self.a[(b * 2 + half) * 16 + lane] = scale;
+                for g in 0..QK / 4 {
+                    let dst = ((b * 8 + g) * 2 + half) * 64 + lane * 4;
+                    let src = b * QK + g * 4;
+                    self.u[dst..dst + 4].copy_from_slice(&self.row_u[src..src + 4]);
                 }
             }
-            return;
-        }
-        for r in 0..self.rows {
-            let (u, a, _) = row(r);
-            for i in 0..m {
-                let (q, d, ds) = act(i);
-                put(i, r, dot_scalar(u, a, offset, q, d, ds));
-            }
         }
     }
-}
-
-pub fn dot_scalar(u: &[u8], a: &[f32], offset: f32, q: &[i8], d: &[f32], ds: &[f32]) -> f32 {
-    let mut sum = 0f32;
-    for b in 0..a.len() {
-        let mut s = 0i32;
-        for j in b * QK..(b + 1) * QK {
-            s += u[j] as i32 * q[j] as i32;
-        }
-        sum += a[b] * (d[b] * s as f32 - offset * ds[b]);
-    }
-    sum
 }
 
 struct SyncPtr(*mut f32);
-// SAFETY: tasks write disjoint rows through it (see `matmul`).
+// SAFETY: tasks write disjoint columns through it (see `matmul_quantized`).
 unsafe impl Sync for SyncPtr {}
 
 /// `out (m × n) = x (m × k) · wᵀ`, rows of `x` and `out` contiguous.
@@ -292,71 +262,85 @@ pub fn matmul_quantized(acts: &QActs, w: &QWeight, out: &mut [f32]) {
         w.k
     );
     assert_eq!(out.len(), m * w.n, "output is not m × n");
-    let offset = w.format.offset();
-    let n = w.n;
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let (n, k, nb) = (w.n, w.k, w.k / QK);
+    // The unsigned codes' offset, taken off each block's integer dot.
+    let corr: Vec<i32> = acts.qsum.iter().map(|s| -w.format.offset() * s).collect();
     #[cfg(target_arch = "x86_64")]
-    if m < 4 && available() {
-        // Decoding: nothing to share a decoded row with, so decode each block in registers and
-        // dot it at once. Bit for bit what the tile path computes for a row.
-        let (k, nb, bb) = (w.k, w.k / QK, w.format.block_bytes());
-        let rows_per_task = 64;
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
-            let out_ptr = &out_ptr;
-            let mut a = vec![0f32; nb];
-            for t in tasks {
-                for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
-                    let row = &w.data[j * nb * bb..(j + 1) * nb * bb];
-                    for i in 0..m {
-                        // SAFETY: `available` checked the CPU features; (i, j) is this task's.
+    if available() {
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let pool = candle_core::utils::barrier_pool();
+        if m < 4 {
+            // Decoding: nothing to share a decoded row with, so decode 16 rows' blocks in
+            // registers and dot them at once, in the order the tiles use.
+            let rows_per_task = 64;
+            pool.execute_chunked(n.div_ceil(rows_per_task), |tasks| {
+                let out_ptr = &out_ptr;
+                for t in tasks {
+                    let end = ((t + 1) * rows_per_task).min(n);
+                    for j in (t * rows_per_task..end).step_by(16) {
+                        // SAFETY: `available` checked the CPU features; columns j.. are this
+                        // task's, and the call reads rows j..j + 16 (clamped to n) of w.
                         unsafe {
-                            *out_ptr.0.add(i * n + j) = x86::gemv_row(
-                                w.format,
-                                row,
-                                &acts.q[i * k..(i + 1) * k],
-                                &acts.d[i * nb..(i + 1) * nb],
-                                &acts.ds[i * nb..(i + 1) * nb],
-                                &mut a,
-                            );
+                            x86::gemv16(w, j, (end - j).min(16), acts, &corr, out_ptr.0);
                         }
                     }
+                }
+            });
+            return;
+        }
+        // Each task owns a tile of 32 weight rows: decode them once, dot them with every
+        // activation row, four at a time. The tasks run on candle's own worker threads, so the
+        // two never compete for the cores.
+        pool.execute_chunked(n.div_ceil(TILE_ROWS), |tasks| {
+            let out_ptr = &out_ptr;
+            let mut tile = Tile::new(k);
+            for t in tasks {
+                let rows = t * TILE_ROWS..((t + 1) * TILE_ROWS).min(n);
+                tile.fill(w, rows.clone());
+                let mut i = 0;
+                while i < m {
+                    // SAFETY: `available` checked the CPU features; the kernel writes columns
+                    // `rows` (this task's alone) of activation rows i..i + 4 (< m).
+                    unsafe {
+                        let (o, c) = (out_ptr.0, rows.start);
+                        match m - i {
+                            1 => x86::tile_dot::<1>(&tile, acts, &corr, i, o, n, c),
+                            2 => x86::tile_dot::<2>(&tile, acts, &corr, i, o, n, c),
+                            3 => x86::tile_dot::<3>(&tile, acts, &corr, i, o, n, c),
+                            _ => x86::tile_dot::<4>(&tile, acts, &corr, i, o, n, c),
+                        }
+                    }
+                    i += 4;
                 }
             }
         });
         return;
     }
-    // Each task owns a tile of 16 weight rows (one 64-byte line of each output row): decode them
-    // once, dot them with every activation row while they sit in L1. The tasks run on candle's
-    // own worker threads, so the two never compete for the cores.
-    let rows_per_task = 16;
-    let n_tasks = w.n.div_ceil(rows_per_task);
-    candle_core::utils::barrier_pool().execute_chunked(n_tasks, |tasks| {
-        let out_ptr = &out_ptr;
-        let mut tile = Tile::new(rows_per_task, w.k);
-        for t in tasks {
-            let rows = t * rows_per_task..((t + 1) * rows_per_task).min(w.n);
-            tile.fill(w, rows.clone());
-            tile.dot_all(offset, acts, |i, r, v| {
-                // SAFETY: output columns `rows` are written by this task alone, and i < m,
-                // r < rows.len(), so the index is inside the m × n output.
-                unsafe { *out_ptr.0.add(i * n + rows.start + r) = v };
-            });
+    let (mut u, mut a) = (vec![0u8; k], vec![0f32; nb]);
+    for j in 0..n {
+        w.expand_row(j, &mut u, &mut a);
+        for i in 0..m {
+            out[i * n + j] = dot_scalar(
+                &u,
+                &a,
+                w.format.offset(),
+                &acts.q[i * k..(i + 1) * k],
+                &acts.d[i * nb..(i + 1) * nb],
+                &acts.qsum[i * nb..(i + 1) * nb],
+            );
         }
-    });
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Format, QK};
+    use super::{Format, QActs, QWeight, Tile, QK};
     use std::arch::x86_64::*;
 
-    /// One block's unsigned codes, in a register, and its scale.
+    /// One block's unsigned codes, in a register.
     #[inline(always)]
-    unsafe fn block_codes(format: Format, blk: *const u8) -> (__m256i, f32) {
-        // f16 → f32 in hardware (exact, like `half`'s conversion).
-        let bits = (blk as *const u16).read_unaligned();
-        let a = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
-        let v = match format {
+    unsafe fn block_codes(format: Format, blk: *const u8) -> __m256i {
+        match format {
             Format::Q5_0 => {
                 let low = _mm_set1_epi8(0x0f);
                 let qh = (blk.add(2) as *const u32).read_unaligned();
@@ -370,50 +354,14 @@ mod x86 {
                 _mm256_loadu_si256(blk.add(2) as *const __m256i),
                 _mm256_set1_epi8(-128),
             ),
-        };
-        (v, a)
+        }
     }
 
-    /// One stored weight row against one activation row, decoding in registers: the same
-    /// arithmetic, in the same order, as `expand_row` followed by `dot`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub unsafe fn gemv_row(
-        format: Format,
-        row: &[u8],
-        q: &[i8],
-        d: &[f32],
-        ds: &[f32],
-        a: &mut [f32],
-    ) -> f32 {
-        let bb = format.block_bytes();
-        let nb = row.len() / bb;
-        let mut acc = _mm512_setzero_ps();
-        let mut b = 0;
-        while b + 2 <= nb {
-            let (c0, a0) = block_codes(format, row.as_ptr().add(b * bb));
-            let (c1, a1) = block_codes(format, row.as_ptr().add((b + 1) * bb));
-            a[b] = a0;
-            a[b + 1] = a1;
-            let uv = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
-            let qv = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const _);
-            let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uv, qv);
-            let s0 = _mm512_set1_ps(a0 * *d.get_unchecked(b));
-            let s1 = _mm512_set1_ps(a1 * *d.get_unchecked(b + 1));
-            let s = _mm512_mask_blend_ps(0xff00, s0, s1);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc);
-            b += 2;
-        }
-        let mut sum = _mm512_reduce_add_ps(acc);
-        if b < nb {
-            let (c, a0) = block_codes(format, row.as_ptr().add(b * bb));
-            a[b] = a0;
-            let qv = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
-            let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, qv);
-            let mut lanes = [0i32; 8];
-            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, dp);
-            sum += a0 * d[b] * lanes.iter().sum::<i32>() as f32;
-        }
-        sum - format.offset() * correction(&a[..nb], ds)
+    /// A block's f16 scale as f32 (exact, like `half`'s conversion).
+    #[inline(always)]
+    unsafe fn block_scale(blk: *const u8) -> f32 {
+        let bits = (blk as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -422,103 +370,166 @@ mod x86 {
         let nb = row.len() / bb;
         debug_assert!(u.len() >= nb * QK && a.len() >= nb);
         for b in 0..nb {
-            let (v, scale) = block_codes(format, row.as_ptr().add(b * bb));
-            *a.get_unchecked_mut(b) = scale;
+            let blk = row.as_ptr().add(b * bb);
+            *a.get_unchecked_mut(b) = block_scale(blk);
+            let v = block_codes(format, blk);
             _mm256_storeu_si256(u.as_mut_ptr().add(b * QK) as *mut __m256i, v);
         }
     }
 
-    /// One weight row against activation rows `i..i + 4`: the weight codes are loaded once per
-    /// block pair for four VNNI dots.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot4(
-        u: &[u8],
-        a: &[f32],
-        a_lanes: &[f32],
-        offset: f32,
-        acts: &super::QActs,
-        i: usize,
-    ) -> [f32; 4] {
-        let (k, nb) = (acts.k, acts.k / QK);
-        let q: [*const i8; 4] = std::array::from_fn(|r| acts.q.as_ptr().add((i + r) * k));
-        let dl: [*const f32; 4] =
-            std::array::from_fn(|r| acts.d_lanes.as_ptr().add((i + r) * nb * 8));
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut b = 0;
-        while b + 2 <= nb {
-            let uv = _mm512_loadu_si512(u.as_ptr().add(b * QK) as *const _);
-            let av = _mm512_loadu_ps(a_lanes.as_ptr().add(b * 8));
-            for r in 0..4 {
-                let qv = _mm512_loadu_si512(q[r].add(b * QK) as *const _);
-                let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uv, qv);
-                let s = _mm512_mul_ps(av, _mm512_loadu_ps(dl[r].add(b * 8)));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
-            }
-            b += 2;
-        }
-        let mut out = [0f32; 4];
-        for r in 0..4 {
-            let row = i + r;
-            let mut sum = _mm512_reduce_add_ps(acc[r]);
-            if b < nb {
-                let uv = _mm256_loadu_si256(u.as_ptr().add(b * QK) as *const __m256i);
-                let qv = _mm256_loadu_si256(q[r].add(b * QK) as *const __m256i);
-                let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uv, qv);
-                let mut lanes = [0i32; 8];
-                _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, dp);
-                sum += a[b] * acts.d[row * nb + b] * lanes.iter().sum::<i32>() as f32;
-            }
-            let ds = &acts.ds[row * nb..(row + 1) * nb];
-            out[r] = sum - offset * correction(a, ds);
-        }
-        out
+    /// Sixteen registers' worth of lane sums: `z[p]` holds two rows' 8-lane block dots (rows
+    /// `LO[p]` and `LO[p] + 4`); the result holds row `r`'s whole dot in lane `r`.
+    #[inline(always)]
+    unsafe fn lane_sums(z: &[__m512i; 8]) -> __m512i {
+        let pair =
+            |x, y| _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y));
+        let quad =
+            |x, y| _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
+        let u0 = quad(pair(z[0], z[1]), pair(z[2], z[3]));
+        let u1 = quad(pair(z[4], z[5]), pair(z[6], z[7]));
+        // Each 128-bit lane of u0/u1 now holds 4 rows' half dots: add the halves.
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(u0, u1),
+            _mm512_shuffle_i32x4::<0xdd>(u0, u1),
+        )
     }
 
-    /// `Σ a·ds`, 16 lanes at a time.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn correction(a: &[f32], ds: &[f32]) -> f32 {
-        let n = a.len();
-        let mut acc = _mm512_setzero_ps();
-        let mut j = 0;
-        while j < n {
-            let mask: __mmask16 = if n - j >= 16 {
+    /// Which row each register of [`lane_sums`] carries in its low half.
+    const LO: [usize; 8] = [0, 1, 2, 3, 8, 9, 10, 11];
+
+    /// Rows `j..j + rows` (`rows` ≤ 16) of `w` against the `acts.m` (< 4) activation rows,
+    /// decoding each block in registers; writes `out[i·n + j + r]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub unsafe fn gemv16(
+        w: &QWeight,
+        j: usize,
+        rows: usize,
+        acts: &QActs,
+        corr: &[i32],
+        out: *mut f32,
+    ) {
+        match acts.m {
+            1 => gemv16_m::<1>(w, j, rows, acts, corr, out),
+            2 => gemv16_m::<2>(w, j, rows, acts, corr, out),
+            _ => gemv16_m::<3>(w, j, rows, acts, corr, out),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn gemv16_m<const M: usize>(
+        w: &QWeight,
+        j: usize,
+        rows: usize,
+        acts: &QActs,
+        corr: &[i32],
+        out: *mut f32,
+    ) {
+        let (k, nb, n) = (w.k, w.k / QK, w.n);
+        let bb = w.format.block_bytes();
+        let row_bytes = nb * bb;
+        let base = w.data.as_ptr().add(j * row_bytes);
+        // Rows past the end read row j again; their lanes are never stored.
+        let mut offs = [0i32; 16];
+        let mut rp = [base; 16];
+        for r in 0..rows {
+            offs[r] = (r * row_bytes) as i32;
+            rp[r] = base.add(r * row_bytes);
+        }
+        let offs = _mm512_loadu_si512(offs.as_ptr() as *const _);
+        let mut f = [_mm512_setzero_ps(); M];
+        for b in 0..nb {
+            let mut qv = [_mm512_setzero_si512(); M];
+            for (i, qv) in qv.iter_mut().enumerate() {
+                let q = acts.q.as_ptr().add(i * k + b * QK);
+                *qv = _mm512_broadcast_i64x4(_mm256_loadu_si256(q as *const __m256i));
+            }
+            let mut z = [[_mm512_setzero_si512(); 8]; M];
+            for p in 0..8 {
+                let c0 = block_codes(w.format, rp[LO[p]].add(b * bb));
+                let c1 = block_codes(w.format, rp[LO[p] + 4].add(b * bb));
+                let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(c0), c1);
+                for i in 0..M {
+                    z[i][p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, qv[i]);
+                }
+            }
+            let idx = _mm512_add_epi32(offs, _mm512_set1_epi32((b * bb) as i32));
+            let bits = _mm512_i32gather_epi32::<1>(idx, base as *const _);
+            let a = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+            for i in 0..M {
+                let s = _mm512_add_epi32(
+                    lane_sums(&z[i]),
+                    _mm512_set1_epi32(*corr.get_unchecked(i * nb + b)),
+                );
+                let scale = _mm512_mul_ps(a, _mm512_set1_ps(*acts.d.get_unchecked(i * nb + b)));
+                f[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, f[i]);
+            }
+        }
+        let mask: __mmask16 = if rows >= 16 { 0xffff } else { (1 << rows) - 1 };
+        for (i, f) in f.into_iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add(i * n + j), mask, f);
+        }
+    }
+
+    /// The tile's rows against activation rows `i0..i0 + MR`, written to columns `col0..` of
+    /// `out` (`n` wide): per block and group of 4 codes, two loads of weights meet `MR`
+    /// broadcast activation groups in `2·MR` VNNI dots.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile_dot<const MR: usize>(
+        tile: &Tile,
+        acts: &QActs,
+        corr: &[i32],
+        i0: usize,
+        out: *mut f32,
+        n: usize,
+        col0: usize,
+    ) {
+        let (k, nb) = (tile.k, tile.k / QK);
+        let u = tile.u.as_ptr();
+        let a = tile.a.as_ptr();
+        let mut q = [acts.q.as_ptr(); MR];
+        for (r, q) in q.iter_mut().enumerate() {
+            *q = acts.q.as_ptr().add((i0 + r) * k);
+        }
+        let mut f0 = [_mm512_setzero_ps(); MR];
+        let mut f1 = [_mm512_setzero_ps(); MR];
+        for b in 0..nb {
+            let mut s0 = [_mm512_setzero_si512(); MR];
+            for (r, s) in s0.iter_mut().enumerate() {
+                *s = _mm512_set1_epi32(*corr.get_unchecked((i0 + r) * nb + b));
+            }
+            let mut s1 = s0;
+            let ub = u.add(b * 8 * 128);
+            for g in 0..8 {
+                let w0 = _mm512_loadu_si512(ub.add(g * 128) as *const _);
+                let w1 = _mm512_loadu_si512(ub.add(g * 128 + 64) as *const _);
+                for r in 0..MR {
+                    let x = (q[r].add(b * QK + g * 4) as *const i32).read_unaligned();
+                    let x = _mm512_set1_epi32(x);
+                    s0[r] = _mm512_dpbusd_epi32(s0[r], w0, x);
+                    s1[r] = _mm512_dpbusd_epi32(s1[r], w1, x);
+                }
+            }
+            let a0 = _mm512_loadu_ps(a.add(b * 32));
+            let a1 = _mm512_loadu_ps(a.add(b * 32 + 16));
+            for r in 0..MR {
+                let d = _mm512_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
+                f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(a0, d), f0[r]);
+                f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(a1, d), f1[r]);
+            }
+        }
+        let mask = |rows: usize| -> __mmask16 {
+            if rows >= 16 {
                 0xffff
             } else {
-                (1u16 << (n - j)) - 1
-            };
-            let x = _mm512_maskz_loadu_ps(mask, a.as_ptr().add(j));
-            let y = _mm512_maskz_loadu_ps(mask, ds.as_ptr().add(j));
-            acc = _mm512_fmadd_ps(x, y, acc);
-            j += 16;
+                (1 << rows) - 1
+            }
+        };
+        let (m0, m1) = (mask(tile.rows), mask(tile.rows.saturating_sub(16)));
+        for r in 0..MR {
+            let o = out.add((i0 + r) * n + col0);
+            _mm512_mask_storeu_ps(o, m0, f0[r]);
+            _mm512_mask_storeu_ps(o.add(16), m1, f1[r]);
         }
-        _mm512_reduce_add_ps(acc)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot(u: &[u8], a: &[f32], offset: f32, q: &[i8], d: &[f32], ds: &[f32]) -> f32 {
-        let nb = a.len();
-        let mut acc = _mm512_setzero_ps();
-        let mut b = 0;
-        while b + 2 <= nb {
-            let uv = _mm512_loadu_si512(u.as_ptr().add(b * QK) as *const _);
-            let qv = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const _);
-            let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uv, qv);
-            let s0 = _mm512_set1_ps(*a.get_unchecked(b) * *d.get_unchecked(b));
-            let s1 = _mm512_set1_ps(*a.get_unchecked(b + 1) * *d.get_unchecked(b + 1));
-            let s = _mm512_mask_blend_ps(0xff00, s0, s1);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc);
-            b += 2;
-        }
-        let mut sum = _mm512_reduce_add_ps(acc);
-        if b < nb {
-            let uv = _mm256_loadu_si256(u.as_ptr().add(b * QK) as *const __m256i);
-            let qv = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
-            let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uv, qv);
-            let mut lanes = [0i32; 8];
-            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, dp);
-            sum += a[b] * d[b] * lanes.iter().sum::<i32>() as f32;
-        }
-        sum - offset * correction(a, ds)
     }
 }
 
@@ -585,6 +596,53 @@ mod tests {
                 let mut one = vec![0f32; n];
                 matmul(&xs[i * k..(i + 1) * k], 1, &ours, &mut one);
                 assert_eq!(one, batch[i * n..(i + 1) * n], "{format:?} row {i}");
+            }
+        }
+    }
+
+    /// Every path (the decoding one below 4 rows, the tiles from 4 on, the portable one) does the
+    /// same arithmetic in the same order, so they agree bit for bit, also on partial tiles.
+    #[test]
+    fn simd_paths_equal_the_scalar_order() {
+        let dev = Device::Cpu;
+        for (dtype, format) in [
+            (GgmlDType::Q5_0, Format::Q5_0),
+            (GgmlDType::Q8_0, Format::Q8_0),
+        ] {
+            for (n, k, m) in [(45, 128, 1), (45, 128, 3), (70, 96, 9), (32, 896, 4)] {
+                let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
+                let xs: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let mut got = vec![0f32; m * n];
+                matmul(&xs, m, &ours, &mut got);
+                let acts = quantize_acts(&xs, m, k);
+                let nb = k / QK;
+                let (mut u, mut a) = (vec![0u8; k], vec![0f32; nb]);
+                for j in 0..n {
+                    expand_row_scalar(format, ours.row(j), &mut u, &mut a);
+                    for i in 0..m {
+                        let want = dot_scalar(
+                            &u,
+                            &a,
+                            format.offset(),
+                            &acts.q[i * k..(i + 1) * k],
+                            &acts.d[i * nb..(i + 1) * nb],
+                            &acts.qsum[i * nb..(i + 1) * nb],
+                        );
+                        let v = got[i * n + j];
+                        assert_eq!(
+                            v.to_bits(),
+                            want.to_bits(),
+                            "{format:?} n={n} m={m} ({i}, {j})"
+                        );
+                    }
+                }
             }
         }
     }
