@@ -870,13 +870,12 @@ fn repo_rust(
             let files = match *condition {
                 "none" => Vec::new(),
                 "nib" => {
-                    let read = |path: &str, first: u32, last: u32| -> Option<String> {
-                        let text = nib_indexer::walk::read_source(
+                    let read = |path: &str| -> Option<String> {
+                        nib_indexer::walk::read_source(
                             &k.root.join(path),
                             nib_indexer::walk::DEFAULT_MAX_BYTES,
                         )
-                        .ok()?;
-                        nib_indexer::context::lines_of(&text, first, last)
+                        .ok()
                     };
                     nib_indexer::context::cross_file(
                         &k.index,

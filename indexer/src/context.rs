@@ -16,7 +16,7 @@ use crate::imports::{self, Imported};
 use crate::index::Index;
 use crate::lang::Lang;
 use crate::symbols::{words, Symbol};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Items a glob import contributes at most, per imported file.
 const GLOB_ITEMS: usize = 12;
@@ -27,12 +27,16 @@ const MIN_SHARE: f32 = 0.2;
 
 /// Snippets for `path`'s prompt as `(path, text)`, at most `budget` characters in all.
 /// `before` is the text before the cursor's line; the last `lines` lines of it are scanned.
+/// `read(path)` gives another file's text (the caller's I/O: an open buffer or the disk), where
+/// the snippets' headers and doc comments are read; a definition whose file it cannot read, or
+/// whose file changed since it was indexed, is left out.
 pub fn related_definitions(
     index: &Index,
     path: &str,
     before: &str,
     lines: usize,
     budget: usize,
+    read: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
     let scanned = last_lines(before, lines);
     // Nearest use first: the budget goes to the names closest to the cursor.
@@ -56,17 +60,29 @@ pub fn related_definitions(
 
     let mut chosen: BTreeMap<(String, u32), String> = BTreeMap::new();
     let mut used = 0;
+    let mut texts: HashMap<String, Option<String>> = HashMap::new();
     let mut take = |p: &str, s: &Symbol, chosen: &mut BTreeMap<(String, u32), String>| {
         let key = (p.to_string(), s.start_line);
         if p == path || chosen.contains_key(&key) {
             return;
         }
+        let Some(file) = texts
+            .entry(p.to_string())
+            .or_insert_with(|| read(p))
+            .as_deref()
+        else {
+            return;
+        };
+        let Some(signature) = s.signature(file) else {
+            return;
+        };
+        let lang = index.files.get(p).map_or(Lang::Rust, |e| e.lang);
+        let doc = s.doc(file, lang);
         let mut text = String::new();
-        let comment = index.files.get(p).map_or("//", |e| e.lang.line_comment());
-        if !s.doc.is_empty() {
-            text.push_str(&format!("{comment} {}\n", s.doc));
+        if !doc.is_empty() {
+            text.push_str(&format!("{} {doc}\n", lang.line_comment()));
         }
-        text.push_str(&s.signature);
+        text.push_str(&signature);
         if used + text.len() > budget {
             return;
         }
@@ -111,8 +127,7 @@ pub fn related_definitions(
                 }
             }
             Imported::All => {
-                let public =
-                    |s: &&Symbol| entry.lang != Lang::Rust || s.signature.starts_with("pub");
+                let public = |s: &&Symbol| entry.lang != Lang::Rust || s.public;
                 for s in top.filter(public).take(GLOB_ITEMS) {
                     take(file, s, &mut chosen);
                 }
@@ -156,20 +171,28 @@ pub fn similar_chunks(
     max: usize,
 ) -> Vec<SimilarChunk> {
     let query = crate::symbols::identifiers(last_lines(before, lines));
+    // How many files use each of the query's identifiers, counted in their bags (a table of
+    // every identifier's count would be tens of megabytes on a large repository).
+    let mut df = vec![0u32; query.len()];
+    for e in index.files.values() {
+        for (n, h) in df.iter_mut().zip(&query) {
+            *n += u32::from(e.symbols.idents.binary_search(h).is_ok());
+        }
+    }
     let n = index.files.len().max(1) as f32;
-    let idf = |h: u32| {
-        let df = index.files_using(h) as f32;
-        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
-    };
-    let weights: Vec<(u32, f32)> = query.iter().map(|&h| (h, idf(h))).collect();
+    let weights: Vec<(u32, f32)> = query
+        .iter()
+        .zip(df)
+        .map(|(&h, df)| (h, ((n - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()))
+        .collect();
     let total: f32 = weights.iter().map(|(_, w)| w).sum();
     if weights.is_empty() || total <= 0.0 {
         return Vec::new();
     }
-    let shared = |bag: &[u32]| -> (f32, usize) {
+    let shared = |contains: &dyn Fn(u32) -> bool| -> (f32, usize) {
         weights
             .iter()
-            .filter(|(h, _)| bag.binary_search(h).is_ok())
+            .filter(|(h, _)| contains(*h))
             .fold((0.0, 0), |(w, n), (_, x)| (w + x, n + 1))
     };
     // Stage 1: the files.
@@ -177,26 +200,28 @@ pub fn similar_chunks(
         .files
         .iter()
         .filter(|(p, _)| p.as_str() != path)
-        .map(|(p, e)| (shared(&e.symbols.idents).0, p.as_str()))
+        .map(|(p, e)| {
+            let bag = &e.symbols.idents;
+            (shared(&|h| bag.binary_search(&h).is_ok()).0, p.as_str())
+        })
         .filter(|(s, _)| *s > 0.0)
         .collect();
     files.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     files.truncate(8);
     // Stage 2: their chunks, BM25's length normalisation (k1 = 1.2, b = 0.75) on bag sizes.
-    let chunks: Vec<(&str, &crate::symbols::Chunk)> = files
+    let chunks: Vec<(&str, &crate::symbols::Chunk, crate::symbols::Bag)> = files
         .iter()
         .filter_map(|(_, p)| index.files.get(*p).map(|e| (*p, e)))
-        .flat_map(|(p, e)| e.symbols.chunks.iter().map(move |c| (p, c)))
+        .flat_map(|(p, e)| e.symbols.chunk_bags().map(move |(c, bag)| (p, c, bag)))
         .collect();
-    let avg = chunks.iter().map(|(_, c)| c.idents.len()).sum::<usize>() as f32
+    let avg = chunks.iter().map(|(_, _, bag)| bag.len()).sum::<usize>() as f32
         / chunks.len().max(1) as f32;
     let (k1, b) = (1.2f32, 0.75f32);
     let mut scored: Vec<SimilarChunk> = chunks
         .into_iter()
-        .map(|(p, c)| {
-            let norm =
-                (k1 + 1.0) / (1.0 + k1 * (1.0 - b + b * c.idents.len() as f32 / avg.max(1.0)));
-            let (weight, count) = shared(&c.idents);
+        .map(|(p, c, bag)| {
+            let norm = (k1 + 1.0) / (1.0 + k1 * (1.0 - b + b * bag.len() as f32 / avg.max(1.0)));
+            let (weight, count) = shared(&|h| bag.contains(h));
             let chunk = SimilarChunk {
                 path: p.to_string(),
                 start_line: c.start_line,
@@ -219,20 +244,20 @@ pub fn similar_chunks(
 }
 
 /// The cross-file part of a prompt: [`related_definitions`] in two thirds of `budget`, then the
-/// text of the [`similar_chunks`] in what is left. `read(path, first, last)` gives the lines of
-/// another file (the caller's I/O: an open buffer or the disk); a chunk it cannot read is
-/// skipped. A chunk of a file that already has snippets joins them.
+/// text of the [`similar_chunks`] in what is left. `read(path)` gives another file's text (the
+/// caller's I/O: an open buffer or the disk); a chunk it cannot read is skipped. A chunk of a
+/// file that already has snippets joins them.
 pub fn cross_file(
     index: &Index,
     path: &str,
     before: &str,
     budget: usize,
-    read: &dyn Fn(&str, u32, u32) -> Option<String>,
+    read: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
-    let mut files = related_definitions(index, path, before, 60, budget * 2 / 3);
+    let mut files = related_definitions(index, path, before, 60, budget * 2 / 3, read);
     let mut used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
     for c in similar_chunks(index, path, before, 15, 2) {
-        let Some(text) = read(&c.path, c.start_line, c.end_line) else {
+        let Some(text) = read(&c.path).and_then(|t| lines_of(&t, c.start_line, c.end_line)) else {
             continue;
         };
         if used + c.path.len() + text.len() > budget {

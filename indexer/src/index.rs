@@ -5,6 +5,7 @@ use crate::lang::Lang;
 use crate::symbols::{FileSymbols, Symbol, SymbolParser};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -24,15 +25,13 @@ pub struct Index {
     /// Name → (file id, index into that file's symbols). A file id, not its path: a large
     /// repository has a million definitions.
     #[serde(skip)]
-    defs: HashMap<Box<str>, Vec<(u32, u32)>, Fx>,
+    /// Its keys are the one copy of each name that every symbol of that name shares.
+    defs: HashMap<Arc<str>, Vec<(u32, u32)>, Fx>,
     /// File id → path, and back. Ids are not reused; a removed file's id just goes unused.
     #[serde(skip)]
     paths: Vec<String>,
     #[serde(skip)]
     ids: HashMap<String, u32>,
-    /// Identifier hash → the number of files that use it (for similarity weights).
-    #[serde(skip)]
-    df: HashMap<u32, u32, Fx>,
     /// Bumped by every change, so that callers can keep what they derived from the index.
     #[serde(skip)]
     generation: u64,
@@ -130,22 +129,25 @@ impl Index {
         );
     }
 
-    /// Puts an already parsed file in (replacing any earlier entry).
-    pub fn insert(&mut self, path: &str, entry: FileEntry) {
+    /// Puts an already parsed file in (replacing any earlier entry). Its symbols' names and
+    /// parent names become the index's shared copies.
+    pub fn insert(&mut self, path: &str, mut entry: FileEntry) {
         self.remove(path);
         self.generation += 1;
         let id = self.id_of(path);
-        for (i, s) in entry.symbols.symbols.iter().enumerate() {
-            // Most names are already there: look up before allocating a key.
-            match self.defs.get_mut(&*s.name) {
-                Some(v) => v.push((id, i as u32)),
-                None => {
-                    self.defs.insert(s.name.clone(), vec![(id, i as u32)]);
+        for (i, s) in entry.symbols.symbols.iter_mut().enumerate() {
+            if let Some((name, _)) = self.defs.get_key_value(&*s.name) {
+                s.name = name.clone();
+            }
+            self.defs
+                .entry(s.name.clone())
+                .or_default()
+                .push((id, i as u32));
+            if let Some(p) = &s.parent {
+                if let Some((name, _)) = self.defs.get_key_value(&**p) {
+                    s.parent = Some(name.clone());
                 }
             }
-        }
-        for &h in &entry.symbols.idents {
-            *self.df.entry(h).or_default() += 1;
         }
         self.files.insert(path.to_string(), entry);
     }
@@ -160,11 +162,6 @@ impl Index {
         id
     }
 
-    /// How many files use the identifier with hash `h`.
-    pub fn files_using(&self, h: u32) -> u32 {
-        self.df.get(&h).copied().unwrap_or(0)
-    }
-
     /// Changes with every insertion or removal.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -173,14 +170,6 @@ impl Index {
     pub fn remove(&mut self, path: &str) {
         if let Some(old) = self.files.remove(path) {
             self.generation += 1;
-            for h in &old.symbols.idents {
-                if let Some(n) = self.df.get_mut(h) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.df.remove(h);
-                    }
-                }
-            }
             let id = self.ids.get(path).copied();
             for s in &old.symbols.symbols {
                 if let Some(v) = self.defs.get_mut(&*s.name) {
@@ -197,7 +186,6 @@ impl Index {
     pub fn rebuild_names(&mut self) {
         let files = std::mem::take(&mut self.files);
         self.defs.clear();
-        self.df.clear();
         for (path, entry) in files {
             self.insert(&path, entry);
         }

@@ -5,24 +5,49 @@
 use crate::lang::{refine_kind, Lang};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tree_sitter::{InputEdit, Parser, Point, Query, QueryCursor, StreamingIterator, Tree};
 
-/// Strings are boxed (`Box<str>`: no spare capacity, 16 bytes a field) and the kind is one of
-/// [`KINDS`]: a large repository has a million symbols.
+/// One definition. A large repository has a million of them, so a symbol is 48 bytes: the kind
+/// is one byte, the header and doc comment stay in the file, read when a prompt or a listing
+/// needs them ([`Symbol::signature`], [`Symbol::doc`]), and the index shares one copy of each
+/// name (and parent name) among all the symbols that bear it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     /// One of [`KINDS`]: function, method, class, interface, module, macro, constant, type…
     pub kind: Kind,
+    /// The header starts with `pub` (a Rust item visible outside its module).
+    pub public: bool,
     /// 0-based, inclusive.
     pub start_line: u32,
     pub end_line: u32,
-    /// The header up to the body (`pub fn f(x: u32) -> u32`), whitespace runs collapsed.
-    pub signature: Box<str>,
-    /// The comment lines right above (or a Python docstring), without their markers.
-    pub doc: Box<str>,
+    /// The header (the definition up to its body) in the file's text: first byte and length.
+    pub head_start: u32,
+    pub head_len: u16,
     /// The enclosing definition's name (a method's class or impl), if any.
-    pub parent: Option<Box<str>>,
+    pub parent: Option<Arc<str>>,
+}
+
+impl Symbol {
+    /// The header up to the body (`pub fn f(x: u32) -> u32`), whitespace runs collapsed, read
+    /// from `text`, the file's text. `None` when `text` is not what was indexed any more (the
+    /// header is out of range or no longer holds the name).
+    pub fn signature(&self, text: &str) -> Option<String> {
+        let start = self.head_start as usize;
+        let head = text.get(start..start + self.head_len as usize)?;
+        head.contains(&*self.name)
+            .then(|| truncate(&collapse(head), MAX_SIGNATURE))
+    }
+
+    /// The comment lines right above (attributes and decorators in between are skipped), or for
+    /// Python the docstring on the lines after the header, without their markers; read from
+    /// `text`, the file's text.
+    pub fn doc(&self, text: &str, lang: Lang) -> String {
+        let start = floor(text, self.head_start as usize);
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        doc_of(text[..line_start].lines().rev(), &text[start..], lang)
+    }
 }
 
 /// Every kind a symbol can have.
@@ -42,49 +67,44 @@ pub const KINDS: &[&str] = &[
     "other",
 ];
 
-/// A symbol's kind: one of [`KINDS`], stored as a pointer to it.
+/// A symbol's kind: one of [`KINDS`], stored as its position there (one byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Kind(&'static str);
+pub struct Kind(u8);
 
 impl Kind {
     /// The [`KINDS`] entry equal to `kind` (`other` when there is none).
     pub fn new(kind: &str) -> Kind {
-        Kind(
-            KINDS
-                .iter()
-                .find(|k| **k == kind)
-                .copied()
-                .unwrap_or("other"),
-        )
+        let other = KINDS.len() - 1;
+        Kind(KINDS.iter().position(|k| *k == kind).unwrap_or(other) as u8)
     }
 
     pub fn as_str(self) -> &'static str {
-        self.0
+        KINDS[self.0 as usize]
     }
 }
 
 impl std::ops::Deref for Kind {
     type Target = str;
     fn deref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl PartialEq<&str> for Kind {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for Kind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -103,9 +123,80 @@ pub struct FileSymbols {
     /// the bag of words for similarity, at 4 bytes a word.
     pub idents: Vec<u32>,
     /// Pieces of the file for similarity search: each top-level item whole when it is short,
-    /// else in windows, with their own identifier bags.
+    /// else in windows. Their identifier bags lie one after another in `chunk_idents`
+    /// ([`FileSymbols::chunk_bags`]): one allocation a file, not one a chunk (a large
+    /// repository has a million chunks, most of them one line).
     pub chunks: Vec<Chunk>,
+    pub chunk_idents: ChunkIdents,
     pub has_errors: bool,
+}
+
+/// The chunks' identifier bags, one after another. A chunk's identifiers are some of its file's,
+/// so they are kept as positions in the file's bag (`idents`), two bytes each, where the file has
+/// at most 65,536 distinct identifiers; else as the hashes themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkIdents {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Default for ChunkIdents {
+    fn default() -> Self {
+        ChunkIdents::Narrow(Vec::new())
+    }
+}
+
+/// One chunk's distinct identifiers.
+#[derive(Debug, Clone, Copy)]
+pub enum Bag<'a> {
+    /// Positions (sorted) in `file`, the file's sorted bag of hashes.
+    Narrow { file: &'a [u32], at: &'a [u16] },
+    /// Hashes, sorted.
+    Wide(&'a [u32]),
+}
+
+impl Bag<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Bag::Narrow { at, .. } => at.len(),
+            Bag::Wide(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the identifier with hash `h` is in the bag.
+    pub fn contains(&self, h: u32) -> bool {
+        match self {
+            Bag::Narrow { file, at } => file
+                .binary_search(&h)
+                .is_ok_and(|i| at.binary_search(&(i as u16)).is_ok()),
+            Bag::Wide(b) => b.binary_search(&h).is_ok(),
+        }
+    }
+}
+
+impl FileSymbols {
+    /// Each chunk with its bag of identifiers.
+    pub fn chunk_bags(&self) -> impl Iterator<Item = (&Chunk, Bag<'_>)> {
+        let mut start = 0;
+        self.chunks.iter().map(move |c| {
+            let end = c.idents_end as usize;
+            let bag = match &self.chunk_idents {
+                ChunkIdents::Narrow(v) => Bag::Narrow {
+                    file: &self.idents,
+                    at: &v[start.min(v.len())..end.clamp(start, v.len())],
+                },
+                ChunkIdents::Wide(v) => {
+                    Bag::Wide(&v[start.min(v.len())..end.clamp(start, v.len())])
+                }
+            };
+            start = end;
+            (c, bag)
+        })
+    }
 }
 
 /// A stretch of a file that similarity search can return.
@@ -114,8 +205,9 @@ pub struct Chunk {
     /// 0-based, inclusive.
     pub start_line: u32,
     pub end_line: u32,
-    /// Distinct identifier hashes, sorted.
-    pub idents: Vec<u32>,
+    /// Where this chunk's identifier bag ends in [`FileSymbols::chunk_idents`] (it starts where
+    /// the previous chunk's ends).
+    pub idents_end: u32,
 }
 
 /// Items up to this many lines are one chunk; longer ones are cut into windows of this size.
@@ -291,16 +383,18 @@ fn definitions(
             .child_by_field_name("body")
             .map_or(node.end_byte(), |b| b.start_byte())
             .min(node.start_byte() + MAX_SIGNATURE * 4);
-        let signature = collapse(&text[node.start_byte()..floor(text, header_end)]);
+        let head_start = node.start_byte();
+        let head = &text[head_start..floor(text, header_end)];
         symbols.push((
             Symbol {
                 name: name.into(),
                 kind: refine_kind(node.kind(), kind),
-                parent: parent_of(node, text).map(String::into_boxed_str),
+                public: head.starts_with("pub"),
+                parent: parent_of(node, text).map(Arc::from),
                 start_line: node.start_position().row as u32,
                 end_line: node.end_position().row as u32,
-                signature: truncate(&signature, MAX_SIGNATURE).into(),
-                doc: Box::default(),
+                head_start: head_start as u32,
+                head_len: head.len() as u16,
             },
             (node.start_byte(), node.end_byte()),
         ));
@@ -308,8 +402,8 @@ fn definitions(
     symbols
 }
 
-/// Sorts and de-duplicates the definitions, adds their doc comments, and the file's imports and
-/// identifiers: the file's symbols, and the spans of their definitions.
+/// Sorts and de-duplicates the definitions, and adds the file's imports and identifiers: the
+/// file's symbols, and the spans of their definitions.
 fn finish(
     mut found: Vec<(Symbol, (usize, usize))>,
     text: &str,
@@ -325,16 +419,15 @@ fn finish(
     });
     found.dedup_by(|(a, _), (b, _)| a.name == b.name && a.start_line == b.start_line);
     let lines: Vec<&str> = text.lines().collect();
-    let (mut symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
-    for sym in &mut symbols {
-        sym.doc = doc_above(&lines, sym.start_line as usize, lang).into();
-    }
-    let chunks = chunks(&symbols, &lines);
+    let (symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
+    let idents = identifiers(text);
+    let (chunks, chunk_idents) = chunks(&symbols, &lines, &idents);
     let symbols = FileSymbols {
         symbols,
         imports: imports(&lines, lang),
-        idents: identifiers(text),
+        idents,
         chunks,
+        chunk_idents,
         has_errors: root.has_error(),
     };
     (symbols, spans)
@@ -342,7 +435,7 @@ fn finish(
 
 /// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that
 /// many lines. Code outside any item (scripts, statements at the top) is windowed too.
-fn chunks(symbols: &[Symbol], lines: &[&str]) -> Vec<Chunk> {
+fn chunks(symbols: &[Symbol], lines: &[&str], file_bag: &[u32]) -> (Vec<Chunk>, ChunkIdents) {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut covered = 0usize;
     let push_windows = |from: usize, to: usize, spans: &mut Vec<(usize, usize)>| {
@@ -371,15 +464,35 @@ fn chunks(symbols: &[Symbol], lines: &[&str]) -> Vec<Chunk> {
     if lines.len() > covered + 2 {
         push_windows(covered, lines.len() - 1, &mut spans);
     }
-    spans
-        .into_iter()
-        .map(|(a, b)| Chunk {
-            start_line: a as u32,
-            end_line: b as u32,
-            idents: identifiers(&lines[a..=b].join("\n")),
+    let (mut chunks, mut bags) = (Vec::new(), Vec::new());
+    for (a, b) in spans {
+        let bag = identifiers(&lines[a..=b].join("\n"));
+        if bag.len() >= 3 {
+            bags.extend_from_slice(&bag);
+            chunks.push(Chunk {
+                start_line: a as u32,
+                end_line: b as u32,
+                idents_end: bags.len() as u32,
+            });
+        }
+    }
+    chunks.shrink_to_fit();
+    // Positions in the file's bag, where they fit in two bytes (a chunk's words are the file's).
+    let narrow: Option<Vec<u16>> = bags
+        .iter()
+        .map(|h| {
+            let i = file_bag.binary_search(h).ok()?;
+            u16::try_from(i).ok()
         })
-        .filter(|c| c.idents.len() >= 3)
-        .collect()
+        .collect();
+    let idents = match narrow {
+        Some(v) => ChunkIdents::Narrow(v),
+        None => {
+            bags.shrink_to_fit();
+            ChunkIdents::Wide(bags)
+        }
+    };
+    (chunks, idents)
 }
 
 /// The tree-sitter edit that turns `old` into `new`: their common prefix and suffix stay.
@@ -459,6 +572,7 @@ fn reread(
             let mut moved = sym.clone();
             moved.start_line = (moved.start_line as isize + line_delta) as u32;
             moved.end_line = (moved.end_line as isize + line_delta) as u32;
+            moved.head_start = (moved.head_start as isize + delta) as u32;
             out.push((
                 moved,
                 (
@@ -528,15 +642,14 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Comment lines right above line `at` (attributes and decorators in between are skipped), or
-/// for Python the docstring on the lines after it.
-fn doc_above(lines: &[&str], at: usize, lang: Lang) -> String {
+/// The doc comment from the lines `above` a header (nearest first; attributes and decorators in
+/// between are skipped), or for Python the docstring on the lines after the header's first line
+/// (`from` is the text from the header on).
+fn doc_of<'a>(above: impl Iterator<Item = &'a str>, from: &str, lang: Lang) -> String {
     let marker = lang.line_comment();
     let mut doc: Vec<&str> = Vec::new();
-    let mut i = at;
-    while i > 0 {
-        i -= 1;
-        let l = lines[i].trim();
+    for l in above {
+        let l = l.trim();
         if l.starts_with("#[") || (l.starts_with('@') && lang != Lang::Rust) {
             continue;
         }
@@ -556,9 +669,9 @@ fn doc_above(lines: &[&str], at: usize, lang: Lang) -> String {
     let mut text = doc.join(" ").trim().to_string();
     if text.is_empty() && lang == Lang::Python {
         // The docstring: the first lines after the header that start with a quote.
-        if let Some(l) = lines
-            .iter()
-            .skip(at + 1)
+        if let Some(l) = from
+            .lines()
+            .skip(1)
             .take(3)
             .map(|l| l.trim())
             .find(|l| !l.is_empty())

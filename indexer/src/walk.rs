@@ -244,44 +244,53 @@ pub fn build_files(
         })
         .collect();
     report.from_cache = hits.iter().filter(|h| h.is_some()).count();
-    let was_hit: Vec<bool> = hits.iter().map(Option::is_some).collect();
-    let results: Vec<Result<FileEntry, Skip>> = files
-        .par_iter()
-        .zip(hits.par_iter_mut())
-        .map(|((abs, _), hit)| {
-            if let Some(entry) = hit.take() {
-                progress(entry.bytes as u64);
-                return Ok(entry);
-            }
-            let r = read_source(abs, max_bytes).and_then(|text| {
-                let lang = Lang::detect(abs, &text).ok_or(Skip::Binary)?;
-                Ok(FileEntry {
-                    lang,
-                    bytes: text.len(),
-                    symbols: PARSER.with_borrow_mut(|parser| parser.parse(lang, &text)),
-                })
-            });
-            progress(r.as_ref().map_or(0, |e| e.bytes as u64));
-            r
-        })
-        .collect();
     // Files parsed now whose entries the cache lacks (a file that fails again, binary or
     // unreadable, changes nothing: it is not cached either way).
     let mut parsed = 0;
     let mut index = Index::new();
     let mut keep: Vec<(String, u64, u128)> = Vec::new();
-    for ((((_, rel), r), key), hit) in files.iter().zip(results).zip(&keys).zip(was_hit) {
-        match r {
-            Ok(entry) => {
-                parsed += usize::from(!hit);
-                index.insert(rel, entry);
-                if let Some((size, mtime)) = key {
-                    keep.push((rel.clone(), *size, *mtime));
+    // In batches, each parsed in parallel and then put in the index, which shares one copy of
+    // each name: the names of a batch, not of the whole repository, exist twice at a time.
+    const BATCH: usize = 512;
+    for ((files, hits), keys) in files
+        .chunks(BATCH)
+        .zip(hits.chunks_mut(BATCH))
+        .zip(keys.chunks(BATCH))
+    {
+        let was_hit: Vec<bool> = hits.iter().map(Option::is_some).collect();
+        let results: Vec<Result<FileEntry, Skip>> = files
+            .par_iter()
+            .zip(hits.par_iter_mut())
+            .map(|((abs, _), hit)| {
+                if let Some(entry) = hit.take() {
+                    progress(entry.bytes as u64);
+                    return Ok(entry);
                 }
+                let r = read_source(abs, max_bytes).and_then(|text| {
+                    let lang = Lang::detect(abs, &text).ok_or(Skip::Binary)?;
+                    Ok(FileEntry {
+                        lang,
+                        bytes: text.len(),
+                        symbols: PARSER.with_borrow_mut(|parser| parser.parse(lang, &text)),
+                    })
+                });
+                progress(r.as_ref().map_or(0, |e| e.bytes as u64));
+                r
+            })
+            .collect();
+        for ((((_, rel), r), key), hit) in files.iter().zip(results).zip(keys).zip(was_hit) {
+            match r {
+                Ok(entry) => {
+                    parsed += usize::from(!hit);
+                    index.insert(rel, entry);
+                    if let Some((size, mtime)) = key {
+                        keep.push((rel.clone(), *size, *mtime));
+                    }
+                }
+                // A file without a known language and without a shebang is simply not source.
+                Err(Skip::Binary) if Lang::detect(Path::new(rel), "").is_none() => {}
+                Err(why) => report.skipped.push((rel.clone(), why.to_string())),
             }
-            // A file without a known language and without a shebang is simply not source.
-            Err(Skip::Binary) if Lang::detect(Path::new(rel), "").is_none() => {}
-            Err(why) => report.skipped.push((rel.clone(), why.to_string())),
         }
     }
     index.crates = rust_crates(root, files);

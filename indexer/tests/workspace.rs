@@ -45,6 +45,36 @@ fn workspace() -> tempfile::TempDir {
     dir
 }
 
+/// Headers and doc comments are read from the files when a prompt is built: a file that changed
+/// on disk after it was indexed gives no garbage, only the definitions still where they were.
+#[test]
+fn a_file_changed_since_indexing_gives_no_stale_header() {
+    let ws = workspace();
+    let (index, _) = build(ws.path(), DEFAULT_MAX_BYTES, &|_| {});
+    let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).ok();
+    let before = &MAIN[..MAIN.find("    let top").unwrap()];
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000, &read);
+    let all: String = ctx.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(all.contains("pub fn word_histogram(text: &str)"), "{all}");
+    // lib.rs rewritten: another item where word_histogram's header was.
+    write(
+        ws.path(),
+        "src/lib.rs",
+        b"use std::collections::HashMap;\n\n/// Something else entirely, with a longer comment.\npub fn other(x: u8) {}\n",
+    );
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000, &read);
+    let paths: Vec<&str> = ctx.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["src/input.rs"], "{ctx:?}");
+    assert!(
+        ctx[0].1.contains("pub fn read_input() -> String"),
+        "{ctx:?}"
+    );
+    // And a file that is gone is left out the same way.
+    std::fs::remove_file(ws.path().join("src/input.rs")).unwrap();
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000, &read);
+    assert!(ctx.is_empty(), "{ctx:?}");
+}
+
 #[test]
 fn walk_honours_ignores_secrets_and_bad_files() {
     let ws = workspace();
@@ -81,9 +111,10 @@ fn walk_honours_ignores_secrets_and_bad_files() {
 fn context_holds_the_definition_from_the_other_file_and_stays_put_within_a_line() {
     let ws = workspace();
     let (index, _) = build(ws.path(), DEFAULT_MAX_BYTES, &|_| {});
+    let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).ok();
     let cursor = MAIN.find("let top = ").unwrap() + "let top = ".len();
     let before = &MAIN[..MAIN[..cursor].rfind('\n').unwrap() + 1];
-    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000);
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000, &read);
     let paths: Vec<&str> = ctx.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, ["src/input.rs", "src/lib.rs"]);
     assert!(
@@ -100,7 +131,7 @@ fn context_holds_the_definition_from_the_other_file_and_stays_put_within_a_line(
     let typed = MAIN.replace("let top = ", "let top = counts.iter().max_by_key(");
     let before2 = &typed[..typed[..cursor].rfind('\n').unwrap() + 1];
     assert_eq!(
-        related_definitions(&index, "src/main.rs", before2, 60, 2000),
+        related_definitions(&index, "src/main.rs", before2, 60, 2000, &read),
         ctx
     );
     // Nothing from ignored or secret files, whatever the names used.
@@ -158,6 +189,7 @@ fn context_follows_imports_first() {
     let main = "use word_stats::*;\nuse word_stats::render::format;\n\nfn main() {\n    let text = String::new();\n    let table = format(&rows);\n    let histogram = \n}\n";
     write(r, "src/main.rs", main.as_bytes());
     let (index, _) = build(r, DEFAULT_MAX_BYTES, &|_| {});
+    let read = |p: &str| std::fs::read_to_string(r.join(p)).ok();
     assert_eq!(
         index.crates.get("word_stats").map(String::as_str),
         Some("src/")
@@ -165,7 +197,7 @@ fn context_follows_imports_first() {
 
     let cursor = main.find("let histogram = ").unwrap();
     let before = &main[..main[..cursor].rfind('\n').unwrap() + 1];
-    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000);
+    let ctx = related_definitions(&index, "src/main.rs", before, 60, 2000, &read);
     let all: String = ctx.iter().map(|(p, t)| format!("== {p}\n{t}\n")).collect();
     eprintln!("{all}");
     let paths: Vec<&str> = ctx.iter().map(|(p, _)| p.as_str()).collect();

@@ -345,13 +345,22 @@ fn index(
             )));
         }
         for (p, s) in defs {
+            // Headers and doc comments stay in the files: read them back.
+            let text =
+                nib_indexer::walk::read_source(&root.join(p), nib_indexer::walk::DEFAULT_MAX_BYTES)
+                    .unwrap_or_default();
+            let signature = s.signature(&text).unwrap_or_else(|| s.name.to_string());
             if json {
+                let lang = index
+                    .files
+                    .get(p)
+                    .map_or(nib_indexer::Lang::Rust, |e| e.lang);
                 println!(
                     "{}",
-                    serde_json::json!({"path": p, "line": s.start_line + 1, "kind": s.kind, "signature": s.signature, "doc": s.doc, "parent": s.parent})
+                    serde_json::json!({"path": p, "line": s.start_line + 1, "kind": s.kind, "signature": signature, "doc": s.doc(&text, lang), "parent": s.parent})
                 );
             } else {
-                println!("{p}:{}: {} {}", s.start_line + 1, s.kind, s.signature);
+                println!("{p}:{}: {} {signature}", s.start_line + 1, s.kind);
             }
         }
         return Ok(());
@@ -592,11 +601,8 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
     let files = nib_indexer::walk::source_files(&root);
     let (index, _) = nib_indexer::walk::build_cached(&root, &files, &|_| {});
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
-    let read = |path: &str, first: u32, last: u32| -> Option<String> {
-        let text =
-            nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES)
-                .ok()?;
-        nib_indexer::context::lines_of(&text, first, last)
+    let read = |path: &str| -> Option<String> {
+        nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES).ok()
     };
     let files = nib_indexer::context::cross_file(&index, &rel, &text[..line_start], 3000, &read);
     Ok(Loaded {

@@ -502,8 +502,8 @@ fn cross_file_context(s: &mut State, uri: &str, before_line: &str) -> Vec<(Strin
     files
 }
 
-/// Definitions and similar code from the index; similar chunks are read from the open buffer
-/// when there is one, else from the disk.
+/// Definitions and similar code from the index; their text is read from the open buffer when
+/// there is one, else from the disk.
 fn index_context(
     s: &State,
     index: &nib_indexer::Index,
@@ -511,7 +511,7 @@ fn index_context(
     before_line: &str,
     budget: usize,
 ) -> Vec<(String, String)> {
-    let read = |path: &str, first: u32, last: u32| -> Option<String> {
+    let read = |path: &str| -> Option<String> {
         if nib_indexer::walk::is_secret(Path::new(path)) {
             return None;
         }
@@ -520,15 +520,14 @@ fn index_context(
             .iter()
             .find(|(u, _)| relative_path(s.root.as_deref(), u) == path)
             .map(|(_, d)| d.doc.rope.to_string());
-        let text = match open {
-            Some(t) => t,
+        match open {
+            Some(t) => Some(t),
             None => nib_indexer::walk::read_source(
                 &s.root.as_ref()?.join(path),
                 nib_indexer::walk::DEFAULT_MAX_BYTES,
             )
-            .ok()?,
-        };
-        nib_indexer::context::lines_of(&text, first, last)
+            .ok(),
+        }
     };
     nib_indexer::context::cross_file(index, rel, before_line, budget, &read)
 }
