@@ -233,6 +233,30 @@ struct Previous {
     used: u64,
 }
 
+/// tree-sitter's C core allocates through mimalloc, apart from the Rust heap: a syntax tree is
+/// some 35 bytes per byte of source, freed once the file is read, and in the same heap as the
+/// symbols that outlive it its holes stayed (65 MB on a 233 MB corpus with glibc).
+fn use_own_allocator_for_trees() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut std::ffi::c_void {
+        match n.checked_mul(size) {
+            // SAFETY: mimalloc's zeroing allocator, for a size that did not overflow.
+            Some(bytes) => unsafe { libmimalloc_sys::mi_zalloc(bytes) },
+            None => std::ptr::null_mut(),
+        }
+    }
+    // SAFETY: before any parser or query exists (they are made in `SymbolParser::state`, after
+    // this), and mimalloc's functions behave as C's `malloc` family.
+    ONCE.call_once(|| unsafe {
+        tree_sitter::set_allocator(
+            Some(libmimalloc_sys::mi_malloc),
+            Some(calloc),
+            Some(libmimalloc_sys::mi_realloc),
+            Some(libmimalloc_sys::mi_free),
+        )
+    });
+}
+
 /// Files whose last parse is kept for incremental re-parsing.
 const RECENT_FILES: usize = 16;
 
@@ -246,6 +270,7 @@ impl SymbolParser {
 
     fn state(&mut self, lang: Lang) -> &mut (Parser, Query) {
         self.langs.entry(lang).or_insert_with(|| {
+            use_own_allocator_for_trees();
             let mut p = Parser::new();
             p.set_language(&lang.grammar())
                 .expect("grammar matches tree-sitter");

@@ -230,9 +230,14 @@ pub fn build_files(
         None => Default::default(),
     };
     let cache_was_valid = cache.is_some() && report.cache_note.is_none();
-    let keys: Vec<Option<(u64, u128)>> = files
+    // (size, modification time) of each file; the size also orders the work below.
+    let stats: Vec<Option<(u64, u128)>> = files
         .par_iter()
-        .map(|(abs, _)| cache.and_then(|_| cache::key_of(abs)))
+        .map(|(abs, _)| cache::key_of(abs))
+        .collect();
+    let keys: Vec<Option<(u64, u128)>> = stats
+        .iter()
+        .map(|k| k.filter(|_| cache.is_some()))
         .collect();
     // Hits move out of the loaded cache; the rest is parsed, in parallel.
     let mut hits: Vec<Option<FileEntry>> = files
@@ -251,21 +256,22 @@ pub fn build_files(
     let mut keep: Vec<(String, u64, u128)> = Vec::new();
     // In batches, each parsed in parallel and then put in the index, which shares one copy of
     // each name: the names of a batch, not of the whole repository, exist twice at a time.
+    // Largest files first: a syntax tree takes some 35 bytes per byte of source while it lives,
+    // and the largest trees had better come while the index is still small.
     const BATCH: usize = 512;
-    for ((files, hits), keys) in files
-        .chunks(BATCH)
-        .zip(hits.chunks_mut(BATCH))
-        .zip(keys.chunks(BATCH))
-    {
-        let was_hit: Vec<bool> = hits.iter().map(Option::is_some).collect();
-        let results: Vec<Result<FileEntry, Skip>> = files
-            .par_iter()
-            .zip(hits.par_iter_mut())
-            .map(|((abs, _), hit)| {
-                if let Some(entry) = hit.take() {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(stats[i].map_or(0, |(size, _)| size)));
+    for batch in order.chunks(BATCH) {
+        let work: Vec<(usize, Option<FileEntry>)> =
+            batch.iter().map(|&i| (i, hits[i].take())).collect();
+        let results: Vec<(usize, bool, Result<FileEntry, Skip>)> = work
+            .into_par_iter()
+            .map(|(i, hit)| {
+                if let Some(entry) = hit {
                     progress(entry.bytes as u64);
-                    return Ok(entry);
+                    return (i, true, Ok(entry));
                 }
+                let abs = &files[i].0;
                 let r = read_source(abs, max_bytes).and_then(|text| {
                     let lang = Lang::detect(abs, &text).ok_or(Skip::Binary)?;
                     Ok(FileEntry {
@@ -275,16 +281,17 @@ pub fn build_files(
                     })
                 });
                 progress(r.as_ref().map_or(0, |e| e.bytes as u64));
-                r
+                (i, false, r)
             })
             .collect();
-        for ((((_, rel), r), key), hit) in files.iter().zip(results).zip(keys).zip(was_hit) {
+        for (i, hit, r) in results {
+            let rel = &files[i].1;
             match r {
                 Ok(entry) => {
                     parsed += usize::from(!hit);
                     index.insert(rel, entry);
-                    if let Some((size, mtime)) = key {
-                        keep.push((rel.clone(), *size, *mtime));
+                    if let Some((size, mtime)) = keys[i] {
+                        keep.push((rel.clone(), size, mtime));
                     }
                 }
                 // A file without a known language and without a shebang is simply not source.
@@ -293,6 +300,7 @@ pub fn build_files(
             }
         }
     }
+    report.skipped.sort();
     index.crates = rust_crates(root, files);
     // Write back when something was parsed or dropped, or the old cache was unusable: a warm
     // start with nothing changed writes nothing.
