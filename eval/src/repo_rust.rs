@@ -296,10 +296,10 @@ pub fn crate_tasks(
                     index
                         .definitions(&tok.text)
                         .into_iter()
-                        .filter(|(_, s)| {
-                            s.parent.is_none() && ITEM_KINDS.contains(&s.kind.as_str())
+                        .filter(|d| {
+                            d.parent.is_none() && ITEM_KINDS.contains(&d.symbol.kind.as_str())
                         })
-                        .map(|(p, s)| (p.to_string(), s.start_line, s.end_line))
+                        .map(|d| (d.path.to_string(), d.symbol.start_line, d.symbol.end_line))
                         .collect()
                 });
                 let here = defs.iter().any(|(p, _, _)| p == path);

@@ -91,13 +91,13 @@ pub fn related_definitions(
     };
     // A method is only worth showing when its type is used nearby too: `text` or `len` alone
     // would otherwise pull in every method of that name.
-    let parent_near = |s: &Symbol| s.parent.as_deref().is_none_or(|t| seen.contains(t));
+    let parent_near = |parent: Option<&str>| parent.is_none_or(|t| seen.contains(t));
 
     // 1. Names near the cursor, defined in an imported file.
     for &name in &names {
-        for (p, s) in index.definitions(name) {
-            if is_imported(p) && parent_near(s) {
-                take(p, s, &mut chosen);
+        for d in index.definitions(name) {
+            if is_imported(d.path) && parent_near(d.parent) {
+                take(d.path, d.symbol, &mut chosen);
             }
         }
     }
@@ -108,9 +108,9 @@ pub fn related_definitions(
         if defs.is_empty() || defs.len() > 3 {
             continue;
         }
-        for (p, s) in defs {
-            if parent_near(s) {
-                take(p, s, &mut chosen);
+        for d in defs {
+            if parent_near(d.parent) {
+                take(d.path, d.symbol, &mut chosen);
             }
         }
     }
@@ -119,7 +119,7 @@ pub fn related_definitions(
         let Some(entry) = index.files.get(file) else {
             continue;
         };
-        let top = entry.symbols.symbols.iter().filter(|s| s.parent.is_none());
+        let top = entry.symbols.top_level();
         match what {
             Imported::Names(wanted) => {
                 for s in top.filter(|s| wanted.iter().any(|w| **w == *s.name)) {

@@ -82,6 +82,14 @@ impl FxHasher {
 
 type Fx = std::hash::BuildHasherDefault<FxHasher>;
 
+/// A definition found by name: where it is, and the name of the item that encloses it.
+#[derive(Debug, Clone, Copy)]
+pub struct Definition<'a> {
+    pub path: &'a str,
+    pub symbol: &'a Symbol,
+    pub parent: Option<&'a str>,
+}
+
 /// Counts for `nib index --stats`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IndexStats {
@@ -143,10 +151,10 @@ impl Index {
                 .entry(s.name.clone())
                 .or_default()
                 .push((id, i as u32));
-            if let Some(p) = &s.parent {
-                if let Some((name, _)) = self.defs.get_key_value(&**p) {
-                    s.parent = Some(name.clone());
-                }
+        }
+        for (_, p) in &mut entry.symbols.parents {
+            if let Some((name, _)) = self.defs.get_key_value(&**p) {
+                *p = name.clone();
             }
         }
         self.files.insert(path.to_string(), entry);
@@ -192,18 +200,22 @@ impl Index {
     }
 
     /// Every definition of `name`, by path then line.
-    pub fn definitions(&self, name: &str) -> Vec<(&str, &Symbol)> {
-        let mut out: Vec<(&str, &Symbol)> = self
+    pub fn definitions(&self, name: &str) -> Vec<Definition<'_>> {
+        let mut out: Vec<Definition> = self
             .defs
             .get(name)
             .into_iter()
             .flatten()
             .filter_map(|&(f, i)| {
                 let (p, e) = self.files.get_key_value(self.paths.get(f as usize)?)?;
-                Some((p.as_str(), e.symbols.symbols.get(i as usize)?))
+                Some(Definition {
+                    path: p,
+                    symbol: e.symbols.symbols.get(i as usize)?,
+                    parent: e.symbols.parent(i as usize),
+                })
             })
             .collect();
-        out.sort_by_key(|(p, s)| (*p, s.start_line));
+        out.sort_by_key(|d| (d.path, d.symbol.start_line));
         out
     }
 

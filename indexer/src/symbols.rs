@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tree_sitter::{InputEdit, Parser, Point, Query, QueryCursor, StreamingIterator, Tree};
 
-/// One definition. A large repository has a million of them, so a symbol is 48 bytes: the kind
+/// One definition. A large repository has a million of them, so a symbol is 32 bytes: the kind
 /// is one byte, the header and doc comment stay in the file, read when a prompt or a listing
-/// needs them ([`Symbol::signature`], [`Symbol::doc`]), and the index shares one copy of each
-/// name (and parent name) among all the symbols that bear it.
+/// needs them ([`Symbol::signature`], [`Symbol::doc`]), the enclosing item's name is kept aside
+/// for the few symbols that have one ([`FileSymbols::parent`]), and the index shares one copy of
+/// each name among all the symbols that bear it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
     pub name: Arc<str>,
@@ -25,8 +26,6 @@ pub struct Symbol {
     /// The header (the definition up to its body) in the file's text: first byte and length.
     pub head_start: u32,
     pub head_len: u16,
-    /// The enclosing definition's name (a method's class or impl), if any.
-    pub parent: Option<Arc<str>>,
 }
 
 impl Symbol {
@@ -117,6 +116,9 @@ impl<'de> Deserialize<'de> for Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSymbols {
     pub symbols: Vec<Symbol>,
+    /// The enclosing definition's name (a method's class or impl) of the symbols that have one:
+    /// (index in `symbols`, name), by index.
+    pub parents: Vec<(u32, Arc<str>)>,
     /// `use`, `import`, `#include` lines, trimmed.
     pub imports: Vec<String>,
     /// The file's distinct identifiers (2+ characters) as 32-bit hashes ([`ident_hash`]), sorted:
@@ -179,6 +181,27 @@ impl Bag<'_> {
 }
 
 impl FileSymbols {
+    /// The name of the item that encloses symbol `i` (a method's class or impl), if any.
+    pub fn parent(&self, i: usize) -> Option<&str> {
+        let at = self
+            .parents
+            .binary_search_by_key(&i, |(j, _)| *j as usize)
+            .ok()?;
+        Some(&self.parents[at].1)
+    }
+
+    /// The symbols that no other item encloses.
+    pub fn top_level(&self) -> impl Iterator<Item = &Symbol> {
+        let mut nested = self.parents.iter().map(|(j, _)| *j as usize).peekable();
+        self.symbols.iter().enumerate().filter_map(move |(i, s)| {
+            if nested.next_if_eq(&i).is_some() {
+                None
+            } else {
+                Some(s)
+            }
+        })
+    }
+
     /// Each chunk with its bag of identifiers.
     pub fn chunk_bags(&self) -> impl Iterator<Item = (&Chunk, Bag<'_>)> {
         let mut start = 0;
@@ -219,6 +242,8 @@ const CHUNK_LINES: usize = 40;
 #[derive(Default)]
 pub struct SymbolParser {
     langs: HashMap<Lang, (Parser, Query)>,
+    /// Find definitions with the tags query for every language (the walk's reference).
+    by_query: bool,
     recent: HashMap<String, Previous>,
     clock: u64,
 }
@@ -228,8 +253,8 @@ struct Previous {
     lang: Lang,
     text: String,
     tree: Tree,
-    /// The symbols with the byte span of their definition node.
-    symbols: Vec<(Symbol, (usize, usize))>,
+    /// The symbols with their parents and the byte spans of their definition nodes.
+    symbols: Vec<Found>,
     used: u64,
 }
 
@@ -268,6 +293,23 @@ impl SymbolParser {
         Self::default()
     }
 
+    /// A parser that finds every language's definitions with its tags query, Rust's too: the
+    /// reference that the Rust tree walk is tested against.
+    pub fn with_tags_queries() -> Self {
+        Self {
+            by_query: true,
+            ..Self::default()
+        }
+    }
+
+    fn finder(&self) -> Finder {
+        if self.by_query {
+            Finder::Query
+        } else {
+            Finder::Walk
+        }
+    }
+
     fn state(&mut self, lang: Lang) -> &mut (Parser, Query) {
         self.langs.entry(lang).or_insert_with(|| {
             use_own_allocator_for_trees();
@@ -298,11 +340,12 @@ impl SymbolParser {
     }
 
     pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
+        let finder = self.finder();
         let (parser, query) = self.state(lang);
         let Some(tree) = parser.parse(text, None) else {
             return FileSymbols::default();
         };
-        let found = definitions(query, tree.root_node(), text, None);
+        let found = definitions(lang, finder, query, tree.root_node(), text, None);
         finish(found, text, lang, tree.root_node()).0
     }
 
@@ -316,6 +359,7 @@ impl SymbolParser {
         self.clock += 1;
         let clock = self.clock;
         let prev = self.recent.remove(key).filter(|p| p.lang == lang);
+        let finder = self.finder();
         let (parser, query) = self.state(lang);
         let (tree, found) = match prev {
             Some(mut prev) => {
@@ -324,20 +368,25 @@ impl SymbolParser {
                 let Some(tree) = parser.parse(text, Some(&prev.tree)) else {
                     return FileSymbols::default();
                 };
-                let found = reread(query, &prev, &tree, &edit, text)
-                    .unwrap_or_else(|| definitions(query, tree.root_node(), text, None));
+                let found =
+                    reread(lang, finder, query, &prev, &tree, &edit, text).unwrap_or_else(|| {
+                        definitions(lang, finder, query, tree.root_node(), text, None)
+                    });
                 (tree, found)
             }
             None => {
                 let Some(tree) = parser.parse(text, None) else {
                     return FileSymbols::default();
                 };
-                let found = definitions(query, tree.root_node(), text, None);
+                let found = definitions(lang, finder, query, tree.root_node(), text, None);
                 (tree, found)
             }
         };
         let (symbols, spans) = finish(found, text, lang, tree.root_node());
-        let kept = symbols.symbols.iter().cloned().zip(spans).collect();
+        let kept = (symbols.symbols.iter().cloned().enumerate())
+            .zip(spans)
+            .map(|((i, s), span)| (s, symbols.parent(i).map(Arc::from), span))
+            .collect();
         if self.recent.len() >= RECENT_FILES {
             if let Some(oldest) = self
                 .recent
@@ -367,35 +416,59 @@ impl SymbolParser {
     }
 }
 
-/// The definitions the tags query finds, with their nodes' byte spans; within `range` only when
-/// given (matches whose definition lies wholly inside it).
+/// How definitions are found: by the grammar's tags query, or for Rust by one walk over the
+/// tree that looks for what that query's definition patterns match (a quarter of a cold index
+/// went to the query cursor). `Query` for every language is the reference the walk is tested
+/// against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finder {
+    Walk,
+    Query,
+}
+
+/// A definition as found: the symbol, its enclosing item's name, its node's byte span.
+type Found = (Symbol, Option<Arc<str>>, (usize, usize));
+
+/// The definitions in the tree, with their nodes' byte spans; within `range` only when given
+/// (definitions that lie wholly inside it).
 fn definitions(
+    lang: Lang,
+    finder: Finder,
     query: &Query,
     root: tree_sitter::Node,
     text: &str,
     range: Option<(usize, usize)>,
-) -> Vec<(Symbol, (usize, usize))> {
-    let names = query.capture_names();
-    let mut symbols = Vec::new();
-    let mut cursor = QueryCursor::new();
-    if let Some((lo, hi)) = range {
-        cursor.set_byte_range(lo..hi);
-    }
-    let mut matches = cursor.matches(query, root, text.as_bytes());
-    while let Some(m) = matches.next() {
-        let mut name = None;
-        let mut def = None;
-        for c in m.captures {
-            let cap = names[c.index as usize];
-            if cap == "name" {
-                name = Some(c.node);
-            } else if let Some(kind) = cap.strip_prefix("definition.") {
-                def = Some((kind, c.node));
+) -> Vec<Found> {
+    let mut found = Vec::new();
+    if lang == Lang::Rust && finder == Finder::Walk {
+        rust_definitions(root, range, &mut |name, kind, node| {
+            found.push((name, kind, node))
+        });
+    } else {
+        let names = query.capture_names();
+        let mut cursor = QueryCursor::new();
+        if let Some((lo, hi)) = range {
+            cursor.set_byte_range(lo..hi);
+        }
+        let mut matches = cursor.matches(query, root, text.as_bytes());
+        while let Some(m) = matches.next() {
+            let mut name = None;
+            let mut def = None;
+            for c in m.captures {
+                let cap = names[c.index as usize];
+                if cap == "name" {
+                    name = Some(c.node);
+                } else if let Some(kind) = cap.strip_prefix("definition.") {
+                    def = Some((kind, c.node));
+                }
+            }
+            if let (Some(name), Some((kind, node))) = (name, def) {
+                found.push((name, kind, node));
             }
         }
-        let (Some(name), Some((kind, node))) = (name, def) else {
-            continue;
-        };
+    }
+    let mut symbols = Vec::with_capacity(found.len());
+    for (name, kind, node) in found {
         if let Some((lo, hi)) = range {
             if node.start_byte() < lo || node.end_byte() > hi {
                 continue;
@@ -415,12 +488,12 @@ fn definitions(
                 name: name.into(),
                 kind: refine_kind(node.kind(), kind),
                 public: head.starts_with("pub"),
-                parent: parent_of(node, text).map(Arc::from),
                 start_line: node.start_position().row as u32,
                 end_line: node.end_position().row as u32,
                 head_start: head_start as u32,
                 head_len: head.len() as u16,
             },
+            parent_of(node, text).map(Arc::from),
             (node.start_byte(), node.end_byte()),
         ));
     }
@@ -430,25 +503,35 @@ fn definitions(
 /// Sorts and de-duplicates the definitions, and adds the file's imports and identifiers: the
 /// file's symbols, and the spans of their definitions.
 fn finish(
-    mut found: Vec<(Symbol, (usize, usize))>,
+    mut found: Vec<Found>,
     text: &str,
     lang: Lang,
     root: tree_sitter::Node,
 ) -> (FileSymbols, Vec<(usize, usize)>) {
-    found.sort_by(|(a, _), (b, _)| {
+    found.sort_by(|(a, _, _), (b, _, _)| {
         (a.start_line, std::cmp::Reverse(a.end_line), &a.name).cmp(&(
             b.start_line,
             std::cmp::Reverse(b.end_line),
             &b.name,
         ))
     });
-    found.dedup_by(|(a, _), (b, _)| a.name == b.name && a.start_line == b.start_line);
+    found.dedup_by(|(a, _, _), (b, _, _)| a.name == b.name && a.start_line == b.start_line);
     let lines: Vec<&str> = text.lines().collect();
-    let (symbols, spans): (Vec<Symbol>, Vec<(usize, usize)>) = found.into_iter().unzip();
+    let mut symbols = Vec::with_capacity(found.len());
+    let mut parents = Vec::new();
+    let mut spans = Vec::with_capacity(found.len());
+    for (i, (sym, parent, span)) in found.into_iter().enumerate() {
+        if let Some(p) = parent {
+            parents.push((i as u32, p));
+        }
+        symbols.push(sym);
+        spans.push(span);
+    }
     let idents = identifiers(text);
-    let (chunks, chunk_idents) = chunks(&symbols, &lines, &idents);
+    let (chunks, chunk_idents) = chunks(&symbols, &parents, &lines, &idents);
     let symbols = FileSymbols {
         symbols,
+        parents,
         imports: imports(&lines, lang),
         idents,
         chunks,
@@ -460,7 +543,12 @@ fn finish(
 
 /// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that
 /// many lines. Code outside any item (scripts, statements at the top) is windowed too.
-fn chunks(symbols: &[Symbol], lines: &[&str], file_bag: &[u32]) -> (Vec<Chunk>, ChunkIdents) {
+fn chunks(
+    symbols: &[Symbol],
+    parents: &[(u32, Arc<str>)],
+    lines: &[&str],
+    file_bag: &[u32],
+) -> (Vec<Chunk>, ChunkIdents) {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut covered = 0usize;
     let push_windows = |from: usize, to: usize, spans: &mut Vec<(usize, usize)>| {
@@ -471,7 +559,13 @@ fn chunks(symbols: &[Symbol], lines: &[&str], file_bag: &[u32]) -> (Vec<Chunk>, 
             at = end + 1;
         }
     };
-    for s in symbols.iter().filter(|s| s.parent.is_none()) {
+    let mut nested = parents.iter().map(|(j, _)| *j as usize).peekable();
+    let top = symbols
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| nested.next_if_eq(i).is_none())
+        .map(|(_, s)| s);
+    for s in top {
         let (a, b) = (
             s.start_line as usize,
             (s.end_line as usize).min(lines.len().saturating_sub(1)),
@@ -566,12 +660,14 @@ fn edit_between(old: &str, new: &str) -> InputEdit {
 /// symbols after them move. `None` where that cannot be done exactly (a symbol straddles the
 /// re-read region): the caller then queries the whole tree.
 fn reread(
+    lang: Lang,
+    finder: Finder,
     query: &Query,
     prev: &Previous,
     tree: &Tree,
     edit: &InputEdit,
     text: &str,
-) -> Option<Vec<(Symbol, (usize, usize))>> {
+) -> Option<Vec<Found>> {
     let (mut lo, mut hi) = (edit.start_byte, edit.new_end_byte);
     for r in prev.tree.changed_ranges(tree) {
         lo = lo.min(r.start_byte);
@@ -590,9 +686,9 @@ fn reread(
     let hi_old = (hi as isize - delta) as usize;
     let line_delta = edit.new_end_position.row as isize - edit.old_end_position.row as isize;
     let mut out = Vec::with_capacity(prev.symbols.len());
-    for (sym, (s, e)) in &prev.symbols {
+    for (sym, parent, (s, e)) in &prev.symbols {
         if *e <= lo {
-            out.push((sym.clone(), (*s, *e)));
+            out.push((sym.clone(), parent.clone(), (*s, *e)));
         } else if *s >= hi_old {
             let mut moved = sym.clone();
             moved.start_line = (moved.start_line as isize + line_delta) as u32;
@@ -600,6 +696,7 @@ fn reread(
             moved.head_start = (moved.head_start as isize + delta) as u32;
             out.push((
                 moved,
+                parent.clone(),
                 (
                     (*s as isize + delta) as usize,
                     (*e as isize + delta) as usize,
@@ -609,8 +706,70 @@ fn reread(
             return None;
         }
     }
-    out.extend(definitions(query, root, text, Some((lo, hi))));
+    out.extend(definitions(lang, finder, query, root, text, Some((lo, hi))));
     Some(out)
+}
+
+/// What tree-sitter-rust's tags query (with [`crate::lang`]'s additions) calls a definition: per
+/// node kind, the tags kind and the kind its `name` field must have.
+fn rust_definition(kind: &str) -> Option<(&'static str, &'static str)> {
+    Some(match kind {
+        "struct_item" | "enum_item" | "union_item" | "type_item" => ("class", "type_identifier"),
+        "trait_item" => ("interface", "type_identifier"),
+        "function_item" => ("function", "identifier"),
+        "function_signature_item" => ("method", "identifier"),
+        "mod_item" => ("module", "identifier"),
+        "macro_definition" => ("macro", "identifier"),
+        "const_item" | "static_item" => ("constant", "identifier"),
+        _ => return None,
+    })
+}
+
+/// Rust definitions by one pre-order walk of the tree (iterative, so no depth overflows it):
+/// calls `found(name, tags kind, node)` for each node [`rust_definition`] names, a function
+/// directly in a `declaration_list` (an `impl`, trait or module body) being a method, as in the
+/// query. With a `range`, subtrees wholly outside it are skipped.
+fn rust_definitions<'t>(
+    root: tree_sitter::Node<'t>,
+    range: Option<(usize, usize)>,
+    found: &mut dyn FnMut(tree_sitter::Node<'t>, &'static str, tree_sitter::Node<'t>),
+) {
+    let mut cursor = root.walk();
+    // The kinds of the nodes above the cursor's.
+    let mut above: Vec<&'static str> = Vec::new();
+    loop {
+        let node = cursor.node();
+        let inside = range.is_none_or(|(lo, hi)| node.end_byte() >= lo && node.start_byte() <= hi);
+        if inside {
+            if let Some((kind, name_kind)) = rust_definition(node.kind()) {
+                if let Some(name) = node
+                    .child_by_field_name("name")
+                    .filter(|n| n.kind() == name_kind)
+                {
+                    let in_list = above.last() == Some(&"declaration_list");
+                    let kind = if kind == "function" && in_list {
+                        "method"
+                    } else {
+                        kind
+                    };
+                    found(name, kind, node);
+                }
+            }
+            if cursor.goto_first_child() {
+                above.push(node.kind());
+                continue;
+            }
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return;
+            }
+            above.pop();
+        }
+    }
 }
 
 /// The name of the item that encloses `node`: a class, trait or interface by its name, an `impl`

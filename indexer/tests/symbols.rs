@@ -13,7 +13,7 @@ fn render(path: &Path, text: &str, parser: &mut SymbolParser) -> String {
     for i in &fs.imports {
         out.push_str(&format!("import: {i}\n"));
     }
-    for s in &fs.symbols {
+    for (i, s) in fs.symbols.iter().enumerate() {
         out.push_str(&format!(
             "{} {} {}-{}",
             s.kind,
@@ -21,7 +21,7 @@ fn render(path: &Path, text: &str, parser: &mut SymbolParser) -> String {
             s.start_line + 1,
             s.end_line + 1
         ));
-        if let Some(p) = &s.parent {
+        if let Some(p) = fs.parent(i) {
             out.push_str(&format!(" in {p}"));
         }
         let sig = s
@@ -187,4 +187,39 @@ fn incremental_parse_equals_full_parse_after_random_edits() {
             assert!(clean >= 17, "{path}: only {clean} clean states compared");
         }
     }
+}
+
+/// Rust definitions come from one walk over the tree, not from the tags query; the query is the
+/// reference. Both find the same symbols on every fixture and every Rust source of this
+/// workspace (its own code, the tokenizer fixtures' third-party files, the editors' demo).
+#[test]
+fn rust_tree_walk_finds_what_the_tags_query_finds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() && !name.starts_with('.') && name != "target" && name != "node_modules" {
+                dirs.push(p);
+            } else if name.ends_with(".rs") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 50, "only {} Rust files found", files.len());
+    let (mut walk, mut query) = (SymbolParser::new(), SymbolParser::with_tags_queries());
+    let mut symbols = 0;
+    for p in &files {
+        let Ok(text) = std::fs::read_to_string(p) else {
+            continue;
+        };
+        let a = walk.parse(Lang::Rust, &text);
+        let b = query.parse(Lang::Rust, &text);
+        assert_eq!(a, b, "{}", p.display());
+        symbols += a.symbols.len();
+    }
+    assert!(symbols >= 1000, "only {symbols} symbols compared");
 }

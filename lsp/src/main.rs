@@ -344,7 +344,8 @@ fn index(
                 root.display()
             )));
         }
-        for (p, s) in defs {
+        for d in defs {
+            let (p, s) = (d.path, d.symbol);
             // Headers and doc comments stay in the files: read them back.
             let text =
                 nib_indexer::walk::read_source(&root.join(p), nib_indexer::walk::DEFAULT_MAX_BYTES)
@@ -357,7 +358,7 @@ fn index(
                     .map_or(nib_indexer::Lang::Rust, |e| e.lang);
                 println!(
                     "{}",
-                    serde_json::json!({"path": p, "line": s.start_line + 1, "kind": s.kind, "signature": signature, "doc": s.doc(&text, lang), "parent": s.parent})
+                    serde_json::json!({"path": p, "line": s.start_line + 1, "kind": s.kind, "signature": signature, "doc": s.doc(&text, lang), "parent": d.parent})
                 );
             } else {
                 println!("{p}:{}: {} {signature}", s.start_line + 1, s.kind);
