@@ -281,7 +281,12 @@ pub fn matmul_quantized(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                         // SAFETY: `available` checked the CPU features; columns j.. are this
                         // task's, and the call reads rows j..j + 16 (clamped to n) of w.
                         unsafe {
-                            x86::gemv16(w, j, (end - j).min(16), acts, &corr, out_ptr.0);
+                            let (rows, o) = ((end - j).min(16), out_ptr.0);
+                            match m {
+                                1 => x86::gemv16::<1>(w, j, rows, acts, &corr, o),
+                                2 => x86::gemv16::<2>(w, j, rows, acts, &corr, o),
+                                _ => x86::gemv16::<3>(w, j, rows, acts, &corr, o),
+                            }
                         }
                     }
                 }
@@ -428,26 +433,10 @@ mod x86 {
     /// Which row each register of [`lane_sums`] carries in its low half.
     const LO: [usize; 8] = [0, 1, 2, 3, 8, 9, 10, 11];
 
-    /// Rows `j..j + rows` (`rows` ≤ 16) of `w` against the `acts.m` (< 4) activation rows,
-    /// decoding each block in registers; writes `out[i·n + j + r]`.
+    /// Rows `j..j + rows` (`rows` ≤ 16) of `w` against the `M` (= `acts.m`, < 4) activation
+    /// rows, decoding each block in registers; writes `out[i·n + j + r]`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub unsafe fn gemv16(
-        w: &QWeight,
-        j: usize,
-        rows: usize,
-        acts: &QActs,
-        corr: &[i32],
-        out: *mut f32,
-    ) {
-        match acts.m {
-            1 => gemv16_m::<1>(w, j, rows, acts, corr, out),
-            2 => gemv16_m::<2>(w, j, rows, acts, corr, out),
-            _ => gemv16_m::<3>(w, j, rows, acts, corr, out),
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn gemv16_m<const M: usize>(
+    pub unsafe fn gemv16<const M: usize>(
         w: &QWeight,
         j: usize,
         rows: usize,
@@ -602,23 +591,30 @@ mod tests {
         assert_eq!((u1, a1), (u2, a2));
     }
 
+    /// Random `n × k` weights quantized to `format`, and `m` rows of random activations.
+    fn random_case(format: Format, n: usize, k: usize, m: usize) -> (QWeight, Vec<f32>) {
+        let dev = Device::Cpu;
+        let dtype = match format {
+            Format::Q5_0 => GgmlDType::Q5_0,
+            Format::Q8_0 => GgmlDType::Q8_0,
+        };
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (m, k), &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        (ours, xs)
+    }
+
     #[test]
     fn one_row_at_a_time_is_bit_identical_to_a_batch() {
-        let dev = Device::Cpu;
-        for (dtype, format) in [
-            (GgmlDType::Q5_0, Format::Q5_0),
-            (GgmlDType::Q8_0, Format::Q8_0),
-        ] {
+        for format in [Format::Q5_0, Format::Q8_0] {
             let (n, k, m) = (37, 96, 6);
-            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-            let q = QTensor::quantize(&w, dtype).unwrap();
-            let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
-            let xs: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let (ours, xs) = random_case(format, n, k, m);
             let mut batch = vec![0f32; m * n];
             matmul(&xs, m, &ours, &mut batch);
             for i in 0..m {
@@ -633,21 +629,9 @@ mod tests {
     /// same arithmetic in the same order, so they agree bit for bit, also on partial tiles.
     #[test]
     fn simd_paths_equal_the_scalar_order() {
-        let dev = Device::Cpu;
-        for (dtype, format) in [
-            (GgmlDType::Q5_0, Format::Q5_0),
-            (GgmlDType::Q8_0, Format::Q8_0),
-        ] {
+        for format in [Format::Q5_0, Format::Q8_0] {
             for (n, k, m) in [(45, 128, 1), (45, 128, 3), (70, 96, 9), (32, 896, 4)] {
-                let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-                let q = QTensor::quantize(&w, dtype).unwrap();
-                let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
-                let xs: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let (ours, xs) = random_case(format, n, k, m);
                 let mut got = vec![0f32; m * n];
                 matmul(&xs, m, &ours, &mut got);
                 let acts = quantize_acts(&xs, m, k);
