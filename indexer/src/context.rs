@@ -171,13 +171,23 @@ pub fn similar_chunks(
     max: usize,
 ) -> Vec<SimilarChunk> {
     let query = crate::symbols::identifiers(last_lines(before, lines));
-    // How many files use each of the query's identifiers, counted in their bags (a table of
-    // every identifier's count would be tens of megabytes on a large repository).
+    // Which of the query's identifiers each file uses, from its bag: once, for both how many
+    // files use each identifier (a table of every identifier's count would be tens of megabytes
+    // on a large repository) and the files' scores.
+    let uses: Vec<(&str, Vec<usize>)> = index
+        .files
+        .iter()
+        .map(|(p, e)| {
+            let bag = &e.symbols.idents;
+            let hits = (0..query.len())
+                .filter(|&j| bag.binary_search(&query[j]).is_ok())
+                .collect();
+            (p.as_str(), hits)
+        })
+        .collect();
     let mut df = vec![0u32; query.len()];
-    for e in index.files.values() {
-        for (n, h) in df.iter_mut().zip(&query) {
-            *n += u32::from(e.symbols.idents.binary_search(h).is_ok());
-        }
+    for &j in uses.iter().flat_map(|(_, hits)| hits) {
+        df[j] += 1;
     }
     let n = index.files.len().max(1) as f32;
     let weights: Vec<(u32, f32)> = query
@@ -196,14 +206,10 @@ pub fn similar_chunks(
             .fold((0.0, 0), |(w, n), (_, x)| (w + x, n + 1))
     };
     // Stage 1: the files.
-    let mut files: Vec<(f32, &str)> = index
-        .files
+    let mut files: Vec<(f32, &str)> = uses
         .iter()
-        .filter(|(p, _)| p.as_str() != path)
-        .map(|(p, e)| {
-            let bag = &e.symbols.idents;
-            (shared(&|h| bag.binary_search(&h).is_ok()).0, p.as_str())
-        })
+        .filter(|(p, hits)| *p != path && !hits.is_empty())
+        .map(|(p, hits)| (hits.iter().map(|&j| weights[j].1).sum(), *p))
         .filter(|(s, _)| *s > 0.0)
         .collect();
     files.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));

@@ -23,9 +23,9 @@ pub struct Index {
     /// other_crate::…` resolve to that crate's files.
     pub crates: BTreeMap<String, String>,
     /// Name → (file id, index into that file's symbols). A file id, not its path: a large
-    /// repository has a million definitions.
+    /// repository has a million definitions. Its keys are the one copy of each name that every
+    /// symbol of that name shares.
     #[serde(skip)]
-    /// Its keys are the one copy of each name that every symbol of that name shares.
     defs: HashMap<Arc<str>, Vec<(u32, u32)>, Fx>,
     /// File id → path, and back. Ids are not reused; a removed file's id just goes unused.
     #[serde(skip)]

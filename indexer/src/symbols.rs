@@ -242,8 +242,8 @@ const CHUNK_LINES: usize = 40;
 #[derive(Default)]
 pub struct SymbolParser {
     langs: HashMap<Lang, (Parser, Query)>,
-    /// Find definitions with the tags query for every language (the walk's reference).
-    by_query: bool,
+    /// How definitions are found (the tags query for every language in the walk's reference).
+    finder: Finder,
     recent: HashMap<String, Previous>,
     clock: u64,
 }
@@ -297,16 +297,8 @@ impl SymbolParser {
     /// reference that the Rust tree walk is tested against.
     pub fn with_tags_queries() -> Self {
         Self {
-            by_query: true,
+            finder: Finder::Query,
             ..Self::default()
-        }
-    }
-
-    fn finder(&self) -> Finder {
-        if self.by_query {
-            Finder::Query
-        } else {
-            Finder::Walk
         }
     }
 
@@ -340,7 +332,7 @@ impl SymbolParser {
     }
 
     pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
-        let finder = self.finder();
+        let finder = self.finder;
         let (parser, query) = self.state(lang);
         let Some(tree) = parser.parse(text, None) else {
             return FileSymbols::default();
@@ -359,7 +351,7 @@ impl SymbolParser {
         self.clock += 1;
         let clock = self.clock;
         let prev = self.recent.remove(key).filter(|p| p.lang == lang);
-        let finder = self.finder();
+        let finder = self.finder;
         let (parser, query) = self.state(lang);
         let (tree, found) = match prev {
             Some(mut prev) => {
@@ -420,8 +412,9 @@ impl SymbolParser {
 /// tree that looks for what that query's definition patterns match (a quarter of a cold index
 /// went to the query cursor). `Query` for every language is the reference the walk is tested
 /// against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Finder {
+    #[default]
     Walk,
     Query,
 }
@@ -441,9 +434,7 @@ fn definitions(
 ) -> Vec<Found> {
     let mut found = Vec::new();
     if lang == Lang::Rust && finder == Finder::Walk {
-        rust_definitions(root, range, &mut |name, kind, node| {
-            found.push((name, kind, node))
-        });
+        found = rust_definitions(root, range);
     } else {
         let names = query.capture_names();
         let mut cursor = QueryCursor::new();
@@ -527,25 +518,23 @@ fn finish(
         symbols.push(sym);
         spans.push(span);
     }
-    let idents = identifiers(text);
-    let (chunks, chunk_idents) = chunks(&symbols, &parents, &lines, &idents);
-    let symbols = FileSymbols {
+    let mut file = FileSymbols {
         symbols,
         parents,
         imports: imports(&lines, lang),
-        idents,
-        chunks,
-        chunk_idents,
+        idents: identifiers(text),
+        chunks: Vec::new(),
+        chunk_idents: ChunkIdents::default(),
         has_errors: root.has_error(),
     };
-    (symbols, spans)
+    (file.chunks, file.chunk_idents) = chunks(file.top_level(), &lines, &file.idents);
+    (file, spans)
 }
 
 /// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that
 /// many lines. Code outside any item (scripts, statements at the top) is windowed too.
-fn chunks(
-    symbols: &[Symbol],
-    parents: &[(u32, Arc<str>)],
+fn chunks<'a>(
+    top: impl Iterator<Item = &'a Symbol>,
     lines: &[&str],
     file_bag: &[u32],
 ) -> (Vec<Chunk>, ChunkIdents) {
@@ -559,12 +548,6 @@ fn chunks(
             at = end + 1;
         }
     };
-    let mut nested = parents.iter().map(|(j, _)| *j as usize).peekable();
-    let top = symbols
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| nested.next_if_eq(i).is_none())
-        .map(|(_, s)| s);
     for s in top {
         let (a, b) = (
             s.start_line as usize,
@@ -726,14 +709,14 @@ fn rust_definition(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Rust definitions by one pre-order walk of the tree (iterative, so no depth overflows it):
-/// calls `found(name, tags kind, node)` for each node [`rust_definition`] names, a function
+/// `(name, tags kind, node)` for each node [`rust_definition`] names, a function
 /// directly in a `declaration_list` (an `impl`, trait or module body) being a method, as in the
 /// query. With a `range`, subtrees wholly outside it are skipped.
 fn rust_definitions<'t>(
     root: tree_sitter::Node<'t>,
     range: Option<(usize, usize)>,
-    found: &mut dyn FnMut(tree_sitter::Node<'t>, &'static str, tree_sitter::Node<'t>),
-) {
+) -> Vec<(tree_sitter::Node<'t>, &'static str, tree_sitter::Node<'t>)> {
+    let mut found = Vec::new();
     let mut cursor = root.walk();
     // The kinds of the nodes above the cursor's.
     let mut above: Vec<&'static str> = Vec::new();
@@ -752,7 +735,7 @@ fn rust_definitions<'t>(
                     } else {
                         kind
                     };
-                    found(name, kind, node);
+                    found.push((name, kind, node));
                 }
             }
             if cursor.goto_first_child() {
@@ -765,7 +748,7 @@ fn rust_definitions<'t>(
                 break;
             }
             if !cursor.goto_parent() {
-                return;
+                return found;
             }
             above.pop();
         }

@@ -430,6 +430,15 @@ mod x86 {
         )
     }
 
+    /// A store mask for the first `rows` of 16 lanes.
+    fn lanes(rows: usize) -> __mmask16 {
+        if rows >= 16 {
+            0xffff
+        } else {
+            (1 << rows) - 1
+        }
+    }
+
     /// Which row each register of [`lane_sums`] carries in its low half.
     const LO: [usize; 8] = [0, 1, 2, 3, 8, 9, 10, 11];
 
@@ -482,9 +491,8 @@ mod x86 {
                 f[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, f[i]);
             }
         }
-        let mask: __mmask16 = if rows >= 16 { 0xffff } else { (1 << rows) - 1 };
         for (i, f) in f.into_iter().enumerate() {
-            _mm512_mask_storeu_ps(out.add(i * n + j), mask, f);
+            _mm512_mask_storeu_ps(out.add(i * n + j), lanes(rows), f);
         }
     }
 
@@ -535,14 +543,7 @@ mod x86 {
                 f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(a1, d), f1[r]);
             }
         }
-        let mask = |rows: usize| -> __mmask16 {
-            if rows >= 16 {
-                0xffff
-            } else {
-                (1 << rows) - 1
-            }
-        };
-        let (m0, m1) = (mask(tile.rows), mask(tile.rows.saturating_sub(16)));
+        let (m0, m1) = (lanes(tile.rows), lanes(tile.rows.saturating_sub(16)));
         for r in 0..MR {
             let o = out.add((i0 + r) * n + col0);
             _mm512_mask_storeu_ps(o, m0, f0[r]);
