@@ -18,7 +18,7 @@ use std::time::UNIX_EPOCH;
 
 const MAGIC: &[u8; 8] = b"NIBINDEX";
 /// Bump when what the index extracts, or how it is stored, changes.
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
 
 /// One file as cached: the key (size, modification time) and what the parse gave. Written
 /// with the entry borrowed from the index (`Cached<&FileEntry>`), read back owned.

@@ -18,6 +18,7 @@ pub mod context;
 pub mod imports;
 pub mod index;
 pub mod lang;
+pub mod skeleton;
 pub mod symbols;
 pub mod walk;
 pub mod window;

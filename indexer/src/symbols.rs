@@ -3,6 +3,7 @@
 //! every definition tree-sitter could recover.
 
 use crate::lang::{refine_kind, Lang};
+use crate::skeleton::{self, Skeleton};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -244,6 +245,8 @@ pub struct SymbolParser {
     langs: HashMap<Lang, (Parser, Query)>,
     /// How definitions are found (the tags query for every language in the walk's reference).
     finder: Finder,
+    /// Rust files are parsed whole, not as their [`skeleton`] (the skeleton's reference).
+    whole_text: bool,
     recent: HashMap<String, Previous>,
     clock: u64,
 }
@@ -251,9 +254,10 @@ pub struct SymbolParser {
 /// A file's last parse, for the next incremental one.
 struct Previous {
     lang: Lang,
+    /// The text tree-sitter parsed (for Rust, the file's skeleton).
     text: String,
     tree: Tree,
-    /// The symbols with their parents and the byte spans of their definition nodes.
+    /// The definitions, in the parsed text's offsets.
     symbols: Vec<Found>,
     used: u64,
 }
@@ -302,6 +306,24 @@ impl SymbolParser {
         }
     }
 
+    /// This parser, giving tree-sitter the whole text of Rust files, not their [`skeleton`]:
+    /// the reference that the skeleton is tested against. Both find the same definitions;
+    /// only `has_errors` may differ (the skeleton has no function bodies to be wrong in).
+    pub fn whole_text(self) -> Self {
+        Self {
+            whole_text: true,
+            ..self
+        }
+    }
+
+    /// What tree-sitter should parse for `text`: for Rust its skeleton, unless this parser
+    /// reads whole texts or the skeleton's lexer gives up.
+    fn skeleton(&self, lang: Lang, text: &str) -> Option<Skeleton> {
+        (lang == Lang::Rust && !self.whole_text)
+            .then(|| skeleton::rust(text))
+            .flatten()
+    }
+
     fn state(&mut self, lang: Lang) -> &mut (Parser, Query) {
         self.langs.entry(lang).or_insert_with(|| {
             use_own_allocator_for_trees();
@@ -333,12 +355,17 @@ impl SymbolParser {
 
     pub fn parse(&mut self, lang: Lang, text: &str) -> FileSymbols {
         let finder = self.finder;
+        let sk = self.skeleton(lang, text);
+        let src = Source {
+            file: text,
+            skeleton: sk.as_ref(),
+        };
         let (parser, query) = self.state(lang);
-        let Some(tree) = parser.parse(text, None) else {
+        let Some(tree) = parser.parse(src.parsed(), None) else {
             return FileSymbols::default();
         };
-        let found = definitions(lang, finder, query, tree.root_node(), text, None);
-        finish(found, text, lang, tree.root_node()).0
+        let found = definitions(lang, finder, query, tree.root_node(), &src, None);
+        finish(found, &src, lang, tree.root_node()).0
     }
 
     /// Like [`parse`](Self::parse) for the file known as `key`, reusing its last parse: the
@@ -352,33 +379,35 @@ impl SymbolParser {
         let clock = self.clock;
         let prev = self.recent.remove(key).filter(|p| p.lang == lang);
         let finder = self.finder;
+        let sk = self.skeleton(lang, text);
+        let src = Source {
+            file: text,
+            skeleton: sk.as_ref(),
+        };
+        let parsed = src.parsed();
         let (parser, query) = self.state(lang);
         let (tree, found) = match prev {
             Some(mut prev) => {
-                let edit = edit_between(&prev.text, text);
+                let edit = edit_between(&prev.text, parsed);
                 prev.tree.edit(&edit);
-                let Some(tree) = parser.parse(text, Some(&prev.tree)) else {
+                let Some(tree) = parser.parse(parsed, Some(&prev.tree)) else {
                     return FileSymbols::default();
                 };
                 let found =
-                    reread(lang, finder, query, &prev, &tree, &edit, text).unwrap_or_else(|| {
-                        definitions(lang, finder, query, tree.root_node(), text, None)
+                    reread(lang, finder, query, &prev, &tree, &edit, &src).unwrap_or_else(|| {
+                        definitions(lang, finder, query, tree.root_node(), &src, None)
                     });
                 (tree, found)
             }
             None => {
-                let Some(tree) = parser.parse(text, None) else {
+                let Some(tree) = parser.parse(parsed, None) else {
                     return FileSymbols::default();
                 };
-                let found = definitions(lang, finder, query, tree.root_node(), text, None);
+                let found = definitions(lang, finder, query, tree.root_node(), &src, None);
                 (tree, found)
             }
         };
-        let (symbols, spans) = finish(found, text, lang, tree.root_node());
-        let kept = (symbols.symbols.iter().cloned().enumerate())
-            .zip(spans)
-            .map(|((i, s), span)| (s, symbols.parent(i).map(Arc::from), span))
-            .collect();
+        let (symbols, kept) = finish(found, &src, lang, tree.root_node());
         if self.recent.len() >= RECENT_FILES {
             if let Some(oldest) = self
                 .recent
@@ -393,7 +422,7 @@ impl SymbolParser {
             key.to_string(),
             Previous {
                 lang,
-                text: text.to_string(),
+                text: parsed.to_string(),
                 tree,
                 symbols: kept,
                 used: clock,
@@ -419,17 +448,75 @@ enum Finder {
     Query,
 }
 
-/// A definition as found: the symbol, its enclosing item's name, its node's byte span.
-type Found = (Symbol, Option<Arc<str>>, (usize, usize));
+/// A definition as found, in the offsets of the text tree-sitter parsed (the skeleton's, for
+/// Rust): what an incremental parse keeps and moves, turned into a [`Symbol`] at the end.
+#[derive(Debug, Clone)]
+struct Found {
+    name: Arc<str>,
+    kind: Kind,
+    /// 0-based, inclusive (a skeleton keeps every line where it was).
+    lines: (u32, u32),
+    /// The definition node's byte span.
+    span: (usize, usize),
+    /// The body's first byte, where the definition has a body.
+    body: Option<usize>,
+    /// The enclosing item's name.
+    parent: Option<Arc<str>>,
+}
 
-/// The definitions in the tree, with their nodes' byte spans; within `range` only when given
-/// (definitions that lie wholly inside it).
+impl Found {
+    /// Moved by an edit before it: `bytes` and `lines` added.
+    fn moved(&self, bytes: isize, lines: isize) -> Found {
+        let by = |x: usize| (x as isize + bytes) as usize;
+        Found {
+            lines: (
+                (self.lines.0 as isize + lines) as u32,
+                (self.lines.1 as isize + lines) as u32,
+            ),
+            span: (by(self.span.0), by(self.span.1)),
+            body: self.body.map(by),
+            ..self.clone()
+        }
+    }
+}
+
+/// A file's text and the text tree-sitter parsed for it: the same, or the file's [`Skeleton`].
+struct Source<'a> {
+    file: &'a str,
+    skeleton: Option<&'a Skeleton>,
+}
+
+impl Source<'_> {
+    fn parsed(&self) -> &str {
+        self.skeleton.map_or(self.file, |s| &s.text)
+    }
+
+    /// The file's offset of the parsed text's byte `at` (a node's start).
+    fn start(&self, at: usize) -> usize {
+        self.skeleton.map_or(at, |s| s.start(at))
+    }
+
+    /// The file's offset for the parsed text's exclusive end `at`.
+    fn end(&self, at: usize) -> usize {
+        self.skeleton.map_or(at, |s| s.end(at))
+    }
+
+    /// A node's text, from the file.
+    fn text_of(&self, node: tree_sitter::Node) -> Option<&str> {
+        self.file
+            .get(self.start(node.start_byte())..self.end(node.end_byte()))
+    }
+}
+
+/// The definitions in the tree; within `range` only when given (definitions that lie wholly
+/// inside it). Rust definitions inside function bodies are not among them: they are local,
+/// and a skeleton has no bodies.
 fn definitions(
     lang: Lang,
     finder: Finder,
     query: &Query,
     root: tree_sitter::Node,
-    text: &str,
+    src: &Source,
     range: Option<(usize, usize)>,
 ) -> Vec<Found> {
     let mut found = Vec::new();
@@ -441,7 +528,7 @@ fn definitions(
         if let Some((lo, hi)) = range {
             cursor.set_byte_range(lo..hi);
         }
-        let mut matches = cursor.matches(query, root, text.as_bytes());
+        let mut matches = cursor.matches(query, root, src.parsed().as_bytes());
         while let Some(m) = matches.next() {
             let mut name = None;
             let mut def = None;
@@ -454,69 +541,77 @@ fn definitions(
                 }
             }
             if let (Some(name), Some((kind, node))) = (name, def) {
-                found.push((name, kind, node));
+                if lang != Lang::Rust || !in_function_body(node) {
+                    found.push((name, kind, node));
+                }
             }
         }
     }
-    let mut symbols = Vec::with_capacity(found.len());
+    let mut out = Vec::with_capacity(found.len());
     for (name, kind, node) in found {
         if let Some((lo, hi)) = range {
             if node.start_byte() < lo || node.end_byte() > hi {
                 continue;
             }
         }
-        let Ok(name) = name.utf8_text(text.as_bytes()) else {
+        let Ok(name) = name.utf8_text(src.parsed().as_bytes()) else {
             continue;
         };
-        let header_end = node
-            .child_by_field_name("body")
-            .map_or(node.end_byte(), |b| b.start_byte())
-            .min(node.start_byte() + MAX_SIGNATURE * 4);
-        let head_start = node.start_byte();
-        let head = &text[head_start..floor(text, header_end)];
-        symbols.push((
-            Symbol {
-                name: name.into(),
-                kind: refine_kind(node.kind(), kind),
-                public: head.starts_with("pub"),
-                start_line: node.start_position().row as u32,
-                end_line: node.end_position().row as u32,
-                head_start: head_start as u32,
-                head_len: head.len() as u16,
-            },
-            parent_of(node, text).map(Arc::from),
-            (node.start_byte(), node.end_byte()),
-        ));
+        out.push(Found {
+            name: name.into(),
+            kind: refine_kind(node.kind(), kind),
+            lines: (
+                node.start_position().row as u32,
+                node.end_position().row as u32,
+            ),
+            span: (node.start_byte(), node.end_byte()),
+            body: node.child_by_field_name("body").map(|b| b.start_byte()),
+            parent: parent_of(node, src).map(Arc::from),
+        });
     }
-    symbols
+    out
 }
 
 /// Sorts and de-duplicates the definitions, and adds the file's imports and identifiers: the
 /// file's symbols, and the spans of their definitions.
 fn finish(
     mut found: Vec<Found>,
-    text: &str,
+    src: &Source,
     lang: Lang,
     root: tree_sitter::Node,
-) -> (FileSymbols, Vec<(usize, usize)>) {
-    found.sort_by(|(a, _, _), (b, _, _)| {
-        (a.start_line, std::cmp::Reverse(a.end_line), &a.name).cmp(&(
-            b.start_line,
-            std::cmp::Reverse(b.end_line),
+) -> (FileSymbols, Vec<Found>) {
+    found.sort_by(|a, b| {
+        (a.lines.0, std::cmp::Reverse(a.lines.1), &a.name).cmp(&(
+            b.lines.0,
+            std::cmp::Reverse(b.lines.1),
             &b.name,
         ))
     });
-    found.dedup_by(|(a, _, _), (b, _, _)| a.name == b.name && a.start_line == b.start_line);
+    found.dedup_by(|a, b| a.name == b.name && a.lines.0 == b.lines.0);
+    let text = src.file;
     let lines: Vec<&str> = text.lines().collect();
     let mut symbols = Vec::with_capacity(found.len());
     let mut parents = Vec::new();
-    let mut spans = Vec::with_capacity(found.len());
-    for (i, (sym, parent, span)) in found.into_iter().enumerate() {
-        if let Some(p) = parent {
-            parents.push((i as u32, p));
+    for (i, f) in found.iter().enumerate() {
+        if let Some(p) = &f.parent {
+            parents.push((i as u32, p.clone()));
         }
-        symbols.push(sym);
-        spans.push(span);
+        // The header, up to the body (or the whole definition), in the file's offsets.
+        let head_start = src.start(f.span.0);
+        let head_end = f
+            .body
+            .map_or_else(|| src.end(f.span.1), |b| src.start(b))
+            .min(head_start + MAX_SIGNATURE * 4);
+        let head = text.get(head_start..floor(text, head_end)).unwrap_or("");
+        symbols.push(Symbol {
+            name: f.name.clone(),
+            kind: f.kind,
+            public: head.starts_with("pub"),
+            start_line: f.lines.0,
+            end_line: f.lines.1,
+            head_start: head_start as u32,
+            head_len: head.len() as u16,
+        });
     }
     let mut file = FileSymbols {
         symbols,
@@ -528,7 +623,7 @@ fn finish(
         has_errors: root.has_error(),
     };
     (file.chunks, file.chunk_idents) = chunks(file.top_level(), &lines, &file.idents);
-    (file, spans)
+    (file, found)
 }
 
 /// The top-level items as chunks: whole up to [`CHUNK_LINES`] lines, else in windows of that
@@ -649,7 +744,7 @@ fn reread(
     prev: &Previous,
     tree: &Tree,
     edit: &InputEdit,
-    text: &str,
+    src: &Source,
 ) -> Option<Vec<Found>> {
     let (mut lo, mut hi) = (edit.start_byte, edit.new_end_byte);
     for r in prev.tree.changed_ranges(tree) {
@@ -669,27 +764,17 @@ fn reread(
     let hi_old = (hi as isize - delta) as usize;
     let line_delta = edit.new_end_position.row as isize - edit.old_end_position.row as isize;
     let mut out = Vec::with_capacity(prev.symbols.len());
-    for (sym, parent, (s, e)) in &prev.symbols {
-        if *e <= lo {
-            out.push((sym.clone(), parent.clone(), (*s, *e)));
-        } else if *s >= hi_old {
-            let mut moved = sym.clone();
-            moved.start_line = (moved.start_line as isize + line_delta) as u32;
-            moved.end_line = (moved.end_line as isize + line_delta) as u32;
-            moved.head_start = (moved.head_start as isize + delta) as u32;
-            out.push((
-                moved,
-                parent.clone(),
-                (
-                    (*s as isize + delta) as usize,
-                    (*e as isize + delta) as usize,
-                ),
-            ));
-        } else if *s < lo || *e > hi_old {
+    for f in &prev.symbols {
+        let (s, e) = f.span;
+        if e <= lo {
+            out.push(f.clone());
+        } else if s >= hi_old {
+            out.push(f.moved(delta, line_delta));
+        } else if s < lo || e > hi_old {
             return None;
         }
     }
-    out.extend(definitions(lang, finder, query, root, text, Some((lo, hi))));
+    out.extend(definitions(lang, finder, query, root, src, Some((lo, hi))));
     Some(out)
 }
 
@@ -711,7 +796,7 @@ fn rust_definition(kind: &str) -> Option<(&'static str, &'static str)> {
 /// Rust definitions by one pre-order walk of the tree (iterative, so no depth overflows it):
 /// `(name, tags kind, node)` for each node [`rust_definition`] names, a function
 /// directly in a `declaration_list` (an `impl`, trait or module body) being a method, as in the
-/// query. With a `range`, subtrees wholly outside it are skipped.
+/// query. Function bodies are skipped, and with a `range`, subtrees wholly outside it.
 fn rust_definitions<'t>(
     root: tree_sitter::Node<'t>,
     range: Option<(usize, usize)>,
@@ -722,7 +807,8 @@ fn rust_definitions<'t>(
     let mut above: Vec<&'static str> = Vec::new();
     loop {
         let node = cursor.node();
-        let inside = range.is_none_or(|(lo, hi)| node.end_byte() >= lo && node.start_byte() <= hi);
+        let inside = range.is_none_or(|(lo, hi)| node.end_byte() >= lo && node.start_byte() <= hi)
+            && !(above.last() == Some(&"function_item") && node.kind() == "block");
         if inside {
             if let Some((kind, name_kind)) = rust_definition(node.kind()) {
                 if let Some(name) = node
@@ -755,9 +841,21 @@ fn rust_definitions<'t>(
     }
 }
 
+/// Whether a Rust definition lies inside a function's body.
+fn in_function_body(node: tree_sitter::Node) -> bool {
+    let mut cur = node.parent();
+    while let Some(n) = cur {
+        if n.kind() == "block" && n.parent().is_some_and(|p| p.kind() == "function_item") {
+            return true;
+        }
+        cur = n.parent();
+    }
+    false
+}
+
 /// The name of the item that encloses `node`: a class, trait or interface by its name, an `impl`
 /// block by its type. Walks up the tree iteratively.
-fn parent_of(node: tree_sitter::Node, text: &str) -> Option<String> {
+fn parent_of(node: tree_sitter::Node, src: &Source) -> Option<String> {
     let mut cur = node.parent();
     while let Some(n) = cur {
         let field = match n.kind() {
@@ -777,10 +875,7 @@ fn parent_of(node: tree_sitter::Node, text: &str) -> Option<String> {
             _ => None,
         };
         if let Some(f) = field {
-            if let Some(name) = n
-                .child_by_field_name(f)
-                .and_then(|c| c.utf8_text(text.as_bytes()).ok())
-            {
+            if let Some(name) = n.child_by_field_name(f).and_then(|c| src.text_of(c)) {
                 return Some(truncate(&collapse(name), 80));
             }
         }

@@ -189,11 +189,9 @@ fn incremental_parse_equals_full_parse_after_random_edits() {
     }
 }
 
-/// Rust definitions come from one walk over the tree, not from the tags query; the query is the
-/// reference. Both find the same symbols on every fixture and every Rust source of this
-/// workspace (its own code, the tokenizer fixtures' third-party files, the editors' demo).
-#[test]
-fn rust_tree_walk_finds_what_the_tags_query_finds() {
+/// Every Rust file of this workspace (its own code, the tokenizer fixtures' third-party files,
+/// the editors' demo) and the fixtures, with their texts.
+fn workspace_rust_files() -> Vec<(std::path::PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -210,16 +208,49 @@ fn rust_tree_walk_finds_what_the_tags_query_finds() {
     }
     files.sort();
     assert!(files.len() >= 50, "only {} Rust files found", files.len());
+    files
+        .into_iter()
+        .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?)))
+        .collect()
+}
+
+/// Rust definitions come from one walk over the tree, not from the tags query; the query is the
+/// reference. Both find the same symbols on every Rust file of the workspace.
+#[test]
+fn rust_tree_walk_finds_what_the_tags_query_finds() {
     let (mut walk, mut query) = (SymbolParser::new(), SymbolParser::with_tags_queries());
     let mut symbols = 0;
-    for p in &files {
-        let Ok(text) = std::fs::read_to_string(p) else {
-            continue;
-        };
+    for (p, text) in workspace_rust_files() {
         let a = walk.parse(Lang::Rust, &text);
         let b = query.parse(Lang::Rust, &text);
         assert_eq!(a, b, "{}", p.display());
         symbols += a.symbols.len();
     }
     assert!(symbols >= 1000, "only {symbols} symbols compared");
+}
+
+/// tree-sitter parses a Rust file's skeleton (no function bodies, attributes, comments or
+/// macro input), and finds what it finds in the whole text: the same symbols, headers, parents,
+/// chunks and identifiers, on every Rust file of the workspace, by the walk and by the query.
+/// Only `has_errors` may differ, since the skeleton has no bodies to be wrong in.
+#[test]
+fn the_skeleton_yields_what_the_whole_text_yields() {
+    let mut parsers = [
+        (SymbolParser::new(), SymbolParser::new().whole_text()),
+        (
+            SymbolParser::with_tags_queries(),
+            SymbolParser::with_tags_queries().whole_text(),
+        ),
+    ];
+    let mut symbols = 0;
+    for (p, text) in workspace_rust_files() {
+        for (skeleton, whole) in &mut parsers {
+            let mut a = skeleton.parse(Lang::Rust, &text);
+            let mut b = whole.parse(Lang::Rust, &text);
+            (a.has_errors, b.has_errors) = (false, false);
+            assert_eq!(a, b, "{}", p.display());
+            symbols += a.symbols.len();
+        }
+    }
+    assert!(symbols >= 2000, "only {symbols} symbols compared");
 }
