@@ -11,7 +11,6 @@
 
 use crate::index::{FileEntry, Index};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -82,9 +81,15 @@ pub fn key_of(path: &Path) -> Option<(u64, u128)> {
     Some((m.len(), mtime))
 }
 
-/// Reads the cache of `root` at `path`. `Err` says why it cannot be used (absent, another
-/// version, corrupt, another root).
-pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String> {
+/// Reads the cache of `root` at `path`, handing each file's record to `each` as it is
+/// decoded (so that the caller can index one while the next is read); `each` returns `false` to
+/// stop early. `Err` says why the cache cannot be used (absent, another version, corrupt,
+/// another root): records handed over before a corrupt one must then be dropped too.
+pub fn load_each(
+    path: &Path,
+    root: &Path,
+    mut each: impl FnMut(String, Cached) -> bool,
+) -> Result<(), String> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no cache yet".into()),
@@ -108,12 +113,13 @@ pub fn load(path: &Path, root: &Path) -> Result<HashMap<String, Cached>, String>
     if header.root != root_key(root) {
         return Err(format!("it belongs to {}", header.root));
     }
-    let mut files = HashMap::with_capacity(header.files.min(1 << 24) as usize);
     for _ in 0..header.files {
         let rec: Record<String, FileEntry> = read_record(&mut r, &mut buf)?;
-        files.insert(rec.path, rec.cached);
+        if !each(rec.path, rec.cached) {
+            break;
+        }
     }
-    Ok(files)
+    Ok(())
 }
 
 fn read_u32(r: &mut impl Read) -> Option<u32> {

@@ -144,13 +144,16 @@ impl Index {
         self.generation += 1;
         let id = self.id_of(path);
         for (i, s) in entry.symbols.symbols.iter_mut().enumerate() {
-            if let Some((name, _)) = self.defs.get_key_value(&*s.name) {
-                s.name = name.clone();
+            // One lookup: a name already known gives its key, the one shared copy.
+            match self.defs.entry(s.name.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut known) => {
+                    s.name = known.key().clone();
+                    known.get_mut().push((id, i as u32));
+                }
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    new.insert(vec![(id, i as u32)]);
+                }
             }
-            self.defs
-                .entry(s.name.clone())
-                .or_default()
-                .push((id, i as u32));
         }
         for (_, p) in &mut entry.symbols.parents {
             if let Some((name, _)) = self.defs.get_key_value(&**p) {

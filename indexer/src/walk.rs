@@ -137,6 +137,16 @@ pub struct BuildReport {
     pub cache_note: Option<String>,
 }
 
+/// The bytes that indexing `files` reads (each file up to `max_bytes`), for a progress bar's
+/// total; the files are looked at in parallel.
+pub fn total_bytes(files: &[(PathBuf, String)], max_bytes: u64) -> u64 {
+    files
+        .par_iter()
+        .filter_map(|(p, _)| std::fs::metadata(p).ok())
+        .map(|m| m.len().min(max_bytes))
+        .sum()
+}
+
 /// Indexes every source file under `root`, in parallel. `progress` is called with each file's
 /// size as it is done.
 pub fn build(root: &Path, max_bytes: u64, progress: &(dyn Fn(u64) + Sync)) -> (Index, BuildReport) {
@@ -156,6 +166,43 @@ pub fn build_cached(
 ) -> (Index, BuildReport) {
     let cache = cache::default_path(root);
     build_files(root, files, DEFAULT_MAX_BYTES, cache.as_deref(), progress)
+}
+
+/// Puts into `index` the entries of the cache at `path` whose files (in `files`, with their
+/// `stats`) have not changed, marking them `done`, while the cache is read on another thread.
+/// Returns how many cached entries matched no file.
+fn from_cache(
+    path: &Path,
+    root: &Path,
+    files: &[(PathBuf, String)],
+    stats: &[Option<(u64, u128)>],
+    index: &mut Index,
+    done: &mut [bool],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<usize, String> {
+    let at: std::collections::HashMap<&str, usize> = (files.iter().enumerate())
+        .map(|(i, (_, rel))| (rel.as_str(), i))
+        .collect();
+    let mut stale = 0;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, cache::Cached)>(256);
+        let reader =
+            s.spawn(move || cache::load_each(path, root, |rel, c| tx.send((rel, c)).is_ok()));
+        for (rel, c) in rx {
+            match at.get(rel.as_str()) {
+                Some(&i) if !done[i] && stats[i] == Some((c.size, c.mtime_ns)) => {
+                    progress(c.entry.bytes as u64);
+                    index.insert(&rel, c.entry);
+                    done[i] = true;
+                }
+                _ => stale += 1,
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err("its reader failed".into()))
+    })?;
+    Ok(stale)
 }
 
 /// The Rust crates of the workspace: for each directory that holds a `src/` with source files
@@ -218,59 +265,43 @@ pub fn build_files(
 ) -> (Index, BuildReport) {
     let t0 = Instant::now();
     let mut report = BuildReport::default();
-    let mut old = match cache.map(|p| (p, cache::load(p, root))) {
-        Some((_, Ok(entries))) => entries,
-        Some((p, Err(why))) => {
-            report.cache_note = Some(format!(
-                "index cache {}: {why}; indexing from scratch",
-                p.display()
-            ));
-            Default::default()
-        }
-        None => Default::default(),
-    };
-    let cache_was_valid = cache.is_some() && report.cache_note.is_none();
-    // (size, modification time) of each file; the size also orders the work below.
+    // (size, modification time) of each file: the cache's key; the size also orders the work.
     let stats: Vec<Option<(u64, u128)>> = files
         .par_iter()
         .map(|(abs, _)| cache::key_of(abs))
         .collect();
-    let keys: Vec<Option<(u64, u128)>> = stats
-        .iter()
-        .map(|k| k.filter(|_| cache.is_some()))
-        .collect();
-    // Hits move out of the loaded cache; the rest is parsed, in parallel.
-    let mut hits: Vec<Option<FileEntry>> = files
-        .iter()
-        .zip(&keys)
-        .map(|((_, rel), key)| {
-            let c = old.get(rel)?;
-            (Some((c.size, c.mtime_ns)) == *key).then(|| old.remove(rel).map(|c| c.entry))?
-        })
-        .collect();
-    report.from_cache = hits.iter().filter(|h| h.is_some()).count();
-    // Files parsed now whose entries the cache lacks (a file that fails again, binary or
-    // unreadable, changes nothing: it is not cached either way).
-    let mut parsed = 0;
     let mut index = Index::new();
-    let mut keep: Vec<(String, u64, u128)> = Vec::new();
-    // In batches, each parsed in parallel and then put in the index, which shares one copy of
-    // each name: the names of a batch, not of the whole repository, exist twice at a time.
-    // Largest files first: a syntax tree takes some 35 bytes per byte of source while it lives,
-    // and the largest trees had better come while the index is still small.
+    // The files indexed so far, by position in `files`.
+    let mut done = vec![false; files.len()];
+    // Cached entries that no file matches any more (deleted or changed since).
+    let mut stale = 0;
+    if let Some(path) = cache {
+        match from_cache(path, root, files, &stats, &mut index, &mut done, progress) {
+            Ok(n) => stale = n,
+            Err(why) => {
+                report.cache_note = Some(format!(
+                    "index cache {}: {why}; indexing from scratch",
+                    path.display()
+                ));
+                index = Index::new();
+                done.fill(false);
+            }
+        }
+    }
+    let cache_was_valid = cache.is_some() && report.cache_note.is_none();
+    report.from_cache = done.iter().filter(|d| **d).count();
+    // The rest is parsed in batches, each in parallel and then put in the index (which shares
+    // one copy of each name: the names of a batch, not of the whole repository, exist twice at a
+    // time) while the next batch is parsed. Largest files first: a syntax tree takes some 35
+    // bytes per byte of source while it lives, and the largest trees had better come while the
+    // index is still small.
     const BATCH: usize = 512;
-    let mut order: Vec<usize> = (0..files.len()).collect();
+    let mut order: Vec<usize> = (0..files.len()).filter(|&i| !done[i]).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(stats[i].map_or(0, |(size, _)| size)));
-    for batch in order.chunks(BATCH) {
-        let work: Vec<(usize, Option<FileEntry>)> =
-            batch.iter().map(|&i| (i, hits[i].take())).collect();
-        let results: Vec<(usize, bool, Result<FileEntry, Skip>)> = work
-            .into_par_iter()
-            .map(|(i, hit)| {
-                if let Some(entry) = hit {
-                    progress(entry.bytes as u64);
-                    return (i, true, Ok(entry));
-                }
+    let parse = |batch: &[usize]| -> Vec<(usize, Result<FileEntry, Skip>)> {
+        batch
+            .par_iter()
+            .map(|&i| {
                 let abs = &files[i].0;
                 let r = read_source(abs, max_bytes).and_then(|text| {
                     let lang = Lang::detect(abs, &text).ok_or(Skip::Binary)?;
@@ -281,31 +312,44 @@ pub fn build_files(
                     })
                 });
                 progress(r.as_ref().map_or(0, |e| e.bytes as u64));
-                (i, false, r)
+                (i, r)
             })
-            .collect();
-        for (i, hit, r) in results {
+            .collect()
+    };
+    let mut parsed = 0;
+    let mut insert = |results: Vec<(usize, Result<FileEntry, Skip>)>| {
+        for (i, r) in results {
             let rel = &files[i].1;
             match r {
                 Ok(entry) => {
-                    parsed += usize::from(!hit);
+                    parsed += 1;
+                    done[i] = true;
                     index.insert(rel, entry);
-                    if let Some((size, mtime)) = keys[i] {
-                        keep.push((rel.clone(), size, mtime));
-                    }
                 }
                 // A file without a known language and without a shebang is simply not source.
                 Err(Skip::Binary) if Lang::detect(Path::new(rel), "").is_none() => {}
                 Err(why) => report.skipped.push((rel.clone(), why.to_string())),
             }
         }
+    };
+    let mut pending = Vec::new();
+    for batch in order.chunks(BATCH) {
+        let (results, ()) = rayon::join(|| parse(batch), || insert(std::mem::take(&mut pending)));
+        pending = results;
     }
+    insert(pending);
     report.skipped.sort();
     index.crates = rust_crates(root, files);
     // Write back when something was parsed or dropped, or the old cache was unusable: a warm
     // start with nothing changed writes nothing.
-    let changed = parsed > 0 || !old.is_empty() || !cache_was_valid;
+    let changed = parsed > 0 || stale > 0 || !cache_was_valid;
     if let (Some(path), true) = (cache, changed) {
+        let keep: Vec<(String, u64, u128)> = (files.iter().zip(&stats).zip(&done))
+            .filter_map(|(((_, rel), key), done)| {
+                let (size, mtime) = (*key).filter(|_| *done)?;
+                Some((rel.clone(), size, mtime))
+            })
+            .collect();
         if let Err(e) = cache::save(path, root, &index, &keep) {
             report.cache_note = Some(format!("index cache {}: not written: {e}", path.display()));
         }

@@ -283,6 +283,8 @@ fn on_disk_cache_warm_start_and_bad_caches() {
             "{what}: {n}"
         );
         assert_eq!(index.files.len(), 3, "{what}");
+        // Entries read before the cache turned out bad are not kept half-way.
+        assert_eq!(serde_json_like(&index), serde_json_like(&edited), "{what}");
         let (_, r) = run();
         assert_eq!((r.from_cache, r.cache_note), (3, None), "{what}: rewritten");
     }
