@@ -1,6 +1,6 @@
-//! One file's symbols, imports and identifiers, from its tree-sitter syntax tree and the
-//! grammar's tags query. Takes text, returns plain data; a file with syntax errors still yields
-//! every definition tree-sitter could recover.
+//! One file's symbols, imports and identifiers, from its tree-sitter syntax tree (for Rust, the
+//! tree of its [`skeleton`]) and the grammar's tags query. Takes text, returns plain data; a file
+//! with syntax errors still yields every definition tree-sitter could recover.
 
 use crate::lang::{refine_kind, Lang};
 use crate::skeleton::{self, Skeleton};
@@ -131,6 +131,8 @@ pub struct FileSymbols {
     /// repository has a million chunks, most of them one line).
     pub chunks: Vec<Chunk>,
     pub chunk_idents: ChunkIdents,
+    /// tree-sitter found syntax errors in what it parsed (for Rust, the skeleton: errors inside
+    /// function bodies do not count).
     pub has_errors: bool,
 }
 
