@@ -450,6 +450,14 @@ enum Finder {
     Query,
 }
 
+/// A definition's name node, tags kind, node and enclosing item's name, as a finder reports it.
+type Definition<'t> = (
+    tree_sitter::Node<'t>,
+    &'static str,
+    tree_sitter::Node<'t>,
+    Option<String>,
+);
+
 /// A definition as found, in the offsets of the text tree-sitter parsed (the skeleton's, for
 /// Rust): what an incremental parse keeps and moves, turned into a [`Symbol`] at the end.
 #[derive(Debug, Clone)]
@@ -523,7 +531,7 @@ fn definitions(
 ) -> Vec<Found> {
     let mut found = Vec::new();
     if lang == Lang::Rust && finder == Finder::Walk {
-        found = rust_definitions(root, range);
+        found = rust_definitions(root, range, src);
     } else {
         let names = query.capture_names();
         let mut cursor = QueryCursor::new();
@@ -544,13 +552,14 @@ fn definitions(
             }
             if let (Some(name), Some((kind, node))) = (name, def) {
                 if lang != Lang::Rust || !in_function_body(node) {
-                    found.push((name, kind, node));
+                    let parents = std::iter::successors(node.parent(), |n| n.parent());
+                    found.push((name, kind, node, enclosing_name(parents, src)));
                 }
             }
         }
     }
     let mut out = Vec::with_capacity(found.len());
-    for (name, kind, node) in found {
+    for (name, kind, node, parent) in found {
         if let Some((lo, hi)) = range {
             if node.start_byte() < lo || node.end_byte() > hi {
                 continue;
@@ -568,7 +577,7 @@ fn definitions(
             ),
             span: (node.start_byte(), node.end_byte()),
             body: node.child_by_field_name("body").map(|b| b.start_byte()),
-            parent: parent_of(node, src).map(Arc::from),
+            parent: parent.map(Arc::from),
         });
     }
     out
@@ -615,16 +624,22 @@ fn finish(
             head_len: head.len() as u16,
         });
     }
+    // The identifiers with their lines: the file's bag, and its chunks' from their lines.
+    let words = line_words(text);
+    let mut idents: Vec<u32> = words.iter().map(|&(_, h)| h).collect();
+    idents.sort_unstable();
+    idents.dedup();
+    idents.shrink_to_fit();
     let mut file = FileSymbols {
         symbols,
         parents,
         imports: imports(&lines, lang),
-        idents: identifiers(text),
+        idents,
         chunks: Vec::new(),
         chunk_idents: ChunkIdents::default(),
         has_errors: root.has_error(),
     };
-    (file.chunks, file.chunk_idents) = chunks(file.top_level(), &lines, &file.idents);
+    (file.chunks, file.chunk_idents) = chunks(file.top_level(), lines.len(), &words, &file.idents);
     (file, found)
 }
 
@@ -632,7 +647,8 @@ fn finish(
 /// many lines. Code outside any item (scripts, statements at the top) is windowed too.
 fn chunks<'a>(
     top: impl Iterator<Item = &'a Symbol>,
-    lines: &[&str],
+    lines: usize,
+    words: &[(u32, u32)],
     file_bag: &[u32],
 ) -> (Vec<Chunk>, ChunkIdents) {
     let mut spans: Vec<(usize, usize)> = Vec::new();
@@ -648,7 +664,7 @@ fn chunks<'a>(
     for s in top {
         let (a, b) = (
             s.start_line as usize,
-            (s.end_line as usize).min(lines.len().saturating_sub(1)),
+            (s.end_line as usize).min(lines.saturating_sub(1)),
         );
         if a < covered || a > b {
             continue;
@@ -660,12 +676,18 @@ fn chunks<'a>(
         push_windows(a, b, &mut spans);
         covered = b + 1;
     }
-    if lines.len() > covered + 2 {
-        push_windows(covered, lines.len() - 1, &mut spans);
+    if lines > covered + 2 {
+        push_windows(covered, lines - 1, &mut spans);
     }
     let (mut chunks, mut bags) = (Vec::new(), Vec::new());
+    let mut bag = Vec::new();
     for (a, b) in spans {
-        let bag = identifiers(&lines[a..=b].join("\n"));
+        let from = words.partition_point(|&(line, _)| (line as usize) < a);
+        let to = words.partition_point(|&(line, _)| (line as usize) <= b);
+        bag.clear();
+        bag.extend(words[from..to].iter().map(|&(_, h)| h));
+        bag.sort_unstable();
+        bag.dedup();
         if bag.len() >= 3 {
             bags.extend_from_slice(&bag);
             chunks.push(Chunk {
@@ -796,38 +818,42 @@ fn rust_definition(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Rust definitions by one pre-order walk of the tree (iterative, so no depth overflows it):
-/// `(name, tags kind, node)` for each node [`rust_definition`] names, a function
+/// `(name, tags kind, node, enclosing item's name)` for each node [`rust_definition`] names, a
+/// function
 /// directly in a `declaration_list` (an `impl`, trait or module body) being a method, as in the
 /// query. Function bodies are skipped, and with a `range`, subtrees wholly outside it.
 fn rust_definitions<'t>(
     root: tree_sitter::Node<'t>,
     range: Option<(usize, usize)>,
-) -> Vec<(tree_sitter::Node<'t>, &'static str, tree_sitter::Node<'t>)> {
+    src: &Source,
+) -> Vec<Definition<'t>> {
     let mut found = Vec::new();
     let mut cursor = root.walk();
-    // The kinds of the nodes above the cursor's.
-    let mut above: Vec<&'static str> = Vec::new();
+    // The nodes above the cursor's (tree-sitter finds a node's parent from the root down).
+    let mut above: Vec<tree_sitter::Node<'t>> = Vec::new();
+    let kind_above = |above: &[tree_sitter::Node]| above.last().map(|n| n.kind());
     loop {
         let node = cursor.node();
         let inside = range.is_none_or(|(lo, hi)| node.end_byte() >= lo && node.start_byte() <= hi)
-            && !(above.last() == Some(&"function_item") && node.kind() == "block");
+            && !(kind_above(&above) == Some("function_item") && node.kind() == "block");
         if inside {
             if let Some((kind, name_kind)) = rust_definition(node.kind()) {
                 if let Some(name) = node
                     .child_by_field_name("name")
                     .filter(|n| n.kind() == name_kind)
                 {
-                    let in_list = above.last() == Some(&"declaration_list");
+                    let in_list = kind_above(&above) == Some("declaration_list");
                     let kind = if kind == "function" && in_list {
                         "method"
                     } else {
                         kind
                     };
-                    found.push((name, kind, node));
+                    let parent = enclosing_name(above.iter().rev().copied(), src);
+                    found.push((name, kind, node, parent));
                 }
             }
             if cursor.goto_first_child() {
-                above.push(node.kind());
+                above.push(node);
                 continue;
             }
         }
@@ -855,11 +881,13 @@ fn in_function_body(node: tree_sitter::Node) -> bool {
     false
 }
 
-/// The name of the item that encloses `node`: a class, trait or interface by its name, an `impl`
-/// block by its type. Walks up the tree iteratively.
-fn parent_of(node: tree_sitter::Node, src: &Source) -> Option<String> {
-    let mut cur = node.parent();
-    while let Some(n) = cur {
+/// The name of the nearest of `ancestors` (innermost first) that is an item with a name: a
+/// class, trait or interface by its name, an `impl` block by its type.
+fn enclosing_name<'t>(
+    ancestors: impl Iterator<Item = tree_sitter::Node<'t>>,
+    src: &Source,
+) -> Option<String> {
+    for n in ancestors {
         let field = match n.kind() {
             "impl_item" => Some("type"),
             "trait_item"
@@ -881,7 +909,6 @@ fn parent_of(node: tree_sitter::Node, src: &Source) -> Option<String> {
                 return Some(truncate(&collapse(name), 80));
             }
         }
-        cur = n.parent();
     }
     None
 }
@@ -986,6 +1013,24 @@ fn imports(lines: &[&str], lang: Lang) -> Vec<String> {
         .collect()
 }
 
+/// The identifier-like words of two or more characters of `text` as `(line, hash)`, in order
+/// (0-based lines, as [`str::lines`] counts them).
+fn line_words(text: &str) -> Vec<(u32, u32)> {
+    let bytes = text.as_bytes();
+    let (mut line, mut at) = (0u32, 0);
+    let mut out = Vec::with_capacity(text.len() / 16);
+    for w in words(text) {
+        // The newlines between the last word and this one.
+        let start = w.as_ptr() as usize - bytes.as_ptr() as usize;
+        line += bytes[at..start].iter().filter(|&&b| b == b'\n').count() as u32;
+        at = start;
+        if w.len() >= 2 {
+            out.push((line, ident_hash(w)));
+        }
+    }
+    out
+}
+
 /// Distinct identifier-like words of two or more characters, as sorted hashes.
 pub fn identifiers(text: &str) -> Vec<u32> {
     let mut out: Vec<u32> = words(text)
@@ -1009,10 +1054,72 @@ pub fn ident_hash(word: &str) -> u32 {
 /// Identifier-like words of `text`, in order (ASCII letters, digits and `_`, not starting with a
 /// digit).
 pub fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| {
-            w.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        })
+    let bytes = text.as_bytes();
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    let mut at = 0;
+    std::iter::from_fn(move || loop {
+        let start = at + bytes.get(at..)?.iter().position(word)?;
+        let len = bytes[start..]
+            .iter()
+            .position(|b| !word(b))
+            .unwrap_or(bytes.len() - start);
+        at = start + len;
+        // ASCII bytes around it: char boundaries.
+        if !bytes[start].is_ascii_digit() {
+            return Some(&text[start..at]);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `words` as first written, one `char` at a time: the reference for the byte scanner.
+    fn words_by_char(text: &str) -> Vec<&str> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+            .collect()
+    }
+
+    #[test]
+    fn words_are_runs_of_ascii_identifier_bytes() {
+        for text in [
+            "",
+            "fn main() { let x_1 = 9ab + a9; }",
+            "héllo wörld _x __ ü_b 7 café_au_lait",
+            "tail_without_newline",
+            "  \n\t日本語 mixed日本語words\r\nx",
+        ] {
+            assert_eq!(
+                words(text).collect::<Vec<_>>(),
+                words_by_char(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// The file's bag and each chunk's are what [`identifiers`] finds in their text.
+    #[test]
+    fn bags_hold_the_identifiers_of_their_lines() {
+        let mut parser = SymbolParser::new();
+        for (lang, text) in [
+            (Lang::Rust, include_str!("symbols.rs")),
+            (Lang::Rust, include_str!("context.rs")),
+            (Lang::Python, "import os\n\ndef f(a, b):\n    return os.path.join(a, b)\n\nclass K:\n    def g(self):\n        return f('x', 'y')\n"),
+        ] {
+            let fs = parser.parse(lang, text);
+            assert_eq!(fs.idents, identifiers(text));
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(!fs.chunks.is_empty());
+            for (c, bag) in fs.chunk_bags() {
+                let want = identifiers(&lines[c.start_line as usize..=c.end_line as usize].join("\n"));
+                let got: Vec<u32> = match bag {
+                    Bag::Narrow { file, at } => at.iter().map(|&i| file[i as usize]).collect(),
+                    Bag::Wide(b) => b.to_vec(),
+                };
+                assert_eq!(got, want, "lines {}..={}", c.start_line, c.end_line);
+            }
+        }
+    }
 }
