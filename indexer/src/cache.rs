@@ -7,7 +7,8 @@
 //! file in memory beside the index it becomes. Anything else (an older nib, a corrupt or
 //! truncated file, another workspace's) is discarded with a note and the index is rebuilt,
 //! never trusted. Writes go to a temporary file that is then renamed over the
-//! old one, so a crash mid-write leaves the previous cache intact.
+//! old one, so a crash mid-write leaves the previous cache intact. Each write also deletes the
+//! caches beside it whose workspace no longer exists.
 
 use crate::index::{FileEntry, Index};
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,36 @@ pub fn save(
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else if let Some(dir) = path.parent() {
+        prune(dir, path);
     }
     result
+}
+
+/// Deletes the caches in `dir` other than `keep` whose workspace is gone (a deleted project, a
+/// test's temporary directory). A file this nib cannot read as a cache is left alone.
+fn prune(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for p in entries.flatten().map(|e| e.path()) {
+        if p == keep || p.extension().is_none_or(|e| e != "idx") {
+            continue;
+        }
+        if workspace_of(&p).is_some_and(|root| !Path::new(&root).exists()) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// The workspace a cache file of this format belongs to.
+fn workspace_of(path: &Path) -> Option<String> {
+    let mut r = std::io::BufReader::with_capacity(1 << 12, std::fs::File::open(path).ok()?);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).ok()?;
+    if &magic != MAGIC || read_u32(&mut r)? != FORMAT {
+        return None;
+    }
+    let header: Header<String> = read_record(&mut r, &mut Vec::new()).ok()?;
+    Some(header.root)
 }

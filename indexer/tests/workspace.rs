@@ -400,3 +400,30 @@ fn similar_chunks_find_the_code_that_looks_like_the_cursors() {
         hits
     );
 }
+
+/// Writing a cache deletes the caches beside it whose workspace is gone, and nothing else.
+#[test]
+fn caches_of_deleted_workspaces_are_pruned() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let index_at = |root: &std::path::Path, name: &str| {
+        let files = nib_indexer::walk::source_files(root);
+        let cache = cache_dir.path().join(name);
+        nib_indexer::walk::build_files(root, &files, DEFAULT_MAX_BYTES, Some(&cache), &|_| {});
+        cache
+    };
+    let gone = workspace();
+    let gone_cache = index_at(gone.path(), "gone.idx");
+    let kept = workspace();
+    let kept_cache = index_at(kept.path(), "kept.idx");
+    let foreign = cache_dir.path().join("not-a-cache.idx");
+    std::fs::write(&foreign, b"something else").unwrap();
+    assert!(gone_cache.is_file() && kept_cache.is_file());
+    drop(gone);
+    let here = workspace();
+    let here_cache = index_at(here.path(), "here.idx");
+    assert!(
+        !gone_cache.exists(),
+        "the deleted workspace's cache is pruned"
+    );
+    assert!(kept_cache.is_file() && here_cache.is_file() && foreign.is_file());
+}
