@@ -209,7 +209,7 @@ pub fn save(
 }
 
 /// Deletes the caches in `dir` other than `keep` whose workspace is gone (a deleted project, a
-/// test's temporary directory). A file this nib cannot read as a cache is left alone.
+/// test's temporary directory). A file that is not a cache is left alone.
 fn prune(dir: &Path, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -224,14 +224,15 @@ fn prune(dir: &Path, keep: &Path) {
     }
 }
 
-/// The workspace a cache file of this format belongs to.
+/// The workspace a cache file belongs to (the header has not changed with the formats).
 fn workspace_of(path: &Path) -> Option<String> {
     let mut r = std::io::BufReader::with_capacity(1 << 12, std::fs::File::open(path).ok()?);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).ok()?;
-    if &magic != MAGIC || read_u32(&mut r)? != FORMAT {
+    if &magic != MAGIC {
         return None;
     }
+    read_u32(&mut r)?;
     let header: Header<String> = read_record(&mut r, &mut Vec::new()).ok()?;
     Some(header.root)
 }
