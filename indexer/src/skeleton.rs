@@ -2,8 +2,8 @@
 //! whole text: function bodies, attributes, comments, the insides of macro invocations and
 //! brace-free `const`/`static` initializers are left out, and whitespace runs shrink to one
 //! byte (newlines all stay, so lines keep their numbers). tree-sitter spends its time per byte
-//! and per token; on the crates of a Cargo registry the skeleton is a third of the text and
-//! parses three times as fast.
+//! and per token; on the crates of a Cargo registry the skeleton is 40% of the text and parses
+//! about three times as fast.
 //!
 //! Nothing that is left out can define a symbol that another file sees: the index does not
 //! keep items declared inside function bodies (the walk skips those bodies in a full parse
