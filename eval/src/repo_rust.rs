@@ -547,7 +547,6 @@ mod tests {
         for (p, t) in &files {
             index.update(&mut parser, p, nib_indexer::lang::Lang::Rust, t);
         }
-        index.rebuild_names();
         let tasks = crate_tasks("demo-0.1.0", &files, &index, 10, 0);
         let got: Vec<(&str, &str, &str)> = tasks
             .iter()

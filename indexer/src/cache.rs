@@ -91,18 +91,7 @@ pub fn load_each(
     root: &Path,
     mut each: impl FnMut(String, Cached) -> bool,
 ) -> Result<(), String> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no cache yet".into()),
-        Err(e) => return Err(format!("cannot read it: {e}")),
-    };
-    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(|_| "not an index cache")?;
-    if &magic != MAGIC {
-        return Err("not an index cache".into());
-    }
-    let format = read_u32(&mut r).ok_or("truncated")?;
+    let (format, mut r) = open(path, 1 << 20)?;
     if format != FORMAT {
         return Err(format!("format {format}, this nib writes {FORMAT}"));
     }
@@ -121,6 +110,24 @@ pub fn load_each(
         }
     }
     Ok(())
+}
+
+/// A cache file opened through a buffer of `capacity` bytes: its format, and the reader at its
+/// header.
+fn open(path: &Path, capacity: usize) -> Result<(u32, impl Read), String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no cache yet".into()),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let mut r = std::io::BufReader::with_capacity(capacity, file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| "not an index cache")?;
+    if &magic != MAGIC {
+        return Err("not an index cache".into());
+    }
+    let format = read_u32(&mut r).ok_or("truncated")?;
+    Ok((format, r))
 }
 
 fn read_u32(r: &mut impl Read) -> Option<u32> {
@@ -226,13 +233,7 @@ fn prune(dir: &Path, keep: &Path) {
 
 /// The workspace a cache file belongs to (the header has not changed with the formats).
 fn workspace_of(path: &Path) -> Option<String> {
-    let mut r = std::io::BufReader::with_capacity(1 << 12, std::fs::File::open(path).ok()?);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).ok()?;
-    if &magic != MAGIC {
-        return None;
-    }
-    read_u32(&mut r)?;
+    let (_, mut r) = open(path, 1 << 12).ok()?;
     let header: Header<String> = read_record(&mut r, &mut Vec::new()).ok()?;
     Some(header.root)
 }

@@ -38,6 +38,42 @@ pub fn related_definitions(
     budget: usize,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
+    related(index, path, before, lines, budget, &mut Texts::new(read))
+}
+
+/// Other files' texts, each read once through the caller's `read` however many snippets come
+/// from it.
+struct Texts<'a> {
+    read: &'a dyn Fn(&str) -> Option<String>,
+    seen: HashMap<String, Option<String>>,
+}
+
+impl<'a> Texts<'a> {
+    fn new(read: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Texts {
+            read,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Option<&str> {
+        let read = self.read;
+        self.seen
+            .entry(path.to_string())
+            .or_insert_with(|| read(path))
+            .as_deref()
+    }
+}
+
+/// [`related_definitions`], reading files through `texts`.
+fn related(
+    index: &Index,
+    path: &str,
+    before: &str,
+    lines: usize,
+    budget: usize,
+    texts: &mut Texts,
+) -> Vec<(String, String)> {
     let scanned = last_lines(before, lines);
     // Nearest use first: the budget goes to the names closest to the cursor.
     let mut seen = HashSet::new();
@@ -60,17 +96,12 @@ pub fn related_definitions(
 
     let mut chosen: BTreeMap<(String, u32), String> = BTreeMap::new();
     let mut used = 0;
-    let mut texts: HashMap<String, Option<String>> = HashMap::new();
     let mut take = |p: &str, s: &Symbol, chosen: &mut BTreeMap<(String, u32), String>| {
         let key = (p.to_string(), s.start_line);
         if p == path || chosen.contains_key(&key) {
             return;
         }
-        let Some(file) = texts
-            .entry(p.to_string())
-            .or_insert_with(|| read(p))
-            .as_deref()
-        else {
+        let Some(file) = texts.get(p) else {
             return;
         };
         let Some(signature) = s.signature(file) else {
@@ -260,10 +291,14 @@ pub fn cross_file(
     budget: usize,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
-    let mut files = related_definitions(index, path, before, 60, budget * 2 / 3, read);
+    let mut texts = Texts::new(read);
+    let mut files = related(index, path, before, 60, budget * 2 / 3, &mut texts);
     let mut used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
     for c in similar_chunks(index, path, before, 15, 2) {
-        let Some(text) = read(&c.path).and_then(|t| lines_of(&t, c.start_line, c.end_line)) else {
+        let Some(text) = texts
+            .get(&c.path)
+            .and_then(|t| lines_of(t, c.start_line, c.end_line))
+        else {
             continue;
         };
         if used + c.path.len() + text.len() > budget {

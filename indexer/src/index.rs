@@ -14,7 +14,7 @@ pub struct FileEntry {
     pub symbols: FileSymbols,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Index {
     /// By path relative to the workspace root, in order (deterministic iteration).
     pub files: BTreeMap<String, FileEntry>,
@@ -25,15 +25,11 @@ pub struct Index {
     /// Name → (file id, index into that file's symbols). A file id, not its path: a large
     /// repository has a million definitions. Its keys are the one copy of each name that every
     /// symbol of that name shares.
-    #[serde(skip)]
     defs: HashMap<Arc<str>, Vec<(u32, u32)>, Fx>,
     /// File id → path, and back. Ids are not reused; a removed file's id just goes unused.
-    #[serde(skip)]
     paths: Vec<String>,
-    #[serde(skip)]
     ids: HashMap<String, u32>,
     /// Bumped by every change, so that callers can keep what they derived from the index.
-    #[serde(skip)]
     generation: u64,
 }
 
@@ -190,15 +186,6 @@ impl Index {
                     }
                 }
             }
-        }
-    }
-
-    /// Rebuilds the name table (after loading from disk).
-    pub fn rebuild_names(&mut self) {
-        let files = std::mem::take(&mut self.files);
-        self.defs.clear();
-        for (path, entry) in files {
-            self.insert(&path, entry);
         }
     }
 

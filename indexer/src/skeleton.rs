@@ -239,29 +239,8 @@ const ITEM_KEYWORDS: &[&str] = &[
 /// The skeleton of the Rust source `text`, or `None` where its literals or comments do not
 /// end.
 pub fn rust(text: &str) -> Option<Skeleton> {
-    let bytes = text.as_bytes();
-    let toks = tokens(bytes)?;
-    let word = |k: usize| -> &str {
-        match toks.get(k) {
-            Some(&(s, e, Tok::Ident)) => &text[s as usize..e as usize],
-            _ => "",
-        }
-    };
-    let punct = |k: usize| -> u8 {
-        match toks.get(k) {
-            Some(&(_, _, Tok::Punct(p))) => p,
-            _ => 0,
-        }
-    };
-    let mates = mates(&toks);
-    // The token that closes the bracket opened at `k`, if it is one and is closed.
-    let mate = |k: usize| {
-        mates
-            .get(k)
-            .copied()
-            .filter(|&j| j != NONE)
-            .map(|j| j as usize)
-    };
+    let t = Tokens::new(text)?;
+    let (toks, word, punct, mate) = (&t.toks, |k| t.word(k), |k| t.punct(k), |k| t.mate(k));
     let mut keep = vec![Keep::Yes; toks.len()];
     let mut k = 0;
     while k < toks.len() {
@@ -328,7 +307,7 @@ pub fn rust(text: &str) -> Option<Skeleton> {
         if w == "const" || w == "static" {
             let name = if word(k + 1) == "mut" { k + 2 } else { k + 1 };
             if !word(name).is_empty() && punct(name + 1) == b':' {
-                if let Some((first, semi)) = initializer(&toks, name + 2, &word, &punct) {
+                if let Some((first, semi)) = initializer(&t, name + 2) {
                     if semi > first + 1 {
                         keep[first] = Keep::Zero;
                         keep[first + 1..semi].fill(Keep::No);
@@ -340,7 +319,46 @@ pub fn rust(text: &str) -> Option<Skeleton> {
         }
         k += 1;
     }
-    emit(bytes, &toks, &keep)
+    emit(text.as_bytes(), toks, &keep)
+}
+
+/// A text's tokens ([`tokens`]), with each opening bracket's mate.
+struct Tokens<'a> {
+    text: &'a str,
+    toks: Vec<(u32, u32, Tok)>,
+    /// For each opening bracket, the token that closes it (each kind of bracket counted alone),
+    /// [`NONE`] where it is not closed or not a bracket.
+    mates: Vec<u32>,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(text: &'a str) -> Option<Self> {
+        let toks = tokens(text.as_bytes())?;
+        let mates = mates(&toks);
+        Some(Tokens { text, toks, mates })
+    }
+
+    /// Token `k`'s text if it is an identifier or keyword, else `""`.
+    fn word(&self, k: usize) -> &'a str {
+        match self.toks.get(k) {
+            Some(&(s, e, Tok::Ident)) => &self.text[s as usize..e as usize],
+            _ => "",
+        }
+    }
+
+    /// Token `k` if it is punctuation, else 0.
+    fn punct(&self, k: usize) -> u8 {
+        match self.toks.get(k) {
+            Some(&(_, _, Tok::Punct(p))) => p,
+            _ => 0,
+        }
+    }
+
+    /// The token that closes the bracket opened at `k`, if it is one and is closed.
+    fn mate(&self, k: usize) -> Option<usize> {
+        let j = *self.mates.get(k)?;
+        (j != NONE).then_some(j as usize)
+    }
 }
 
 /// Where a token's matching bracket is not.
@@ -349,8 +367,7 @@ const NONE: u32 = u32::MAX;
 /// A function header longer than this many tokens is not looked through for its body.
 const MAX_HEADER: usize = 4096;
 
-/// For each opening bracket, the token that closes it (each kind of bracket counted alone),
-/// [`NONE`] where it is not closed or not a bracket.
+/// [`Tokens::mates`].
 fn mates(toks: &[(u32, u32, Tok)]) -> Vec<u32> {
     let mut out = vec![NONE; toks.len()];
     let mut open: [Vec<u32>; 3] = Default::default();
@@ -378,12 +395,8 @@ fn mates(toks: &[(u32, u32, Tok)]) -> Vec<u32> {
 
 /// From the type after `NAME:` at `k`: the initializer's first token and the `;` after it, when
 /// the item has one and it holds no braces.
-fn initializer<'t>(
-    toks: &[(u32, u32, Tok)],
-    mut k: usize,
-    word: &dyn Fn(usize) -> &'t str,
-    punct: &dyn Fn(usize) -> u8,
-) -> Option<(usize, usize)> {
+fn initializer(t: &Tokens, mut k: usize) -> Option<(usize, usize)> {
+    let (toks, word, punct) = (&t.toks, |k| t.word(k), |k| t.punct(k));
     // `->` is one token to Rust, two here.
     let arrow = |k: usize| k > 0 && punct(k - 1) == b'-' && toks[k - 1].1 == toks[k].0;
     // The type, up to `=`: brackets and angle brackets balance.

@@ -451,7 +451,7 @@ enum Finder {
 }
 
 /// A definition's name node, tags kind, node and enclosing item's name, as a finder reports it.
-type Definition<'t> = (
+type Hit<'t> = (
     tree_sitter::Node<'t>,
     &'static str,
     tree_sitter::Node<'t>,
@@ -626,10 +626,7 @@ fn finish(
     }
     // The identifiers with their lines: the file's bag, and its chunks' from their lines.
     let words = line_words(text);
-    let mut idents: Vec<u32> = words.iter().map(|&(_, h)| h).collect();
-    idents.sort_unstable();
-    idents.dedup();
-    idents.shrink_to_fit();
+    let idents = bag_of(&words);
     let mut file = FileSymbols {
         symbols,
         parents,
@@ -680,14 +677,10 @@ fn chunks<'a>(
         push_windows(covered, lines - 1, &mut spans);
     }
     let (mut chunks, mut bags) = (Vec::new(), Vec::new());
-    let mut bag = Vec::new();
     for (a, b) in spans {
         let from = words.partition_point(|&(line, _)| (line as usize) < a);
         let to = words.partition_point(|&(line, _)| (line as usize) <= b);
-        bag.clear();
-        bag.extend(words[from..to].iter().map(|&(_, h)| h));
-        bag.sort_unstable();
-        bag.dedup();
+        let bag = bag_of(&words[from..to]);
         if bag.len() >= 3 {
             bags.extend_from_slice(&bag);
             chunks.push(Chunk {
@@ -819,14 +812,13 @@ fn rust_definition(kind: &str) -> Option<(&'static str, &'static str)> {
 
 /// Rust definitions by one pre-order walk of the tree (iterative, so no depth overflows it):
 /// `(name, tags kind, node, enclosing item's name)` for each node [`rust_definition`] names, a
-/// function
-/// directly in a `declaration_list` (an `impl`, trait or module body) being a method, as in the
-/// query. Function bodies are skipped, and with a `range`, subtrees wholly outside it.
+/// function directly in a `declaration_list` (an `impl`, trait or module body) being a method,
+/// as in the query. Function bodies are skipped, and with a `range`, subtrees wholly outside it.
 fn rust_definitions<'t>(
     root: tree_sitter::Node<'t>,
     range: Option<(usize, usize)>,
     src: &Source,
-) -> Vec<Definition<'t>> {
+) -> Vec<Hit<'t>> {
     let mut found = Vec::new();
     let mut cursor = root.walk();
     // The nodes above the cursor's (tree-sitter finds a node's parent from the root down).
@@ -835,7 +827,7 @@ fn rust_definitions<'t>(
     loop {
         let node = cursor.node();
         let inside = range.is_none_or(|(lo, hi)| node.end_byte() >= lo && node.start_byte() <= hi)
-            && !(kind_above(&above) == Some("function_item") && node.kind() == "block");
+            && !is_function_body(node, kind_above(&above));
         if inside {
             if let Some((kind, name_kind)) = rust_definition(node.kind()) {
                 if let Some(name) = node
@@ -869,16 +861,16 @@ fn rust_definitions<'t>(
     }
 }
 
+/// Whether `node`, under a node of kind `parent`, is a Rust function's body: what the index
+/// leaves out (and a skeleton has not).
+fn is_function_body(node: tree_sitter::Node, parent: Option<&str>) -> bool {
+    node.kind() == "block" && parent == Some("function_item")
+}
+
 /// Whether a Rust definition lies inside a function's body.
 fn in_function_body(node: tree_sitter::Node) -> bool {
-    let mut cur = node.parent();
-    while let Some(n) = cur {
-        if n.kind() == "block" && n.parent().is_some_and(|p| p.kind() == "function_item") {
-            return true;
-        }
-        cur = n.parent();
-    }
-    false
+    std::iter::successors(node.parent(), |n| n.parent())
+        .any(|n| is_function_body(n, n.parent().as_ref().map(|p| p.kind())))
 }
 
 /// The name of the nearest of `ancestors` (innermost first) that is an item with a name: a
@@ -1033,10 +1025,12 @@ fn line_words(text: &str) -> Vec<(u32, u32)> {
 
 /// Distinct identifier-like words of two or more characters, as sorted hashes.
 pub fn identifiers(text: &str) -> Vec<u32> {
-    let mut out: Vec<u32> = words(text)
-        .filter(|w| w.len() >= 2)
-        .map(ident_hash)
-        .collect();
+    bag_of(&line_words(text))
+}
+
+/// The distinct hashes of `words` (from [`line_words`]), sorted.
+fn bag_of(words: &[(u32, u32)]) -> Vec<u32> {
+    let mut out: Vec<u32> = words.iter().map(|&(_, h)| h).collect();
     out.sort_unstable();
     out.dedup();
     // Most words repeat: without this the bag keeps room for every occurrence.
