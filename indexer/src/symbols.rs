@@ -676,11 +676,11 @@ fn chunks<'a>(
     if lines > covered + 2 {
         push_windows(covered, lines - 1, &mut spans);
     }
-    let (mut chunks, mut bags) = (Vec::new(), Vec::new());
+    let (mut chunks, mut bags, mut bag) = (Vec::new(), Vec::new(), Vec::new());
     for (a, b) in spans {
         let from = words.partition_point(|&(line, _)| (line as usize) < a);
         let to = words.partition_point(|&(line, _)| (line as usize) <= b);
-        let bag = bag_of(&words[from..to]);
+        bag_into(&words[from..to], &mut bag);
         if bag.len() >= 3 {
             bags.extend_from_slice(&bag);
             chunks.push(Chunk {
@@ -1030,12 +1030,19 @@ pub fn identifiers(text: &str) -> Vec<u32> {
 
 /// The distinct hashes of `words` (from [`line_words`]), sorted.
 fn bag_of(words: &[(u32, u32)]) -> Vec<u32> {
-    let mut out: Vec<u32> = words.iter().map(|&(_, h)| h).collect();
-    out.sort_unstable();
-    out.dedup();
+    let mut out = Vec::new();
+    bag_into(words, &mut out);
     // Most words repeat: without this the bag keeps room for every occurrence.
     out.shrink_to_fit();
     out
+}
+
+/// [`bag_of`] into `out`, a buffer to reuse.
+fn bag_into(words: &[(u32, u32)], out: &mut Vec<u32>) {
+    out.clear();
+    out.extend(words.iter().map(|&(_, h)| h));
+    out.sort_unstable();
+    out.dedup();
 }
 
 /// FNV-1a, 32 bits: stable across runs and machines (an on-disk cache can keep it).
