@@ -75,6 +75,15 @@ impl Lang {
         })
     }
 
+    /// The editor's (LSP) language identifier, the inverse of [`Lang::from_language_id`].
+    pub fn language_id(self) -> &'static str {
+        match self {
+            Lang::JavaScript => "javascript",
+            Lang::Tsx => "typescriptreact",
+            other => other.name(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Lang::Rust => "rust",

@@ -47,6 +47,93 @@ pub fn is_secret(path: &Path) -> bool {
         )
 }
 
+/// Directories the walk never enters.
+const SKIPPED_DIRS: [&str; 5] = ["target", "node_modules", ".git", ".hg", ".jj"];
+
+/// Why a file must stay out of every prompt (and the index), whoever offers it: the walk, an open
+/// editor buffer, a file the editor reports as changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Its name says it may hold secrets ([`is_secret`]).
+    Secret,
+    /// A `.gitignore`, `.ignore`, `.nibignore` or `.git/info/exclude` pattern covers it.
+    Ignored,
+    /// It lies under a directory the walk never enters (`target/`, `node_modules/`, `.git/`, …).
+    SkippedDir(String),
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exclusion::Secret => write!(f, "may hold secrets"),
+            Exclusion::Ignored => write!(f, "is ignored (.gitignore, .ignore or .nibignore)"),
+            Exclusion::SkippedDir(d) => write!(f, "is under {d}/, which nib never reads"),
+        }
+    }
+}
+
+/// Whether `path` (absolute, or relative to `root`) must never reach a prompt: its name marks it
+/// as secret, or, inside `root`, an ignore file covers it or it lies under a skipped directory.
+/// The same rules as [`source_files`], asked of one file: the ignore files from the root's
+/// parents down to the file's directory are read now (deeper ones override shallower; `.nibignore` over `.ignore` over
+/// `.gitignore`, as in the walk), so the answer follows the disk.
+pub fn exclusion(root: Option<&Path>, path: &Path) -> Option<Exclusion> {
+    if is_secret(path) {
+        return Some(Exclusion::Secret);
+    }
+    let root = root?;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    let rel = abs.strip_prefix(root).ok()?;
+    let mut dirs = Vec::new();
+    let mut dir = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let name = part.as_os_str().to_string_lossy();
+        if i + 1 < parts.len() && SKIPPED_DIRS.contains(&name.as_ref()) {
+            return Some(Exclusion::SkippedDir(name.into_owned()));
+        }
+        if i + 1 < parts.len() {
+            dirs.push(dir.clone());
+            dir.push(part);
+        }
+    }
+    dirs.push(dir);
+    // The walk reads the ignore files of the root's parents too (the `ignore` crate's default).
+    let parents: Vec<PathBuf> = root.ancestors().skip(1).map(Path::to_path_buf).collect();
+    dirs.splice(0..0, parents.into_iter().rev());
+    // Deepest directory first: the first file with a verdict decides.
+    for dir in dirs.iter().rev() {
+        let mut files = vec![
+            dir.join(".nibignore"),
+            dir.join(".ignore"),
+            dir.join(".gitignore"),
+        ];
+        if dir == root {
+            files.push(root.join(".git/info/exclude"));
+        }
+        for file in files {
+            if !file.is_file() {
+                continue;
+            }
+            let mut b = ignore::gitignore::GitignoreBuilder::new(dir);
+            if b.add(&file).is_some() {
+                continue;
+            }
+            let Ok(m) = b.build() else { continue };
+            match m.matched_path_or_any_parents(&abs, false) {
+                ignore::Match::Ignore(_) => return Some(Exclusion::Ignored),
+                ignore::Match::Whitelist(_) => return None,
+                ignore::Match::None => {}
+            }
+        }
+    }
+    None
+}
+
 /// Why a file was left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
@@ -95,11 +182,7 @@ pub fn source_files(root: &Path) -> Vec<(PathBuf, String)> {
         .add_custom_ignore_filename(".nibignore")
         .filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
-            !(e.file_type().is_some_and(|t| t.is_dir())
-                && matches!(
-                    name.as_ref(),
-                    "target" | "node_modules" | ".git" | ".hg" | ".jj"
-                ))
+            !(e.file_type().is_some_and(|t| t.is_dir()) && SKIPPED_DIRS.contains(&name.as_ref()))
         })
         .build();
     for entry in walker.flatten() {
