@@ -168,6 +168,8 @@ impl Completer {
 
     /// Opens what `spec` names.
     pub fn load(spec: &ModelSpec, config: CompleterConfig) -> Result<Self, ModelError> {
+        // A known model is checked whenever its size or mtime moved since its last check.
+        nib_model::fetch::check_known(&spec.path)?;
         match (spec.backend, &spec.remote) {
             (BackendKind::Remote, Some(remote)) => {
                 let g = nib_model::gguf::GgufFile::open(&spec.path)?;
@@ -264,6 +266,7 @@ impl Completer {
             line_prefix,
         } = self.plan(req);
 
+        crate::engine::trace(|| format!("prompt, {} tokens: {:?}", ids.len(), tok.decode(&ids)));
         // 4. Generation, on this machine or on the inference server, with the same stop rules.
         let mut params = GenerateParams::new(&tok, self.fim.stops.clone(), max_tokens, !multiline);
         if multiline {
@@ -282,12 +285,11 @@ impl Completer {
                 (g, n)
             }
             Runner::Remote { config, .. } => {
-                let prompt = tok.decode(&ids);
                 let stop_text = self.fim.stops.iter().map(|&id| tok.decode(&[id])).collect();
                 let r = remote::complete(
                     config,
                     &RemoteRequest {
-                        prompt: &prompt,
+                        prompt: &ids,
                         prefix: &parts.prefix,
                         suffix: &parts.suffix,
                         files: &parts.files,

@@ -585,6 +585,14 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
         None => find_root(&file),
     };
     let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+    let abs_root = std::path::absolute(&root).unwrap_or(root.clone());
+    // A secret or ignored file is never put in a prompt, its own completion's included.
+    if let Some(why) = nib_indexer::walk::exclusion(Some(&abs_root), &abs) {
+        return Err(runtime(format!(
+            "{} {why}: nib never puts it in a prompt",
+            file.display()
+        )));
+    }
     let rel = abs
         .strip_prefix(std::path::absolute(&root).unwrap_or(root.clone()))
         .map(Path::to_path_buf)
@@ -601,6 +609,9 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
     let (index, _) = nib_indexer::walk::build_cached(&root, &files, &|_| {});
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
     let read = |path: &str| -> Option<String> {
+        if nib_indexer::walk::exclusion(Some(&abs_root), Path::new(path)).is_some() {
+            return None;
+        }
         nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES).ok()
     };
     let files = nib_indexer::context::cross_file(&index, &rel, &text[..line_start], 3000, &read);
@@ -635,6 +646,7 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
             "multiline": plan.multiline,
             "max_tokens": plan.max_tokens,
             "prompt_tokens": plan.ids.len(),
+            "prompt_ids": plan.ids,
             "prompt": prompt,
         });
         println!("{out}");

