@@ -220,4 +220,93 @@ mod tests {
         d.apply_change(None, "new", Encoding::Utf16).unwrap();
         assert_eq!(d.rope.to_string(), "new");
     }
+
+    /// The plain model of a document the rope must agree with: a `String`, lines broken at LF,
+    /// CR and CRLF, a position's character clamped to its line's end (before the break), and a
+    /// position inside a character an error.
+    fn model_offset(text: &str, line: u32, character: u32, enc: Encoding) -> Option<usize> {
+        let mut starts = vec![0];
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                starts.push(i + 2);
+                i += 2;
+            } else if b[i] == b'\n' || b[i] == b'\r' {
+                starts.push(i + 1);
+                i += 1;
+            } else {
+                i += 1;
+            }
+        }
+        let l = line as usize;
+        if l == starts.len() && character == 0 {
+            return Some(text.len());
+        }
+        if l >= starts.len() {
+            return None;
+        }
+        let mut units = 0;
+        for (off, c) in text[starts[l]..].char_indices() {
+            if c == '\n' || c == '\r' || units >= character as usize {
+                return (units <= character as usize).then_some(starts[l] + off);
+            }
+            units += enc.width(c);
+        }
+        (units <= character as usize).then_some(text.len())
+    }
+
+    /// Incremental sync against the plain model: thousands of generated edits (multi-byte and
+    /// astral characters, CR/LF/CRLF, positions past the end or inside a character, reversed
+    /// ranges) leave the rope equal to the string, and a refused edit changes nothing.
+    #[test]
+    fn generated_edits_agree_with_a_plain_string() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let pieces = [
+            "a",
+            "é",
+            "😀",
+            "\n",
+            "\r\n",
+            "\r",
+            "  ",
+            "fn x() {}",
+            "",
+            "\u{2028}",
+            "中",
+        ];
+        for enc in [Encoding::Utf8, Encoding::Utf16, Encoding::Utf32] {
+            let mut model = String::from("fn main() {\r\n    😀\n}\r");
+            let mut d = Document::new(&model, 1, "rust");
+            for step in 0..3000 {
+                let lines = d.rope.len_lines() as u64 + 2;
+                let mut pos = || ((next() % lines) as u32, (next() % 12) as u32);
+                let (a, b) = (pos(), pos());
+                let text: String = (0..next() % 4)
+                    .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                    .collect();
+                let start = model_offset(&model, a.0, a.1, enc);
+                let end = model_offset(&model, b.0, b.1, enc);
+                let got = d.apply_change(Some((a, b)), &text, enc);
+                match (start, end) {
+                    (Some(s), Some(e)) if s <= e => {
+                        assert!(got.is_ok(), "{enc:?} step {step}: {got:?}");
+                        model.replace_range(s..e, &text);
+                    }
+                    _ => assert!(got.is_err(), "{enc:?} step {step}: {a:?}..{b:?} accepted"),
+                }
+                assert_eq!(d.rope.to_string(), model, "{enc:?} step {step}");
+                if next() % 500 == 0 {
+                    model = text.clone();
+                    d.apply_change(None, &text, enc).unwrap();
+                }
+            }
+        }
+    }
 }

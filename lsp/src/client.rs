@@ -22,12 +22,23 @@ pub struct LspClient {
 impl LspClient {
     /// Starts `nib serve ARGS` from the binary at `nib`.
     pub fn spawn(nib: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_stderr(nib, args, env, Stdio::inherit())
+    }
+
+    /// [`spawn`](Self::spawn) with the server's stderr (its log, `NIB_TRACE`'s lines) sent
+    /// where the caller says, e.g. a file to read afterwards.
+    pub fn spawn_with_stderr(
+        nib: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let mut cmd = Command::new(nib);
         cmd.arg("serve")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -78,6 +89,13 @@ impl LspClient {
         let _ = stdin.flush();
     }
 
+    /// Bytes as they are, with no frame around them (for framing tests).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        let _ = stdin.write_all(bytes);
+        let _ = stdin.flush();
+    }
+
     pub fn send(&mut self, v: &Value) {
         self.send_raw(v.to_string().as_bytes());
     }
@@ -117,7 +135,10 @@ impl LspClient {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.incoming.recv_timeout(left) {
-                Ok((at, v)) if pred(&v) => return (at, v),
+                Ok((at, v)) if pred(&v) => {
+                    self.answer_server_request(&v);
+                    return (at, v);
+                }
                 Ok((at, v)) => {
                     self.answer_server_request(&v);
                     self.arrived.push(at);
@@ -166,15 +187,18 @@ impl LspClient {
     }
 
     pub fn initialize(&mut self, init_options: Value, root: &str) -> Value {
-        let r = self.call(
-            "initialize",
-            json!({
-                "processId": null,
-                "rootUri": format!("file://{root}"),
-                "capabilities": {"general": {"positionEncodings": ["utf-16"]}, "window": {"workDoneProgress": true}},
-                "initializationOptions": init_options,
-            }),
-        );
+        self.initialize_with(json!({
+            "processId": null,
+            "rootUri": format!("file://{root}"),
+            "capabilities": {"general": {"positionEncodings": ["utf-16"]}, "window": {"workDoneProgress": true}},
+            "initializationOptions": init_options,
+        }))
+    }
+
+    /// `initialize` with the caller's params (workspace folders, capabilities), then
+    /// `initialized`.
+    pub fn initialize_with(&mut self, params: Value) -> Value {
+        let r = self.call("initialize", params);
         self.notify("initialized", json!({}));
         r
     }

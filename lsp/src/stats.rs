@@ -1,6 +1,10 @@
 //! Acceptance tracking, local only: suggestions shown, accepted (whole or in part, by characters)
 //! and dismissed, and the characters the user typed, kept in one small JSON file in the user's
 //! data directory. Nothing here ever leaves the machine.
+//!
+//! Several servers (one per editor window) share the file: each keeps only the counts it has
+//! not written yet and adds them to the file under an exclusive lock ([`Stats::add_to_file`]),
+//! so none loses another's counts; every write goes through a temporary file of its own.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,14 +82,52 @@ impl Stats {
         }
     }
 
-    /// Writes the file atomically (a temporary file, then a rename).
+    /// Writes the file atomically: a temporary file of this process and call, then a rename.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        std::fs::rename(tmp, path)
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("json.{}.{n}.tmp", std::process::id()));
+        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Every count of `other` added to this one (saturating: a count never wraps).
+    pub fn add(&mut self, other: &Stats) {
+        self.shown = self.shown.saturating_add(other.shown);
+        self.accepted = self.accepted.saturating_add(other.accepted);
+        self.accepted_partial = self.accepted_partial.saturating_add(other.accepted_partial);
+        self.dismissed = self.dismissed.saturating_add(other.dismissed);
+        self.accepted_chars = self.accepted_chars.saturating_add(other.accepted_chars);
+        self.typed_chars = self.typed_chars.saturating_add(other.typed_chars);
+    }
+
+    /// Adds `delta` to the counts in the file at `path`, holding an exclusive lock on a lock
+    /// file beside it from the read to the rename, and returns the totals now in the file. A
+    /// file that is not a stats file is an error (and stays as it is).
+    pub fn add_to_file(delta: &Stats, path: &Path) -> Result<Stats, String> {
+        let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("json.lock"))
+            .map_err(fail)?;
+        lock.lock().map_err(fail)?;
+        let mut total = Stats::load(path)?;
+        total.add(delta);
+        let saved = total.save(path).map_err(fail);
+        let _ = lock.unlock();
+        saved.map(|()| total)
     }
 }
 
@@ -115,5 +157,36 @@ mod tests {
         );
         std::fs::write(&p, "garbage").unwrap();
         assert!(Stats::load(&p).is_err());
+        assert!(Stats::add_to_file(&s, &p).is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"garbage");
+    }
+
+    /// Threads adding at once, each through its own writes, lose nothing.
+    #[test]
+    fn concurrent_additions_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stats.json");
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        let one = Stats {
+                            shown: 1,
+                            typed_chars: 2,
+                            ..Stats::default()
+                        };
+                        Stats::add_to_file(&one, &p).unwrap();
+                    }
+                });
+            }
+        });
+        let total = Stats::load(&p).unwrap();
+        assert_eq!((total.shown, total.typed_chars), (200, 400));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
 }
