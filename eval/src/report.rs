@@ -36,7 +36,8 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-/// The command line of this process, as a user would type it.
+/// The command line of this process, as a user would type it (paths under the home directory
+/// from `~`).
 pub fn command_line() -> String {
     let mut args = std::env::args();
     let first = args
@@ -49,6 +50,13 @@ pub fn command_line() -> String {
         .unwrap_or_default();
     std::iter::once(first)
         .chain(args.map(|a| {
+            // A path under the home directory is written from `~`, not one machine's home.
+            let a = match std::env::var("HOME") {
+                Ok(home) if !home.is_empty() && a.starts_with(&format!("{home}/")) => {
+                    format!("~{}", &a[home.len()..]).replace("//", "/")
+                }
+                _ => a,
+            };
             if a.contains([' ', '"', '\'', '{']) {
                 format!("'{a}'")
             } else {
