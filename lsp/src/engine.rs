@@ -126,11 +126,58 @@ struct Running {
     cancel: CancelToken,
 }
 
+/// A recent completion and where it was made, in bounded memory whatever the document's size:
+/// the text around the cursor is kept as lengths and hashes (with its nearest bytes, compared
+/// exactly), not as copies of the document.
 struct Recent {
     doc: String,
-    prefix: String,
-    suffix: String,
+    prefix: Digest,
+    suffix: Digest,
     text: String,
+}
+
+/// A string's length, hash and the end nearest the cursor (the last bytes of a prefix, the
+/// first of a suffix).
+#[derive(PartialEq)]
+struct Digest {
+    len: usize,
+    hash: u64,
+    near: String,
+}
+
+impl Digest {
+    const NEAR: usize = 256;
+
+    fn of_prefix(s: &str) -> Self {
+        let mut at = s.len().saturating_sub(Self::NEAR);
+        while !s.is_char_boundary(at) {
+            at += 1;
+        }
+        Digest {
+            len: s.len(),
+            hash: hash(s),
+            near: s[at..].to_string(),
+        }
+    }
+
+    fn of_suffix(s: &str) -> Self {
+        let mut at = s.len().min(Self::NEAR);
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        Digest {
+            len: s.len(),
+            hash: hash(s),
+            near: s[..at].to_string(),
+        }
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 enum ModelState {
@@ -320,12 +367,27 @@ impl Engine {
 fn typed_through(recent: &VecDeque<Recent>, req: &Request) -> Option<String> {
     let (prefix, suffix) = (req.prefix(), req.suffix());
     recent.iter().rev().find_map(|r| {
-        if r.doc != req.doc || r.suffix != suffix || !prefix.starts_with(&r.prefix) {
+        // Cheap tests first; the hashes only for what could match.
+        let p = &r.prefix;
+        if r.doc != req.doc
+            || r.suffix.len != suffix.len()
+            || prefix.len() < p.len
+            || prefix.len() - p.len > r.text.len()
+            || !prefix.is_char_boundary(p.len)
+        {
             return None;
         }
-        let typed = &prefix[r.prefix.len()..];
+        let typed = &prefix[p.len..];
         let rest = r.text.strip_prefix(typed)?;
-        (!rest.is_empty()).then(|| rest.to_string())
+        if rest.is_empty()
+            || !prefix[..p.len].ends_with(&p.near)
+            || !suffix.starts_with(&r.suffix.near)
+            || Digest::of_suffix(suffix) != r.suffix
+            || hash(&prefix[..p.len]) != p.hash
+        {
+            return None;
+        }
+        Some(rest.to_string())
     })
 }
 
@@ -462,8 +524,8 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                 }
                 s.recent.push_back(Recent {
                     doc: p.req.doc.clone(),
-                    prefix: p.req.prefix().to_string(),
-                    suffix: p.req.suffix().to_string(),
+                    prefix: Digest::of_prefix(p.req.prefix()),
+                    suffix: Digest::of_suffix(p.req.suffix()),
                     text: c.text.clone(),
                 });
                 Answer::Text {
@@ -524,10 +586,34 @@ mod tests {
         let mut recent = VecDeque::new();
         recent.push_back(Recent {
             doc: "file:///a.rs".into(),
-            prefix: "let x = ".into(),
-            suffix: ";\n".into(),
+            prefix: Digest::of_prefix("let x = "),
+            suffix: Digest::of_suffix(";\n"),
             text: "foo(1)".into(),
         });
+        // The same in a long document: an edit far from the cursor (past the bytes kept
+        // whole) is still seen, through the hashes.
+        let far = "// é\n".repeat(400);
+        recent.push_back(Recent {
+            doc: "file:///b.rs".into(),
+            prefix: Digest::of_prefix(&format!("{far}let z = ")),
+            suffix: Digest::of_suffix(&format!(";\n{far}")),
+            text: "bar()".into(),
+        });
+        let mut b = req(&format!("{far}let z = b|;\n{far}"), "|");
+        b.doc = "file:///b.rs".into();
+        assert_eq!(typed_through(&recent, &b).as_deref(), Some("ar()"));
+        let top = far.replacen('/', "#", 1);
+        let mut edited = req(&format!("{top}let z = b|;\n{far}"), "|");
+        edited.doc = b.doc.clone();
+        assert_eq!(typed_through(&recent, &edited), None, "an edit at the top");
+        let bottom = far.replacen('/', "#", 1);
+        let mut edited = req(&format!("{far}let z = b|;\n{bottom}"), "|");
+        edited.doc = b.doc.clone();
+        assert_eq!(
+            typed_through(&recent, &edited),
+            None,
+            "an edit at the bottom"
+        );
         // (text with cursor, expected rest)
         let cases = [
             ("let x = |;\n", Some("foo(1)")),

@@ -94,6 +94,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 /// Runs the server on stdin/stdout until the client says `exit` or goes away. Returns whether
 /// the client asked for `shutdown` first (the exit code is 0 then, 1 otherwise).
 pub async fn serve(options: ServeOptions) -> bool {
+    map_large_blocks();
     let stats_path = Stats::default_path();
     if let Err(e) = Stats::load(&stats_path) {
         eprintln!("nib: {e}; it is left as it is, and this session's statistics are not kept");
@@ -267,6 +268,14 @@ async fn sanitize(
             }
         };
         let Some(body) = frame else { break };
+        // A large message leaves large freed buffers behind once it is handled (here, in tower,
+        // in the document it replaced): give them back a moment later.
+        if body.len() > 1 << 20 {
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                release_freed_memory();
+            });
+        }
         let body = match check_message(&body) {
             Ok(()) => body,
             Err(why) => malformed_request(&body, &why),
@@ -856,6 +865,16 @@ fn other_files(s: &State, current: &str, budget: usize) -> Vec<(String, String)>
         files.push((display_path(s, current, uri), head[..cut].to_string()));
     }
     files
+}
+
+/// Blocks of 1 MiB and more are mapped and unmapped on their own (glibc would otherwise raise
+/// that threshold after the first large free, and keep a 20 MB message's buffers in its heap).
+fn map_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, under glibc's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// Hands memory freed by a large document back to the system: glibc keeps freed heap pages
