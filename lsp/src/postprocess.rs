@@ -74,7 +74,7 @@ pub fn wants_suggestion(line_prefix: &str, line_suffix: &str) -> bool {
 
 /// Applies every rule in order.
 pub fn postprocess(raw: &str, s: &Surroundings) -> String {
-    let mut text = raw.to_string();
+    let mut text = drop_repeated_indentation(raw, s.line_prefix);
     if s.single_line {
         text = first_line(&text);
     } else {
@@ -166,6 +166,17 @@ pub fn drop_following_overlap(text: &str, next_lines: &str) -> String {
         }
     }
     text.to_string()
+}
+
+/// On a line that holds only indentation, a completion whose first line starts with that same
+/// indentation repeats it (accepting it would indent twice): the repetition is dropped, any
+/// indentation beyond it stays. Later lines are the model's own, from the line's start.
+pub fn drop_repeated_indentation(text: &str, line_prefix: &str) -> String {
+    let indent_only = !line_prefix.is_empty() && line_prefix.chars().all(|c| c == ' ' || c == '\t');
+    match text.strip_prefix(line_prefix) {
+        Some(rest) if indent_only => rest.to_string(),
+        _ => text.to_string(),
+    }
 }
 
 /// Re-indents the completion's own lines (after the first) with the file's indentation style:
