@@ -1008,13 +1008,9 @@ fn reindex_changes(
     client: Client,
     handle: tokio::runtime::Handle,
 ) {
-    use std::sync::mpsc::RecvTimeoutError;
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(p) => p,
-            Err(RecvTimeoutError::Timeout) if state.strong_count() > 0 => continue,
-            Err(_) => return,
-        };
+    // Blocks without waking while nothing changes; ends when the state (which holds every
+    // sender) is gone.
+    while let Ok(first) = rx.recv() {
         let mut paths = std::collections::BTreeSet::from([first]);
         while let Ok(p) = rx.recv_timeout(Duration::from_millis(150)) {
             paths.insert(p);

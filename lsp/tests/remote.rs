@@ -372,21 +372,24 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
     assert!(dirty["prompt"].as_str().unwrap().contains(CONTROL));
 
     // 1. OpenAI-compatible: the prompt goes as those very ids, and the server takes them.
-    let r = nib_json(&[
-        "complete",
-        &at,
-        "--json",
-        "--root",
-        root,
-        "--model",
-        m,
-        "--backend",
-        "remote",
-        "--remote-url",
-        &proxy.base,
-        "--remote-api-key-env",
-        KEY_VAR,
-    ]);
+    let through = |url: &str| {
+        nib_json(&[
+            "complete",
+            &at,
+            "--json",
+            "--root",
+            root,
+            "--model",
+            m,
+            "--backend",
+            "remote",
+            "--remote-url",
+            url,
+            "--remote-api-key-env",
+            KEY_VAR,
+        ])
+    };
+    let r = through(&proxy.base);
     eprintln!("openai: {r}");
     let seen = proxy.take(1);
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -400,21 +403,7 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
 
     // 2. /infill: the parts as text; the server reports how many tokens its prompt had.
     let url = format!("{}/infill", proxy.base);
-    let r = nib_json(&[
-        "complete",
-        &at,
-        "--json",
-        "--root",
-        root,
-        "--model",
-        m,
-        "--backend",
-        "remote",
-        "--remote-url",
-        &url,
-        "--remote-api-key-env",
-        KEY_VAR,
-    ]);
+    let r = through(&url);
     eprintln!("infill: {r}");
     let seen = proxy.take(1);
     assert_eq!(seen.len(), 1, "{seen:?}");

@@ -72,6 +72,17 @@ fn secrets_workspace() -> tempfile::TempDir {
     dir
 }
 
+/// Runs a `nib` command that must succeed and print JSON.
+fn nib_json(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn no_marker(what: &str, text: &str, markers: &[&str]) {
     for m in markers {
         assert!(!text.contains(m), "{what} holds {m}:\n{text}");
@@ -125,20 +136,12 @@ fn secrets_ignored_files_and_switched_off_languages_never_reach_a_prompt() {
     let model = common::real_model();
 
     // 1. `nib context`: the exact prompt a completion at the empty line would use.
-    let out = Command::new(NIB)
-        .args([
-            "context",
-            &format!("{}:8:5", root.join("src/lib.rs").display()),
-        ])
-        .args(["--json", "--model", model.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = nib_json(
+        Command::new(NIB)
+            .arg("context")
+            .arg(format!("{}:8:5", root.join("src/lib.rs").display()))
+            .args(["--json", "--model", model.to_str().unwrap()]),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let prompt = v["prompt"].as_str().unwrap();
     assert!(
         prompt.contains("pub fn load_settings"),
@@ -503,17 +506,11 @@ fn two_servers_at_once_lose_no_stats_and_keep_the_cache_whole() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(saved["shown"], (2 * N) as u64, "{saved}");
     // The cache both wrote is whole: a third reader takes every file from it.
-    let out = Command::new(NIB)
-        .args(["index", &root, "--json"])
-        .env("XDG_CACHE_HOME", &cache)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = nib_json(
+        Command::new(NIB)
+            .args(["index", &root, "--json"])
+            .env("XDG_CACHE_HOME", &cache),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["from_cache"], 200, "{v}");
     let leftovers: Vec<_> = walkdir(home.path())
         .into_iter()
