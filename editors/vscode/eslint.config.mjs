@@ -5,7 +5,8 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["out/**", "node_modules/**", "*.vsix", "test/e2e/node_modules/**"] },
+  // Build output (the esbuild bundle in dist/, tsc in out/) is not source.
+  { ignores: ["out/**", "dist/**", "node_modules/**", "*.vsix", "test/e2e/node_modules/**", "test/e2e/artifacts/**"] },
   js.configs.recommended,
   {
     files: ["**/*.ts"],

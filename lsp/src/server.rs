@@ -143,7 +143,10 @@ pub async fn serve(options: ServeOptions) -> bool {
     let (reader, writer) = tokio::io::duplex(1 << 16);
     tokio::spawn(sanitize(tokio::io::stdin(), writer));
     Server::new(reader, tokio::io::stdout(), socket)
-        .serve(CatchPanic(service))
+        .serve(CatchPanic {
+            inner: service,
+            initializing: Arc::default(),
+        })
         .await;
     let mut s = lock(&state);
     let _ = flush_stats(&mut s);
@@ -156,7 +159,15 @@ const MALFORMED: &str = "nib/malformedMessage";
 /// Wraps the service so that a handler that panics costs its own request only: the request is
 /// answered with an internal error that names the method, and the server goes on (unwinding
 /// into tower's loop would end the session). The state's locks recover from poisoning.
-struct CatchPanic<S>(S);
+///
+/// It also holds back every message behind `initialize` until that has been answered:
+/// tower-lsp-server would pass such a message on while its state is still "uninitialized" and
+/// silently drop it (a client that sends `initialized` right behind `initialize` got a server
+/// that never loaded its model nor indexed).
+struct CatchPanic<S> {
+    inner: S,
+    initializing: Arc<std::sync::atomic::AtomicBool>,
+}
 
 type Reply<E> = Result<Option<tower_lsp_server::jsonrpc::Response>, E>;
 
@@ -177,13 +188,22 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        if self.initializing.load(Ordering::Acquire) {
+            // `initialize` is answered within milliseconds: ask to be polled again.
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: tower_lsp_server::jsonrpc::Request) -> Self::Future {
         use futures_util::FutureExt;
         let id = req.id().cloned();
         let method = req.method().to_string();
+        let initializing = (method == "initialize").then(|| {
+            self.initializing.store(true, Ordering::Release);
+            self.initializing.clone()
+        });
         let failed = move |panic: Box<dyn std::any::Any + Send>| {
             let why = panic
                 .downcast_ref::<&str>()
@@ -197,15 +217,23 @@ where
                 tower_lsp_server::jsonrpc::Response::from_error(id, e)
             })
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.call(req))) {
+        let done = move || {
+            if let Some(flag) = initializing {
+                flag.store(false, Ordering::Release);
+            }
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(fut) => Box::pin(async move {
-                match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                let reply = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(reply) => reply,
                     Err(panic) => Ok(failed(panic)),
-                }
+                };
+                done();
+                reply
             }),
             Err(panic) => {
                 let reply = failed(panic);
+                done();
                 Box::pin(async move { Ok(reply) })
             }
         }

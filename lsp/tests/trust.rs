@@ -538,3 +538,29 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A client that sends `initialized` (and more) right behind `initialize`, before its answer,
+/// is served all the same: tower-lsp-server's "not ready" during `initialize` once left such a
+/// message waiting for the next one to arrive.
+#[test]
+fn messages_right_behind_initialize_are_handled() {
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "src/lib.rs", "pub fn one() -> u32 {\n    1\n}\n");
+    let mut c = LspClient::spawn(
+        Path::new(NIB),
+        &[],
+        &[("NIB_MODEL", "/nonexistent/nib-test.gguf")],
+    );
+    let root = format!("file://{}", ws.path().display());
+    c.send(&json!({"jsonrpc": "2.0", "id": 1000, "method": "initialize", "params": {"processId": null, "rootUri": root, "capabilities": {}}}));
+    c.notify("initialized", json!({}));
+    let id = c.request(
+        "workspace/executeCommand",
+        json!({"command": "nib.counters"}),
+    );
+    c.response(1000, MIN);
+    index_done(&mut c, ws.path());
+    c.status("error", MIN);
+    let r = c.response(id, MIN);
+    assert!(r["error"].is_null(), "{r}");
+}
