@@ -515,14 +515,7 @@ fn no_secret_reaches_a_real_server() {
             None => body.to_string(),
         };
         assert!(sent.contains("fn main"), "{url}: {sent}");
-        for m in [
-            "MARKER_ENV_1234",
-            "MARKER_RSA_5678",
-            "MARKER_CRED_9012",
-            "MARKER_PEM_3456",
-            "MARKER_IGNORED_7890",
-            "MARKER_PY_2468",
-        ] {
+        for m in common::MARKERS {
             assert!(!sent.contains(m), "{url}: the server received {m}:\n{sent}");
         }
         c.call("shutdown", json!(null));

@@ -15,15 +15,7 @@ use std::time::{Duration, Instant};
 const MIN: Duration = Duration::from_secs(60);
 const NIB: &str = env!("CARGO_BIN_EXE_nib");
 
-/// Strings that only the files that must stay out of prompts hold.
-const MARKERS: [&str; 6] = [
-    "MARKER_ENV_1234",
-    "MARKER_RSA_5678",
-    "MARKER_CRED_9012",
-    "MARKER_PEM_3456",
-    "MARKER_IGNORED_7890",
-    "MARKER_PY_2468",
-];
+use common::MARKERS;
 
 const LIB: &str = "mod config;\nuse crate::config::load_settings;\n\npub fn run() -> u32 {\n    let settings = load_settings();\n    let token = read_token();\n    let helper = local_helper();\n    \n}\n";
 

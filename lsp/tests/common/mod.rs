@@ -3,6 +3,18 @@
 
 use std::path::PathBuf;
 
+/// Strings that the privacy tests (`trust.rs`, `remote.rs`) put only in files that must stay
+/// out of prompts: a `.env`, an `id_rsa`, a `credentials.json`, a `*.pem`, an ignored file and a
+/// file of a switched-off language, in that order.
+pub const MARKERS: [&str; 6] = [
+    "MARKER_ENV_1234",
+    "MARKER_RSA_5678",
+    "MARKER_CRED_9012",
+    "MARKER_PEM_3456",
+    "MARKER_IGNORED_7890",
+    "MARKER_PY_2468",
+];
+
 /// The real default model: `$NIB_MODEL`, else the path `nib model pull` writes. A missing model is
 /// a test failure that says how to get it, never a silent skip.
 pub fn real_model() -> PathBuf {
