@@ -89,16 +89,22 @@ pub enum Linear {
 }
 
 impl Linear {
-    /// Loads tensor `name`: formats nib's kernels handle are read straight into their own
-    /// buffer (no second copy of the weights, even for a moment); the rest go through candle.
+    /// Loads tensor `name`. On the CPU every format of the shipped models runs on nib's
+    /// kernels, read straight into their own buffer (no second copy of the weights, even for a
+    /// moment); Q6_K is requantized to Q8_0 first. On a GPU, and on CPUs where nib has no SIMD
+    /// kernels yet (the `scalar` path, unless `NIB_KERNELS=scalar` asks for it), candle's.
     pub fn load(g: &mut GgufFile, name: &str, device: &Device) -> Result<Self> {
-        // K-quants stay with candle: its kernels for them are fast already.
+        let path = kernels::selected().map_err(ModelError::Inference)?;
+        let forced = std::env::var("NIB_KERNELS").is_ok_and(|v| v == "scalar");
+        let ours = device.is_cpu() && (path != kernels::Path::Scalar || forced);
         let format = match g.dtype(name) {
+            Some(GgmlDType::Q4_0) => Some(Format::Q4_0),
             Some(GgmlDType::Q5_0) => Some(Format::Q5_0),
             Some(GgmlDType::Q8_0) => Some(Format::Q8_0),
+            Some(GgmlDType::Q4K) => Some(Format::Q4K),
             _ => None,
         };
-        if let (true, Some(format)) = (kernels::available() && device.is_cpu(), format) {
+        if let (true, Some(format)) = (ours, format) {
             let (_, dims, bytes) = g.raw(name)?;
             if let [n, k] = dims[..] {
                 if let Some(w) = QWeight::new(format, n, k, bytes) {
@@ -106,21 +112,21 @@ impl Linear {
                 }
             }
         }
-        let t = g.tensor(name, device)?;
-        // Q6_K: for batched matmul candle keeps a repacked copy beside the compact one, about
-        // three times the tensor's size for as long as the model lives. Requantized to Q8_0
-        // (whose steps are four times finer than Q6_K's) it runs on nib's kernels instead, at
-        // 1.3× the compact size and nothing else.
-        if kernels::available() && device.is_cpu() && t.dtype() == GgmlDType::Q6K {
-            if let [n, k] = t.shape().dims()[..] {
-                if k % kernels::QK == 0 {
-                    let x = t.dequantize(device)?.flatten_all()?.to_vec1::<f32>()?;
-                    if let Some(w) = QWeight::new(Format::Q8_0, n, k, kernels::quantize_q8_0(&x)) {
-                        return Ok(Linear::Fast(w));
-                    }
+        // Q6_K: requantized to Q8_0 (whose steps are four times finer than Q6_K's) a row at a
+        // time, it runs on nib's kernels at 1.3× the compact size and nothing else; candle would
+        // keep a repacked copy beside the compact one, about three times the tensor's size.
+        if ours && g.dtype(name) == Some(GgmlDType::Q6K) {
+            let (_, dims, bytes) = g.raw(name)?;
+            if let [n, k] = dims[..] {
+                if let Some(w) = kernels::q6_k_to_q8_0(&bytes, n, k) {
+                    return Ok(Linear::Fast(w));
                 }
             }
+            return Err(ModelError::Inference(format!(
+                "{name}: a Q6_K tensor of shape {dims:?}"
+            )));
         }
+        let t = g.tensor(name, device)?;
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
@@ -134,10 +140,10 @@ impl Linear {
             out.push(match layer {
                 Linear::Candle(q) => candle_forward(q, x)?,
                 Linear::Fast(w) => {
-                    if k != w.k {
+                    if k != w.k() {
                         return Err(ModelError::Inference(format!(
                             "linear layer expects {} inputs, got {k}",
-                            w.k
+                            w.k()
                         )));
                     }
                     if acts.is_none() {
@@ -145,10 +151,10 @@ impl Linear {
                         acts = Some(kernels::quantize_acts(&xs, xs.len() / k, k));
                     }
                     let acts = acts.as_ref().expect("quantized just above");
-                    let mut y = vec![0f32; acts.m * w.n];
+                    let mut y = vec![0f32; acts.m() * w.n()];
                     kernels::matmul_quantized(acts, w, &mut y);
                     let mut dims = x.dims().to_vec();
-                    *dims.last_mut().unwrap() = w.n;
+                    *dims.last_mut().unwrap() = w.n();
                     Tensor::from_vec(y, dims, x.device())?
                 }
             });
@@ -158,6 +164,17 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(Self::forward_shared(&[self], x)?.remove(0))
+    }
+
+    /// Bytes of weights one token reads.
+    fn bytes(&self) -> u64 {
+        match self {
+            Linear::Fast(w) => w.bytes() as u64,
+            Linear::Candle(QMatMul::QTensor(t)) => t.storage_size_in_bytes() as u64,
+            Linear::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                (t.elem_count() * t.dtype().size_in_bytes()) as u64
+            }
+        }
     }
 }
 
@@ -360,6 +377,26 @@ impl Transformer {
             device: device.clone(),
             tensor_attention: !device.is_cpu(),
         })
+    }
+
+    /// The kernel path of the linear layers: nib's (`avx2`, …) or `candle`'s.
+    pub fn kernels(&self) -> &'static str {
+        match &self.output {
+            Linear::Fast(_) => kernels::path().name(),
+            Linear::Candle(_) => "candle",
+        }
+    }
+
+    /// Bytes of weights a decoded token reads: every linear layer (the output layer too), which
+    /// sets decode's memory-bandwidth bound.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let layers: u64 = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .map(Linear::bytes)
+            .sum();
+        layers + self.output.bytes()
     }
 
     pub fn new_cache(&self) -> KvCache {

@@ -1,0 +1,324 @@
+//! Every path against the scalar reference, bit for bit, on random shapes and values; the
+//! formats against candle's own quantized matmul; and the public functions against empty and
+//! mismatched inputs. The real weights are checked in `tests/kernels_real.rs`.
+use super::*;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+const FORMATS: [Format; 4] = [Format::Q4_0, Format::Q5_0, Format::Q8_0, Format::Q4K];
+
+/// A small xorshift generator: the cases are the same on every run and machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `n` rows of random stored blocks: every code pattern (Q8_0's −128 too), with finite scales
+/// of either sign.
+fn random_weights(rng: &mut Rng, format: Format, n: usize, k: usize) -> QWeight {
+    let mut data: Vec<u8> = (0..n * format.bytes_for(k))
+        .map(|_| rng.next() as u8)
+        .collect();
+    let scales: &[usize] = if format == Format::Q4K { &[0, 2] } else { &[0] };
+    for blk in data.chunks_exact_mut(format.block_bytes()) {
+        for &at in scales {
+            let s = f16::from_f32(rng.unit() * 0.05);
+            blk[at..at + 2].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    QWeight::new(format, n, k, data).unwrap()
+}
+
+/// `m` rows of activations, some rows of wide range, one all zeros.
+fn random_acts(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
+    (0..m * k)
+        .map(|i| match i / k % 4 {
+            0 => rng.unit(),
+            1 => rng.unit() * 1e4 * rng.unit().powi(6),
+            2 if i / k == 2 => 0.0,
+            _ => rng.unit() * 3.0,
+        })
+        .collect()
+}
+
+/// The reference: every row decoded by the scalar code, then [`dot_scalar`].
+fn reference(acts: &QActs, w: &QWeight) -> Vec<f32> {
+    let (m, n, k, nb) = (acts.m, w.n, w.k, w.k / QK);
+    let (mut u, mut a, mut mn) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
+    let mut out = vec![0f32; m * n];
+    for j in 0..n {
+        expand_scalar(w.format, w.row(j), &mut u, &mut a, &mut mn);
+        for i in 0..m {
+            out[i * n + j] = dot_scalar(
+                w.format,
+                &u,
+                &a,
+                &mn,
+                &acts.q[i * k..(i + 1) * k],
+                &acts.d[i * nb..(i + 1) * nb],
+                &acts.qsum[i * nb..(i + 1) * nb],
+            );
+        }
+    }
+    out
+}
+
+fn assert_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+/// Every path this CPU has, every format, on random shapes: no rows, one, the decoding sizes,
+/// partial tiles, widths that are not a multiple of a tile or of a chunk of blocks.
+#[test]
+fn every_path_equals_the_scalar_reference_bit_for_bit() {
+    let mut rng = Rng(0x5eed);
+    let paths = Path::available();
+    eprintln!("paths: {paths:?}");
+    for format in FORMATS {
+        let unit = format.block_elems();
+        for case in 0..40 {
+            let n = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 100][case % 13];
+            let k = unit * (1 + rng.below(if unit == QK { 40 } else { 4 }));
+            let m = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13][rng.below(10)];
+            let w = random_weights(&mut rng, format, n, k);
+            let acts = quantize_acts(&random_acts(&mut rng, m, k), m, k);
+            let want = reference(&acts, &w);
+            for &path in &paths {
+                let mut got = vec![f32::NAN; m * n];
+                matmul_on(path, &acts, &w, &mut got);
+                assert_bits(
+                    &got,
+                    &want,
+                    &format!("{path:?} {format:?} n={n} k={k} m={m}"),
+                );
+            }
+        }
+    }
+}
+
+/// Decoding the same rows on each path gives the scalar decoding.
+#[test]
+fn every_path_decodes_like_the_scalar_code() {
+    let mut rng = Rng(17);
+    for format in FORMATS {
+        let k = format.block_elems() * 8;
+        let w = random_weights(&mut rng, format, 5, k);
+        let nb = k / QK;
+        for path in Path::available() {
+            for j in 0..5 {
+                let (mut u1, mut a1, mut m1) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
+                let (mut u2, mut a2, mut m2) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
+                w.expand_row(path, j, &mut u1, &mut a1, &mut m1);
+                expand_scalar(format, w.row(j), &mut u2, &mut a2, &mut m2);
+                assert_eq!((u1, a1, m1), (u2, a2, m2), "{path:?} {format:?} row {j}");
+            }
+        }
+    }
+}
+
+/// What speculative decoding and cache reuse rely on: a row alone gives what it gives inside
+/// a batch, on every path.
+#[test]
+fn one_row_at_a_time_is_bit_identical_to_a_batch() {
+    let mut rng = Rng(99);
+    for format in FORMATS {
+        let (n, k, m) = (37, format.block_elems() * 3, 6);
+        let w = random_weights(&mut rng, format, n, k);
+        let xs = random_acts(&mut rng, m, k);
+        for path in Path::available() {
+            let mut batch = vec![0f32; m * n];
+            matmul_on(path, &quantize_acts(&xs, m, k), &w, &mut batch);
+            for i in 0..m {
+                let mut one = vec![0f32; n];
+                let row = &xs[i * k..(i + 1) * k];
+                matmul_on(path, &quantize_acts(row, 1, k), &w, &mut one);
+                assert_bits(
+                    &one,
+                    &batch[i * n..(i + 1) * n],
+                    &format!("{path:?} {format:?} row {i}"),
+                );
+            }
+        }
+    }
+}
+
+fn ggml(format: Format) -> GgmlDType {
+    match format {
+        Format::Q4_0 => GgmlDType::Q4_0,
+        Format::Q5_0 => GgmlDType::Q5_0,
+        Format::Q8_0 => GgmlDType::Q8_0,
+        Format::Q4K => GgmlDType::Q4K,
+    }
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (x, y)| {
+        (n + ((x - y) as f64).powi(2), d + (*x as f64).powi(2))
+    });
+    (num / den).sqrt()
+}
+
+/// The formats mean what ggml means: a dequantized row is candle's, exactly, and the matmul is
+/// about as close to the exact product of those weights as candle's own quantized matmul (both
+/// round the activations to 8 bits; candle per 256 for K-quants, nib per 32).
+#[test]
+fn every_format_matches_candle() {
+    let dev = Device::Cpu;
+    for format in FORMATS {
+        for (n, k, m) in [(64, 896, 1), (40, 512, 7), (33, 256, 4)] {
+            let k = k / format.block_elems() * format.block_elems();
+            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, ggml(format)).unwrap();
+            let ours = QWeight::new(format, n, k, q.data().unwrap().into_owned()).unwrap();
+            let deq = q.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+            let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let exact: Vec<f32> = (0..m * n)
+                .map(|o| {
+                    let (i, j) = (o / n, o % n);
+                    (0..k)
+                        .map(|c| xs[i * k + c] as f64 * deq[j][c] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let candle = rel_err(&exact, &theirs);
+            for path in Path::available() {
+                let mut got = vec![0f32; m * n];
+                matmul_on(path, &quantize_acts(&xs, m, k), &ours, &mut got);
+                let e = rel_err(&exact, &got);
+                assert!(
+                    e <= 1e-2 && e <= 1.5 * candle,
+                    "{path:?} {format:?} {n}x{k} m={m}: relative error {e}, candle's {candle}"
+                );
+            }
+            let mut row = vec![0f32; k];
+            for (j, want) in deq.iter().enumerate() {
+                ours.dequantize_row(j, &mut row);
+                assert_bits(&row, want, &format!("{format:?} row {j} dequantized"));
+            }
+        }
+    }
+}
+
+/// `NIB_KERNELS` names a path; one the CPU lacks, or no path at all, is an error that names
+/// the paths this CPU has.
+#[test]
+fn a_forced_path_must_exist_on_this_cpu() {
+    assert_eq!(Path::choose(None), Ok(Path::available()[0]));
+    assert_eq!(Path::choose(Some("scalar")), Ok(Path::Scalar));
+    let e = Path::choose(Some("avx1024")).unwrap_err();
+    assert!(e.contains("scalar") && e.contains("avx1024"), "{e}");
+    for p in Path::ALL {
+        match Path::choose(Some(p.name())) {
+            Ok(got) => assert!(got == p && p.supported()),
+            Err(e) => assert!(
+                !p.supported() && e.contains(p.name()) && e.contains("scalar"),
+                "{e}"
+            ),
+        }
+    }
+}
+
+/// Whether `f` panics (a checked refusal) rather than returning.
+fn refuses(f: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+}
+
+/// Empty and mismatched inputs get a panic from a check, never a read or write out of bounds.
+#[test]
+fn the_public_kernels_refuse_mismatched_inputs() {
+    let mut rng = Rng(5);
+    for format in FORMATS {
+        let k = format.block_elems();
+        assert!(QWeight::new(format, 2, k, vec![0; 3]).is_none());
+        assert!(QWeight::new(format, 2, k + 1, vec![0; 2 * format.block_bytes()]).is_none());
+        assert!(QWeight::new(format, usize::MAX, k, vec![]).is_none());
+        let empty = QWeight::new(format, 0, k, vec![]).unwrap();
+        let w = random_weights(&mut rng, format, 3, k);
+        for path in Path::available() {
+            // No rows, no weights: nothing to do, and nothing is touched.
+            matmul_on(path, &quantize_acts(&[], 0, k), &w, &mut []);
+            matmul_on(path, &quantize_acts(&vec![1.0; k], 1, k), &empty, &mut []);
+            let acts = quantize_acts(&vec![1.0; 2 * k], 2, k);
+            assert!(refuses(|| matmul_on(path, &acts, &w, &mut [0.0; 5])));
+            let wide = quantize_acts(&vec![1.0; 2 * k + 2 * QK], 2, k + QK);
+            assert!(refuses(|| matmul_on(path, &wide, &w, &mut [0.0; 6])));
+            let (mut u, mut a, mut mn) = (vec![0u8; k - 1], vec![0f32; k / QK], vec![0f32; k / QK]);
+            assert!(refuses(|| w.expand_row(path, 0, &mut u, &mut a, &mut mn)));
+            let mut u = vec![0u8; k];
+            assert!(refuses(|| w.expand_row(path, 3, &mut u, &mut a, &mut mn)));
+            if format.has_min() {
+                assert!(refuses(|| w.expand_row(path, 0, &mut u, &mut a, &mut [])));
+            }
+        }
+        assert!(refuses(|| matmul(&[1.0; 5], 1, &w, &mut [0.0; 3])));
+        assert!(refuses(|| w.dequantize_row(0, &mut [0.0; 3])));
+    }
+    assert!(refuses(|| {
+        quantize_acts(&[0.0; 40], 1, 40);
+    }));
+    assert!(refuses(|| {
+        quantize_acts(&[0.0; 64], 3, 32);
+    }));
+    // Attention: heads, cache lengths and the query's size are checked.
+    let kv = vec![vec![0f32; 4 * 8]; 2];
+    assert_eq!(attention(&[0.5; 4 * 8], 1, 3, &kv, &kv, 4, 8).len(), 4 * 8);
+    assert!(refuses(|| {
+        attention(&[0.5; 4 * 8], 1, 4, &kv, &kv, 4, 8);
+    }));
+    assert!(refuses(|| {
+        attention(&[0.5; 4 * 7], 1, 3, &kv, &kv, 4, 8);
+    }));
+    assert!(refuses(|| {
+        attention(&[0.5; 3 * 8], 1, 3, &kv, &kv, 3, 8);
+    }));
+    assert!(refuses(|| {
+        attention(&[0.5; 4 * 8], 1, 3, &[], &[], 4, 8);
+    }));
+    assert!(refuses(|| {
+        attention(&[0.5; 4 * 8], 1, 3, &kv, &kv[..1], 4, 8);
+    }));
+}
+
+/// Q6_K rows dequantize as candle does, bit for bit, and requantize row by row to what the
+/// whole tensor quantized at once gives.
+#[test]
+fn q6_k_dequantizes_like_candle_and_requantizes_by_row() {
+    let dev = Device::Cpu;
+    let (n, k) = (5, 512);
+    let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+    let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
+    let bytes = q.data().unwrap().into_owned();
+    let want = q
+        .dequantize(&dev)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let mut got = vec![0f32; n * k];
+    dequantize_q6_k(&bytes, &mut got);
+    assert_bits(&got, &want, "Q6_K dequantized");
+    let by_row = q6_k_to_q8_0(&bytes, n, k).unwrap();
+    assert_eq!(by_row.data, quantize_q8_0(&want));
+    assert!(q6_k_to_q8_0(&bytes[1..], n, k).is_none());
+    assert!(q6_k_to_q8_0(&bytes, n, k + 32).is_none());
+}
