@@ -187,6 +187,15 @@ impl Completer {
         }
     }
 
+    /// The kernel path a local model computes with (`avx2`, …, or `candle` off the CPU); none
+    /// for a remote server.
+    pub fn kernels(&self) -> Option<&'static str> {
+        match &self.runner {
+            Runner::Local { backend, .. } => Some(backend.info().kernels),
+            Runner::Remote { .. } => None,
+        }
+    }
+
     pub fn model_name(&self) -> String {
         match &self.runner {
             Runner::Local { backend, .. } => backend.info().model,

@@ -73,6 +73,8 @@ pub enum Status {
     Ready {
         model: String,
         backend: String,
+        /// The kernel path of a local model (see `nib_model::kernels::Path`).
+        kernels: Option<String>,
         load_ms: f64,
     },
     Failed {
@@ -553,6 +555,7 @@ fn load(spec: &ModelSpec, config: CompleterConfig) -> Result<(Completer, Status)
             let status = Status::Ready {
                 model: c.model_name(),
                 backend: spec.backend.name().to_string(),
+                kernels: c.kernels().map(str::to_string),
                 load_ms: t0.elapsed().as_secs_f64() * 1e3,
             };
             Ok((c, status))

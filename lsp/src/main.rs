@@ -117,6 +117,9 @@ struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Print the kernel paths this CPU has, fastest first (what NIB_KERNELS may name), and exit.
+    #[arg(long)]
+    list_kernels: bool,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -433,6 +436,12 @@ fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
 }
 
 fn bench(args: BenchArgs) -> Result<(), Failure> {
+    if args.list_kernels {
+        for p in nib_model::kernels::Path::available() {
+            println!("{}", p.name());
+        }
+        return Ok(());
+    }
     if args.prompt_tokens < 8 || args.gen_tokens == 0 {
         return Err(usage(
             "--prompt-tokens must be at least 8 and --gen-tokens at least 1",
@@ -487,6 +496,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             "model        {} ({}, {threads} threads)",
             info.model, info.backend
         );
+        println!("kernels      {}", r.kernels);
         println!("load         {load_ms:.0} ms");
         println!(
             "prefill      {:.1} tok/s ({} tokens)",
@@ -500,6 +510,13 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         println!(
             "ttft reuse   {:.0} ms (one character typed; {} tokens reused)",
             r.ttft_reuse_ms, r.reused_tokens
+        );
+        println!(
+            "memory       {:.1} GB/s read; a token reads {:.0} MB of weights, so decode is bound by {:.1} tok/s ({:.0}% reached)",
+            r.mem_read_gb_s,
+            r.weight_mb_per_token,
+            r.decode_bound_tok_s,
+            r.decode_share_of_bound * 100.0
         );
         if let Some(mb) = r.peak_rss_mb {
             println!("peak RSS     {mb:.0} MB");

@@ -1220,20 +1220,27 @@ async fn report_status(
     status: Status,
 ) {
     let progress = lock(state).progress;
-    let (kind, message) = match &status {
-        Status::Loading { model } => ("loading", format!("loading {}", model.display())),
+    let (kind, message, kernels) = match &status {
+        Status::Loading { model } => ("loading", format!("loading {}", model.display()), None),
         Status::Ready {
             model,
             backend,
+            kernels,
             load_ms,
-        } => (
-            "ready",
-            format!("{model} on {backend}, loaded in {:.1} s", load_ms / 1e3),
-        ),
-        Status::Failed { message } => ("error", message.clone()),
+        } => {
+            let on = match kernels {
+                Some(k) => format!("{backend} ({k} kernels)"),
+                None => backend.clone(),
+            };
+            let message = format!("{model} on {on}, loaded in {:.1} s", load_ms / 1e3);
+            ("ready", message, kernels.clone())
+        }
+        Status::Failed { message } => ("error", message.clone(), None),
     };
     client
-        .send_notification::<NibStatus>(json!({"state": kind, "message": message}))
+        .send_notification::<NibStatus>(
+            json!({"state": kind, "message": message, "kernels": kernels}),
+        )
         .await;
     match status {
         Status::Loading { .. } => {

@@ -98,6 +98,11 @@ pub struct BackendInfo {
     pub cache_reuse: bool,
     /// Worker threads the backend computes with.
     pub threads: usize,
+    /// The kernel path of the quantized matmul: nib's on the CPU (`avx512vnni`, `avxvnni`,
+    /// `avx2`, `scalar`), else `candle`.
+    pub kernels: &'static str,
+    /// Bytes of weights a decoded token reads.
+    pub weight_bytes_per_token: u64,
 }
 
 pub trait Session: Send {
@@ -177,6 +182,8 @@ impl Backend for CandleBackend {
             context_length: self.model.cfg.context_length,
             cache_reuse: true,
             threads: candle_core::utils::get_num_threads(),
+            kernels: self.model.kernels(),
+            weight_bytes_per_token: self.model.weight_bytes_per_token(),
         }
     }
 

@@ -56,6 +56,15 @@ pub struct BenchReport {
     pub drafted: usize,
     pub accepted: usize,
     pub peak_rss_mb: Option<f64>,
+    /// The kernel path of the quantized matmul (see `BackendInfo::kernels`).
+    pub kernels: &'static str,
+    /// This machine's memory read bandwidth, measured with the backend's threads.
+    pub mem_read_gb_s: f64,
+    /// Weights a decoded token reads, and the decode speed that bandwidth allows at most.
+    pub weight_mb_per_token: f64,
+    pub decode_bound_tok_s: f64,
+    /// `decode_tok_s / decode_bound_tok_s`: how near decode runs to the memory's limit.
+    pub decode_share_of_bound: f64,
 }
 
 /// Text of `n` tokens cut from the corpus, at a token boundary.
@@ -112,18 +121,64 @@ pub fn run(
     let reuse = generate(session.as_mut(), &tok, &edited, &params, &cancel)?;
 
     let decoded = cold.tokens.len().saturating_sub(1).max(1);
+    let decode_tok_s = decoded as f64 / (cold.decode_ms / 1e3);
+    let info = backend.info();
+    // Before the bandwidth test, whose buffer would count.
+    let peak_rss_mb = peak_rss_mb();
+    let mem_read_gb_s = memory_read_gb_s();
+    let bytes = info.weight_bytes_per_token as f64;
+    let decode_bound_tok_s = mem_read_gb_s * 1e9 / bytes.max(1.0);
     Ok(BenchReport {
         prompt_tokens: ids.len(),
         gen_tokens: cold.tokens.len(),
         prefill_tok_s: ids.len() as f64 / (cold.prefill_ms / 1e3),
-        decode_tok_s: decoded as f64 / (cold.decode_ms / 1e3),
+        decode_tok_s,
         ttft_cold_ms: cold.prefill_ms,
         ttft_reuse_ms: reuse.prefill_ms,
         reused_tokens: reuse.reused_tokens,
         drafted: cold.drafted,
         accepted: cold.accepted,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb,
+        kernels: info.kernels,
+        mem_read_gb_s,
+        weight_mb_per_token: bytes / 1e6,
+        decode_bound_tok_s,
+        decode_share_of_bound: decode_tok_s / decode_bound_tok_s,
     })
+}
+
+/// Memory read bandwidth in GB/s: the best of 5 passes over 512 MiB (far beyond any cache),
+/// split across candle's worker threads as the kernels split their work.
+pub fn memory_read_gb_s() -> f64 {
+    let words: usize = 64 << 20; // 512 MiB of u64
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let pool = candle_core::utils::barrier_pool();
+    let tasks = candle_core::utils::get_num_threads().max(1) * 4;
+    let per = words.div_ceil(tasks);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let sums: Vec<std::sync::atomic::AtomicU64> = (0..tasks)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        let t = std::time::Instant::now();
+        pool.execute_chunked(tasks, |ts| {
+            for i in ts {
+                let part = &buf[(i * per).min(words)..((i + 1) * per).min(words)];
+                // Eight independent sums, so the loop is bound by loads alone.
+                let mut acc = [0u64; 8];
+                for c in part.chunks_exact(8) {
+                    for (a, x) in acc.iter_mut().zip(c) {
+                        *a = a.wrapping_add(*x);
+                    }
+                }
+                let s = acc.iter().fold(0u64, |s, x| s.wrapping_add(*x));
+                sums[i].store(s, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&sums);
+    }
+    (words * 8) as f64 / best / 1e9
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MB.

@@ -25,6 +25,9 @@ function M.check()
   local st = nib.status
   if st.state == 'ready' then
     health.ok('model: ' .. tostring(st.message))
+    if type(st.kernels) == 'string' then
+      health.info('kernels: ' .. st.kernels .. ' (set NIB_KERNELS to force another path)')
+    end
   elseif st.state == 'error' then
     health.error('model: ' .. tostring(st.message), { 'fetch the default model with `nib model pull`' })
   else
