@@ -16,3 +16,12 @@ scripts/vscode.sh
 # (lsp/tests/remote.rs); built once from the llama-cpp-python sdist.
 scripts/get-llama-server.sh >/dev/null
 cargo test --workspace
+# The kernels' tests and the real-model equivalence tests again on each other x86 kernel path
+# this CPU has (the run above took the fastest; the scalar path is compared within
+# paths_real), then the aarch64 kernels under qemu-user.
+for path in $(target/debug/nib bench --list-kernels | tail -n +2 | grep -vx scalar); do
+  echo "== NIB_KERNELS=$path"
+  NIB_KERNELS=$path cargo test -p nib-model --lib --test kernels_real --test paths_real \
+    --test speculation_real --test cancel_real
+done
+scripts/test-aarch64.sh
