@@ -668,7 +668,45 @@ pub fn matmul_on(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
 
 /// The reference: each row decoded, then [`dot_scalar`] with each activation row.
 fn matmul_scalar(acts: &QActs, w: &QWeight, out: &mut [f32]) {
+    let (k, nb) = (acts.k, acts.k / QK);
+    row_by_row(
+        acts,
+        w,
+        out,
+        |_| {},
+        |row, i| {
+            dot_scalar(
+                w.format,
+                row.u,
+                row.a,
+                row.mn,
+                &acts.q[i * k..(i + 1) * k],
+                &acts.d[i * nb..(i + 1) * nb],
+                &acts.qsum[i * nb..(i + 1) * nb],
+            )
+        },
+    );
+}
+
+/// One decoded weight row.
+struct Decoded<'a> {
+    u: &'a [u8],
+    a: &'a [f32],
+    mn: &'a [f32],
+}
+
+/// `out[i·n + j] = dot(row j, i)`: each weight row decoded once by the scalar code (then
+/// `prep`ared), on candle's pool, and dotted with every activation row. The caller checked the
+/// shapes (`out` is m × n).
+fn row_by_row(
+    acts: &QActs,
+    w: &QWeight,
+    out: &mut [f32],
+    prep: impl Fn(&mut [u8]) + Sync,
+    dot: impl Fn(&Decoded, usize) -> f32 + Sync,
+) {
     let (m, n, k, nb) = (acts.m, w.n, w.k, w.k / QK);
+    assert_eq!(out.len(), m * n);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows_per_task = 16;
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
@@ -677,18 +715,16 @@ fn matmul_scalar(acts: &QActs, w: &QWeight, out: &mut [f32]) {
         for t in tasks {
             for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
                 w.expand_row(Path::Scalar, j, &mut u, &mut a, &mut mn);
+                prep(&mut u);
+                let row = Decoded {
+                    u: &u,
+                    a: &a,
+                    mn: &mn,
+                };
                 for i in 0..m {
-                    let v = dot_scalar(
-                        w.format,
-                        &u,
-                        &a,
-                        &mn,
-                        &acts.q[i * k..(i + 1) * k],
-                        &acts.d[i * nb..(i + 1) * nb],
-                        &acts.qsum[i * nb..(i + 1) * nb],
-                    );
-                    // SAFETY: i < m and j < n, and `out` is m × n (asserted by the caller);
-                    // column j is this task's alone.
+                    let v = dot(&row, i);
+                    // SAFETY: i < m and j < n, and `out` is m × n (asserted); column j is this
+                    // task's alone.
                     unsafe { *out_ptr.0.add(i * n + j) = v };
                 }
             }

@@ -7,7 +7,7 @@
 //! formats whose codes fit 7 bits, and as `u − 128` for Q8_0 (whose offset correction shrinks by
 //! as much), so that one `i8 × i8` product serves every format.
 
-use super::{Path, QActs, QWeight, SyncPtr, QK};
+use super::{Path, QActs, QWeight, QK};
 use std::arch::aarch64::*;
 
 /// `out = acts · wᵀ` on a NEON path. The caller checked that the CPU has `path` and the shapes
@@ -24,40 +24,28 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
         .map(|s| -(w.format.offset() - shift) * s)
         .collect();
     let has_min = w.format.has_min();
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let rows_per_task = 16;
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
-        let out_ptr = &out_ptr;
-        let (mut u, mut a, mut mn) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
-        for t in tasks {
-            for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
-                w.expand_row(Path::Scalar, j, &mut u, &mut a, &mut mn);
-                if shift != 0 {
-                    u.iter_mut().for_each(|x| *x ^= 0x80);
-                }
-                for i in 0..m {
-                    let row = Row {
-                        u: &u,
-                        a: &a,
-                        mn: has_min.then_some(&mn[..]),
-                        q: &acts.q[i * k..(i + 1) * k],
-                        d: &acts.d[i * nb..(i + 1) * nb],
-                        qsum: &acts.qsum[i * nb..(i + 1) * nb],
-                        corr: &corr[i * nb..(i + 1) * nb],
-                    };
-                    // SAFETY: the path's features were checked above; `Row::dot` checks the
-                    // lengths it reads.
-                    let v = unsafe {
-                        if path == Path::NeonDotprod {
-                            dot_sdot(&row)
-                        } else {
-                            dot_neon(&row)
-                        }
-                    };
-                    // SAFETY: i < m and j < n, `out` is m × n (asserted); column j is this
-                    // task's alone.
-                    unsafe { *out_ptr.0.add(i * n + j) = v };
-                }
+    let prep = |u: &mut [u8]| {
+        if shift != 0 {
+            u.iter_mut().for_each(|x| *x ^= 0x80);
+        }
+    };
+    super::row_by_row(acts, w, out, prep, |d, i| {
+        let row = Row {
+            u: d.u,
+            a: d.a,
+            mn: has_min.then_some(d.mn),
+            q: &acts.q[i * k..(i + 1) * k],
+            d: &acts.d[i * nb..(i + 1) * nb],
+            qsum: &acts.qsum[i * nb..(i + 1) * nb],
+            corr: &corr[i * nb..(i + 1) * nb],
+        };
+        // SAFETY: the path's features were checked above; `Row::dot` checks the lengths it
+        // reads.
+        unsafe {
+            if path == Path::NeonDotprod {
+                dot_sdot(&row)
+            } else {
+                dot_neon(&row)
             }
         }
     });
