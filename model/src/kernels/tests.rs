@@ -94,7 +94,7 @@ fn every_path_equals_the_scalar_reference_bit_for_bit() {
         let unit = format.block_elems();
         for case in 0..40 {
             let n = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 100][case % 13];
-            let k = unit * (1 + rng.below(if unit == QK { 40 } else { 4 }));
+            let k = unit * (1 + rng.below(if unit == QK { 80 } else { 6 }));
             let m = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13][rng.below(10)];
             let w = random_weights(&mut rng, format, n, k);
             let acts = quantize_acts(&random_acts(&mut rng, m, k), m, k);
