@@ -15,8 +15,8 @@
 //! The paths ([`Path`]), one portable binary, chosen at run time by the CPU's features or by
 //! `NIB_KERNELS`:
 //! - `avx512vnni`: 16 lanes, `vpdpbusd` (64 u8×i8 products an instruction); `avx512.rs`. Its
-//!   512-bit kernels decode Q5_0 and Q8_0; the other formats take the 256-bit kernels below
-//!   with the EVEX `vpdpbusd`.
+//!   512-bit kernel prefills Q5_0 and Q8_0; decoding and the other formats take the 256-bit
+//!   kernels below with the EVEX `vpdpbusd`.
 //! - `avxvnni`: 8 lanes, `vpdpbusd` (VEX on CPUs with AVX-VNNI, such as Intel's since Alder
 //!   Lake; EVEX through AVX-512 VL on CPUs that have that instead); `avx2.rs`.
 //! - `avx2`: 8 lanes, `vpmaddubsw` + `vpmaddwd` (exact while a pair of products fits 16 bits:
@@ -655,7 +655,7 @@ pub fn matmul_on(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     }
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni if matches!(w.format, Format::Q5_0 | Format::Q8_0) => {
+        Path::Avx512Vnni if matches!(w.format, Format::Q5_0 | Format::Q8_0) && m >= 4 => {
             avx512::matmul(acts, w, out)
         }
         #[cfg(target_arch = "x86_64")]
