@@ -342,12 +342,6 @@ fn expand(path: Path, format: Format, bytes: &[u8], u: &mut [u8], a: &mut [f32],
     );
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni if matches!(format, Format::Q5_0 | Format::Q8_0) => {
-            // SAFETY: the path is supported (asserted); the buffers hold `elems` codes and
-            // `elems / 32` scales (asserted).
-            unsafe { avx512::expand_row(format, bytes, u, a) }
-        }
-        #[cfg(target_arch = "x86_64")]
         Path::Avx512Vnni | Path::AvxVnni | Path::Avx2 => {
             // SAFETY: every SIMD path has AVX2, FMA and F16C (asserted); buffers as above.
             unsafe { avx2::expand_row(format, bytes, u, a, mn) }

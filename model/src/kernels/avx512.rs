@@ -48,56 +48,6 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     });
 }
 
-/// One block's unsigned codes, in a register.
-#[inline(always)]
-unsafe fn block_codes(format: Format, blk: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees the CPU features and the bounds this function states.
-    unsafe {
-        match format {
-            Format::Q5_0 => {
-                let low = _mm_set1_epi8(0x0f);
-                let qh = (blk.add(2) as *const u32).read_unaligned();
-                let qs = _mm_loadu_si128(blk.add(6) as *const __m128i);
-                let lo = _mm_and_si128(qs, low);
-                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-                let v = _mm256_set_m128i(hi, lo);
-                _mm256_mask_add_epi8(v, qh, v, _mm256_set1_epi8(0x10))
-            }
-            Format::Q8_0 => _mm256_xor_si256(
-                _mm256_loadu_si256(blk.add(2) as *const __m256i),
-                _mm256_set1_epi8(-128),
-            ),
-            _ => unreachable!("the 512-bit kernels decode Q5_0 and Q8_0 only"),
-        }
-    }
-}
-
-/// A block's f16 scale as f32 (exact, like `half`'s conversion).
-#[inline(always)]
-unsafe fn block_scale(blk: *const u8) -> f32 {
-    // SAFETY: the caller guarantees the CPU features and the bounds this function states.
-    unsafe {
-        let bits = (blk as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(super) unsafe fn expand_row(format: Format, row: &[u8], u: &mut [u8], a: &mut [f32]) {
-    // SAFETY: the caller guarantees the CPU features and the bounds this function states.
-    unsafe {
-        let bb = format.block_bytes();
-        let nb = row.len() / bb;
-        debug_assert!(u.len() >= nb * QK && a.len() >= nb);
-        for b in 0..nb {
-            let blk = row.as_ptr().add(b * bb);
-            *a.get_unchecked_mut(b) = block_scale(blk);
-            let v = block_codes(format, blk);
-            _mm256_storeu_si256(u.as_mut_ptr().add(b * QK) as *mut __m256i, v);
-        }
-    }
-}
-
 /// A store mask for the first `rows` of 16 lanes.
 fn lanes(rows: usize) -> __mmask16 {
     if rows >= 16 {
