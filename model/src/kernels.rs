@@ -252,6 +252,15 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Whether a model on the CPU runs on nib's kernels: yes on every SIMD path, and on the
+/// scalar one only when `NIB_KERNELS=scalar` asks for it (elsewhere candle's kernels, which
+/// have their own SIMD, serve a CPU nib has no path for). The error says why `NIB_KERNELS`
+/// cannot be followed.
+pub fn serve_models() -> Result<bool, String> {
+    let path = selected()?;
+    Ok(path != Path::Scalar || std::env::var("NIB_KERNELS").is_ok_and(|v| v == "scalar"))
+}
+
 /// [`path`], or why `NIB_KERNELS` cannot be followed.
 pub fn selected() -> Result<Path, String> {
     static PATH: std::sync::OnceLock<Result<Path, String>> = std::sync::OnceLock::new();

@@ -94,9 +94,7 @@ impl Linear {
     /// moment); Q6_K is requantized to Q8_0 first. On a GPU, and on CPUs where nib has no SIMD
     /// kernels yet (the `scalar` path, unless `NIB_KERNELS=scalar` asks for it), candle's.
     pub fn load(g: &mut GgufFile, name: &str, device: &Device) -> Result<Self> {
-        let path = kernels::selected().map_err(ModelError::Inference)?;
-        let forced = std::env::var("NIB_KERNELS").is_ok_and(|v| v == "scalar");
-        let ours = device.is_cpu() && (path != kernels::Path::Scalar || forced);
+        let ours = device.is_cpu() && kernels::serve_models().map_err(ModelError::Inference)?;
         let format = match g.dtype(name) {
             Some(GgmlDType::Q4_0) => Some(Format::Q4_0),
             Some(GgmlDType::Q5_0) => Some(Format::Q5_0),
