@@ -180,7 +180,7 @@ impl ModelArgs {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Download a model: small (default), large, or HF_REPO:FILE.
+    /// Download a model: small (default), large, or HF_REPO:FILE[@REVISION].
     Pull {
         #[arg(default_value = "small")]
         model: String,

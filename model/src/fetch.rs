@@ -23,6 +23,9 @@ use std::time::Duration;
 pub struct ModelSpec {
     pub alias: &'static str,
     pub hf_repo: &'static str,
+    /// The Hugging Face commit the file is fetched from: a pinned download cannot change under
+    /// the same name (a moved `main` would only fail the sha256 check).
+    pub hf_revision: &'static str,
     pub hf_file: &'static str,
     pub size: u64,
     pub sha256: &'static str,
@@ -33,6 +36,7 @@ pub struct ModelSpec {
 pub const SMALL: ModelSpec = ModelSpec {
     alias: "small",
     hf_repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+    hf_revision: "ebb2015119c907b064c512bf053e945850b5875f",
     hf_file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     size: 491_400_064,
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -42,6 +46,7 @@ pub const SMALL: ModelSpec = ModelSpec {
 pub const LARGE: ModelSpec = ModelSpec {
     alias: "large",
     hf_repo: "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+    hf_revision: "f86cb2c1fa58255f8052cc32aeede1b7482d4361",
     hf_file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     size: 1_117_320_768,
     sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
@@ -50,11 +55,16 @@ pub const LARGE: ModelSpec = ModelSpec {
 
 pub const KNOWN: [ModelSpec; 2] = [SMALL, LARGE];
 
-/// What the user asked for: a known alias, or any GGUF file in a Hugging Face repository.
+/// What the user asked for: a known alias, or any GGUF file in a Hugging Face repository at a
+/// revision (`REPO:FILE@REVISION`; `main` when none is named).
 #[derive(Debug, Clone)]
 pub enum ModelRef {
     Known(ModelSpec),
-    Hf { repo: String, file: String },
+    Hf {
+        repo: String,
+        file: String,
+        revision: String,
+    },
 }
 
 impl ModelRef {
@@ -64,30 +74,48 @@ impl ModelRef {
             "large" => return Ok(ModelRef::Known(LARGE)),
             _ => {}
         }
-        match s.split_once(':') {
+        let (name, revision) = match s.rsplit_once('@') {
+            Some((name, rev)) if !rev.is_empty() => (name, Some(rev)),
+            _ => (s, None),
+        };
+        match name.split_once(':') {
             Some((repo, file)) if repo.contains('/') && !file.is_empty() => {
                 if let Some(spec) = KNOWN
                     .iter()
                     .find(|k| k.hf_repo == repo && k.hf_file == file)
                 {
-                    return Ok(ModelRef::Known(*spec));
+                    // A known file is only ever taken at its pinned revision.
+                    return match revision {
+                        Some(r) if r != spec.hf_revision => Err(format!(
+                            "{repo}:{file} is the {} model, pinned to revision {}; \
+                             drop `@{r}` or name the file by path",
+                            spec.alias, spec.hf_revision
+                        )),
+                        _ => Ok(ModelRef::Known(*spec)),
+                    };
                 }
                 Ok(ModelRef::Hf {
                     repo: repo.into(),
                     file: file.into(),
+                    revision: revision.unwrap_or("main").into(),
                 })
             }
             _ => Err(format!(
-                "unknown model `{s}`: use small, large or HF_REPO:FILE (e.g. {}:{})",
-                SMALL.hf_repo, SMALL.hf_file
+                "unknown model `{s}`: use small, large or HF_REPO:FILE[@REVISION] (e.g. {}:{}@{})",
+                SMALL.hf_repo, SMALL.hf_file, SMALL.hf_revision
             )),
         }
     }
 
-    fn repo_file(&self) -> (&str, &str) {
+    /// The Hugging Face repository, file and revision it names.
+    pub fn hf_source(&self) -> (&str, &str, &str) {
         match self {
-            ModelRef::Known(s) => (s.hf_repo, s.hf_file),
-            ModelRef::Hf { repo, file } => (repo, file),
+            ModelRef::Known(s) => (s.hf_repo, s.hf_file, s.hf_revision),
+            ModelRef::Hf {
+                repo,
+                file,
+                revision,
+            } => (repo, file, revision),
         }
     }
 }
@@ -103,12 +131,33 @@ pub fn models_dir() -> PathBuf {
 
 /// Where a model already is on disk: nib's directory first, then the Hugging Face cache.
 pub fn find_local(r: &ModelRef) -> Option<PathBuf> {
-    let (repo, file) = r.repo_file();
+    let (repo, file, revision) = r.hf_source();
     let ours = models_dir().join(file);
     if ours.is_file() {
         return Some(ours);
     }
-    hf_hub::Cache::from_env().model(repo.to_string()).get(file)
+    hf_cached(repo, file, revision)
+}
+
+/// The file in the Hugging Face cache at `revision`: a commit hash names its snapshot folder
+/// directly, whichever branch it was fetched through; a branch name goes through its ref.
+fn hf_cached(repo: &str, file: &str, revision: &str) -> Option<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let hf_repo = hf_hub::Repo::with_revision(
+        repo.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    );
+    let snapshot = cache
+        .path()
+        .join(hf_repo.folder_name())
+        .join("snapshots")
+        .join(revision)
+        .join(file);
+    if snapshot.is_file() {
+        return Some(snapshot);
+    }
+    cache.repo(hf_repo).get(file)
 }
 
 /// Every model file present: `(path, size)`.
@@ -123,10 +172,7 @@ pub fn list_local() -> Vec<(PathBuf, u64)> {
         }
     }
     for spec in KNOWN {
-        if let Some(p) = hf_hub::Cache::from_env()
-            .model(spec.hf_repo.to_string())
-            .get(spec.hf_file)
-        {
+        if let Some(p) = hf_cached(spec.hf_repo, spec.hf_file, spec.hf_revision) {
             let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             out.push((p, size));
         }
@@ -162,8 +208,8 @@ pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<P
         log(&format!("already present: {}", p.display()));
         return Ok(p);
     }
-    let (repo, file) = r.repo_file();
-    let hf_error = match pull_hf(repo, file, progress) {
+    let (repo, file, revision) = r.hf_source();
+    let hf_error = match pull_hf(repo, file, revision, progress) {
         Ok(p) => {
             if let ModelRef::Known(spec) = r {
                 log("verifying sha256");
@@ -188,7 +234,7 @@ pub fn pull(r: &ModelRef, progress: bool, log: &mut dyn FnMut(&str)) -> Result<P
             Ok(path)
         }
         ModelRef::Hf { .. } => Err(ModelError::Download(format!(
-            "{repo}:{file} from Hugging Face: {hf_error} (no other source is known for it)"
+            "{repo}:{file}@{revision} from Hugging Face: {hf_error} (no other source is known for it)"
         ))),
     }
 }
@@ -201,7 +247,12 @@ fn agent(read_timeout: Duration) -> ureq::Agent {
         .build()
 }
 
-fn pull_hf(repo: &str, file: &str, progress: bool) -> std::result::Result<PathBuf, String> {
+fn pull_hf(
+    repo: &str,
+    file: &str,
+    revision: &str,
+    progress: bool,
+) -> std::result::Result<PathBuf, String> {
     if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
         return Err("HF_HUB_OFFLINE is set".into());
     }
@@ -216,9 +267,13 @@ fn pull_hf(repo: &str, file: &str, progress: bool) -> std::result::Result<PathBu
         .with_progress(progress)
         .build()
         .map_err(|e| short(&e.to_string()))?;
-    api.model(repo.to_string())
-        .get(file)
-        .map_err(|e| short(&e.to_string()))
+    api.repo(hf_hub::Repo::with_revision(
+        repo.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    ))
+    .get(file)
+    .map_err(|e| short(&e.to_string()))
 }
 
 fn short(s: &str) -> String {

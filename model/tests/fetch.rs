@@ -101,6 +101,7 @@ fn spec(model: &[u8], sha: Option<&str>) -> ModelSpec {
     ModelSpec {
         alias: "test",
         hf_repo: "nib/test",
+        hf_revision: "0123456789abcdef0123456789abcdef01234567",
         hf_file: "tiny-test.gguf",
         size: model.len() as u64,
         sha256: Box::leak(
@@ -194,6 +195,7 @@ fn models_are_verified_again_when_they_change() {
     let spec = ModelSpec {
         alias: "test",
         hf_repo: "test/test",
+        hf_revision: "0123456789abcdef0123456789abcdef01234567",
         hf_file: "m.gguf",
         size: data.len() as u64,
         sha256: Box::leak(sha.into_boxed_str()),
