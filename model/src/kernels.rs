@@ -505,6 +505,18 @@ impl QActs {
     }
 }
 
+/// `x.round() as i32` (half away from zero, saturating, NaN → 0) from SSE2's truncation, so that
+/// a loop over it vectorises in the baseline x86-64 build, which has no SSE4.1 `roundps`
+/// (`round` would call libm for every element).
+#[inline(always)]
+pub(crate) fn round_i32(x: f32) -> i32 {
+    let t = x as i32;
+    // Exact below 2^23; above, `x` is an integer or `t` saturated, and the steps saturate too.
+    let r = x - t as f32;
+    t.saturating_add((r >= 0.5) as i32)
+        .saturating_sub((r <= -0.5) as i32)
+}
+
 /// Quantizes `m` rows of `k` activations (round half away from zero, as ggml does; a value
 /// that is not finite counts as 0).
 pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
@@ -521,7 +533,7 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
         let mut sum = 0i32;
         for (o, v) in qb.iter_mut().zip(blk) {
             // Clamped: the kernels rely on |q| ≤ 127 (AVX2's pair sums), whatever `x` holds.
-            let r = ((v * inv).round() as i32).clamp(-127, 127);
+            let r = round_i32(v * inv).clamp(-127, 127);
             *o = r as i8;
             sum += r;
         }

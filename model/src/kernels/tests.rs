@@ -322,3 +322,62 @@ fn q6_k_dequantizes_like_candle_and_requantizes_by_row() {
     assert!(q6_k_to_q8_0(&bytes[1..], n, k).is_none());
     assert!(q6_k_to_q8_0(&bytes, n, k + 32).is_none());
 }
+
+/// `round_i32` is `round() as i32` on every kind of input: halves both ways, values just under
+/// a half, large, saturating and not finite; `fast_exp`'s floor from truncation is `floor`.
+#[test]
+fn baseline_rounding_equals_libm() {
+    let mut xs = vec![
+        0.0f32,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        0.499_999_97,
+        -0.499_999_97,
+        126.5,
+        -126.5,
+        127.499_99,
+        8_388_607.5,
+        -8_388_607.5,
+        16_777_217.0,
+        2.147_483_6e9,
+        -2.147_483_6e9,
+        3e9,
+        -3e9,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let x = f32::from_bits(state as u32);
+        xs.push(x);
+        xs.push((state >> 40) as f32 / 65536.0 - 128.0);
+    }
+    for x in xs {
+        assert_eq!(round_i32(x), x.round() as i32, "round({x:e})");
+    }
+    for i in 0..=200_000 {
+        let x = -(i as f32) * 0.000_437;
+        let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+        let (n, f) = (t.floor(), t - t.floor());
+        let p = 1.0
+            + f * (std::f32::consts::LN_2
+                + f * (0.240_226_5
+                    + f * (0.055_504_11
+                        + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+        let want = f32::from_bits(((n as i32 + 127) << 23) as u32) * p;
+        assert_eq!(attention::fast_exp(x).to_bits(), want.to_bits(), "exp({x})");
+    }
+}
