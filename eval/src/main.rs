@@ -131,6 +131,10 @@ struct ModelArgs {
     model: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
+    /// Tokens of text after the cursor in the FIM benchmarks' prompts, at most (default: all of
+    /// it); the server's window takes `suffixTokens` (64).
+    #[arg(long)]
+    fim_suffix_tokens: Option<usize>,
 }
 
 impl ModelArgs {
@@ -149,6 +153,7 @@ impl ModelArgs {
             "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
             "model_bytes": size,
             "backend": format!("{:?}", self.backend).to_lowercase(),
+            "fim_suffix_tokens": self.fim_suffix_tokens,
         }))
     }
 
@@ -156,7 +161,7 @@ impl ModelArgs {
     fn completer(&self, max_tokens: usize) -> anyhow::Result<Completer> {
         self.completer_with(CompleterConfig {
             prefix_tokens: 4096,
-            suffix_tokens: 4096,
+            suffix_tokens: self.fim_suffix_tokens.unwrap_or(4096),
             max_tokens_single: max_tokens,
             max_tokens_multi: max_tokens,
             ..Default::default()
@@ -342,15 +347,34 @@ fn replay(
             .collect(),
         }],
         latencies_ms: latencies,
-        notes: vec![format!(
-            "{} keystrokes, {} suggestions shown. CodeCompose's multi-line rollout saved 17% of keystrokes.",
-            s.keystrokes, s.suggestions
-        )],
+        notes: vec![
+            format!(
+                "{} keystrokes, {} suggestions shown. CodeCompose's multi-line rollout saved 17% of keystrokes.",
+                s.keystrokes, s.suggestions
+            ),
+            replay_breakdown(&s),
+        ],
     };
     finish(&out, summary)?;
     client.call("shutdown", serde_json::Value::Null);
     client.notify("exit", serde_json::Value::Null);
     Ok(())
+}
+
+/// The generations' time part by part, as a Markdown table, and how requests ended.
+fn replay_breakdown(s: &nib_eval::replay::Summary) -> String {
+    let mut t = String::from(
+        "Where a generation's time goes (server-side, requests that ran the model to the end):\n\n| part | mean | p50 | p95 |\n| --- | ---: | ---: | ---: |\n",
+    );
+    for p in &s.parts {
+        t += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} |\n",
+            p.name, p.mean, p.p50, p.p95
+        );
+    }
+    let ends: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    t += &format!("\nRequests that reached the engine: {}.", ends.join(", "));
+    t
 }
 
 fn santacoder_fim(
@@ -837,7 +861,10 @@ fn repo_rust(
         .iter()
         .flat_map(|t| CONDITIONS.iter().map(move |c| (t, *c)))
         .collect();
-    let budget = nib_lsp::settings::Settings::default().other_files_chars / 2;
+    // The server's context budget; the index's part of it is half (`context::gather`), and the
+    // oracle gets that same half.
+    let context_chars = nib_lsp::settings::Settings::default().other_files_chars;
+    let budget = context_chars / 2;
     let meta = serde_json::json!({
         "bench": "repo-rust",
         "model": model.describe()?,
@@ -877,12 +904,16 @@ fn repo_rust(
                         )
                         .ok()
                     };
-                    nib_indexer::context::cross_file(
-                        &k.index,
-                        &task.path,
-                        &text[..line_start],
-                        budget,
-                        &read,
+                    // The server's own context assembly, its default budget, no open files.
+                    nib_lsp::context::gather(
+                        &nib_lsp::context::Sources {
+                            index: Some((&k.index, &task.path)),
+                            before_line: &text[..line_start],
+                            read: &read,
+                            open: &[],
+                            budget: context_chars,
+                        },
+                        &Default::default(),
                     )
                 }
                 _ => rr::oracle_context(task, &k.files[&task.definition.0], budget),

@@ -55,6 +55,88 @@ pub struct FileReplay {
     /// Requests the server answered with an error (the first one's message is kept).
     pub errors: usize,
     pub first_error: Option<String>,
+    /// Where each request's time went, from the server (`nib.timings`).
+    pub timings: Vec<Timing>,
+}
+
+/// One request's time, part by part, as the server's engine measured it
+/// (`nib_lsp::engine::Timing`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    pub id: u64,
+    pub cursor: usize,
+    pub outcome: String,
+    pub queue_ms: f64,
+    pub context_ms: f64,
+    pub tokenize_ms: f64,
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill_ms: f64,
+    pub generated_tokens: usize,
+    pub decode_ms: f64,
+    pub postprocess_ms: f64,
+    pub answer_ms: f64,
+    pub first_line_early: bool,
+    pub total_ms: f64,
+}
+
+/// One part of the generations' time over a run: mean, median and 95th percentile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Part {
+    pub name: &'static str,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+}
+
+/// The parts of the generations' time (requests that ran the model to the end).
+pub fn breakdown(timings: &[Timing]) -> Vec<Part> {
+    let generated: Vec<&Timing> = timings
+        .iter()
+        .filter(|t| t.outcome == "generated")
+        .collect();
+    type Measure = fn(&Timing) -> f64;
+    let parts: [(&'static str, Measure); 12] = [
+        ("queue ms", |t| t.queue_ms),
+        ("context ms", |t| t.context_ms),
+        ("tokenize ms", |t| t.tokenize_ms),
+        ("prompt tokens", |t| t.prompt_tokens as f64),
+        ("prefill tokens reused", |t| t.reused_tokens as f64),
+        ("prefill tokens new", |t| t.new_tokens as f64),
+        ("prefill ms", |t| t.prefill_ms),
+        ("decode tokens", |t| t.generated_tokens as f64),
+        ("decode ms", |t| t.decode_ms),
+        ("post-processing ms", |t| t.postprocess_ms),
+        ("answer ms", |t| t.answer_ms),
+        ("total ms (a block to its end)", |t| t.total_ms),
+    ];
+    parts
+        .into_iter()
+        .map(|(name, f)| {
+            let xs: Vec<f64> = generated.iter().map(|t| f(t)).collect();
+            Part {
+                name,
+                mean: if xs.is_empty() {
+                    0.0
+                } else {
+                    xs.iter().sum::<f64>() / xs.len() as f64
+                },
+                p50: quantile(&xs, 0.5),
+                p95: quantile(&xs, 0.95),
+            }
+        })
+        .collect()
+}
+
+/// How many requests ended each way (`generated`, `typed_through`, `cancelled`, …).
+pub fn outcomes(timings: &[Timing]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for t in timings {
+        *m.entry(t.outcome.clone()).or_insert(0) += 1;
+    }
+    m
 }
 
 impl FileReplay {
@@ -133,6 +215,7 @@ pub fn replay_file(
         json!({"textDocument": {"uri": uri, "languageId": language_id(path), "version": 1, "text": format!("{prefix}{suffix}")}}),
     );
     let before = counters(client);
+    let _ = timings(client); // what came before this file
     let mut r = FileReplay {
         path: path.display().to_string(),
         chars: target.len(),
@@ -234,7 +317,17 @@ pub fn replay_file(
     r.requests = d("submitted");
     r.typed_through = d("typed_through");
     r.generations = d("generations");
+    r.timings = timings(client);
     Ok(r)
+}
+
+fn timings(client: &mut LspClient) -> Vec<Timing> {
+    let v = client.call(
+        "workspace/executeCommand",
+        json!({"command": "nib.timings"}),
+    )["result"]
+        .clone();
+    serde_json::from_value(v).unwrap_or_default()
 }
 
 fn counters(client: &mut LspClient) -> Value {
@@ -273,6 +366,10 @@ pub struct Summary {
     pub p99_ms: f64,
     pub model_calls_per_keystroke: f64,
     pub typing_through_hit_rate: f64,
+    /// The generations' time, part by part.
+    pub parts: Vec<Part>,
+    /// Requests by how they ended.
+    pub outcomes: std::collections::BTreeMap<String, usize>,
 }
 
 pub fn summarize(files: &[FileReplay]) -> Summary {
@@ -289,6 +386,7 @@ pub fn summarize(files: &[FileReplay]) -> Summary {
     let gens: u64 = files.iter().map(|f| f.generations).sum();
     let reqs: u64 = files.iter().map(|f| f.requests).sum();
     let through: u64 = files.iter().map(|f| f.typed_through).sum();
+    let all_timings: Vec<Timing> = files.iter().flat_map(|f| f.timings.clone()).collect();
     Summary {
         files: files.len(),
         chars,
@@ -301,6 +399,8 @@ pub fn summarize(files: &[FileReplay]) -> Summary {
         p99_ms: quantile(&lat, 0.99),
         model_calls_per_keystroke: ratio(gens as usize, keys),
         typing_through_hit_rate: ratio(through as usize, reqs as usize),
+        parts: breakdown(&all_timings),
+        outcomes: outcomes(&all_timings),
     }
 }
 

@@ -87,8 +87,11 @@ pub struct Completion {
     pub reused_tokens: usize,
     pub generated_tokens: usize,
     pub stop: StopReason,
+    /// Building the window and the prompt: mostly tokenizing.
+    pub tokenize_ms: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    pub postprocess_ms: f64,
     /// Set when the prompt had to be cut to fit the model's context.
     pub warning: Option<String>,
 }
@@ -265,8 +268,20 @@ impl Completer {
         req: &CompletionRequest,
         cancel: &CancelToken,
     ) -> Result<Completion, ModelError> {
+        self.complete_early(req, cancel, None)
+    }
+
+    /// [`Completer::complete`], telling `first_line` the post-processed first line of a block as
+    /// soon as the model has written it (a local model only), while the block goes on.
+    pub fn complete_early(
+        &mut self,
+        req: &CompletionRequest,
+        cancel: &CancelToken,
+        first_line: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    ) -> Result<Completion, ModelError> {
         let tok = self.tok.clone();
         let cursor = req.cursor.min(req.text.len());
+        let t_plan = std::time::Instant::now();
         let Plan {
             parts,
             ids,
@@ -274,6 +289,7 @@ impl Completer {
             max_tokens,
             line_prefix,
         } = self.plan(req);
+        let tokenize_ms = ms_since(t_plan);
 
         crate::engine::trace(|| format!("prompt, {} tokens: {:?}", ids.len(), tok.decode(&ids)));
         // 4. Generation, on this machine or on the inference server, with the same stop rules.
@@ -285,6 +301,14 @@ impl Completer {
                 let kept = limit_to_block(text, &head).len();
                 (kept < text.len()).then_some(kept)
             }));
+            if let Some(tell) = first_line {
+                // The hook outlives this borrow of the request: it keeps its own copy of the
+                // text the post-processing reads.
+                let (text, cursor) = (req.text.to_string(), cursor);
+                params.on_first_line = Some(Arc::new(move |raw: &str| {
+                    tell(postprocess(raw, &Surroundings::of(&text, cursor, false)));
+                }));
+            }
         }
         let (generation, generated_tokens) = match &mut self.runner {
             Runner::Local { backend, pool } => {
@@ -326,10 +350,12 @@ impl Completer {
         };
 
         // 5. Post-processing.
+        let t_post = std::time::Instant::now();
         let text = postprocess(
             &generation.text,
             &Surroundings::of(req.text, cursor, !multiline),
         );
+        let postprocess_ms = ms_since(t_post);
         Ok(Completion {
             text,
             multiline,
@@ -337,11 +363,17 @@ impl Completer {
             reused_tokens: generation.reused_tokens,
             generated_tokens,
             stop: generation.stop,
+            tokenize_ms,
             prefill_ms: generation.prefill_ms,
             decode_ms: generation.decode_ms,
+            postprocess_ms,
             warning: generation.warning,
         })
     }
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// A block is wanted where a new scope starts: the cursor ends a line that opens one, or sits on

@@ -22,8 +22,26 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Other files for the repository-level prompt, as `(path, text)`: given, or gathered on the
+/// worker right before the generation, so that a request answered by typing-through or replaced
+/// by a newer one never pays for it, and the index search runs neither on the caller's thread
+/// nor under the caller's locks.
+pub enum Files {
+    Given(Vec<(String, String)>),
+    Gather(Box<dyn FnOnce() -> Vec<(String, String)> + Send>),
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Files::Given(v) => f.debug_tuple("Given").field(&v.len()).finish(),
+            Files::Gather(_) => f.write_str("Gather"),
+        }
+    }
+}
+
 /// Everything a completion needs, owned.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     /// The document's identity (its URI).
     pub doc: String,
@@ -35,8 +53,8 @@ pub struct Request {
     pub cursor: usize,
     pub multiline: Multiline,
     pub max_tokens: Option<usize>,
-    /// Other files as `(path, text)` for the repository-level prompt.
-    pub files: Vec<(String, String)>,
+    /// Other files for the repository-level prompt.
+    pub files: Files,
 }
 
 impl Request {
@@ -102,6 +120,40 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// Where one request's time went: what `nib.timings`, `NIB_TRACE` and `nib-eval replay` report.
+/// Times are milliseconds from the request's submission; parts a request never reached stay 0.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    pub id: u64,
+    /// Byte offset of the cursor.
+    pub cursor: usize,
+    /// `generated`, `typed_through`, `cancelled`, `superseded` or `failed`.
+    pub outcome: &'static str,
+    /// Submission → the worker takes it: debounce, and the generation before it finishing.
+    pub queue_ms: f64,
+    /// Gathering other files' context (index search, open documents).
+    pub context_ms: f64,
+    /// Window and prompt: mostly tokenizing.
+    pub tokenize_ms: f64,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV entries were reused, and those computed.
+    pub reused_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill_ms: f64,
+    pub generated_tokens: usize,
+    pub decode_ms: f64,
+    pub postprocess_ms: f64,
+    /// Submission → answer: the first line of a block is answered as soon as it is written.
+    pub answer_ms: f64,
+    /// Whether the answer was a block's first line, sent while the block went on.
+    pub first_line_early: bool,
+    /// Submission → the end of the work (the whole block, for an early answer).
+    pub total_ms: f64,
+}
+
+/// Timings kept for `Engine::take_timings`, at most (the oldest go first).
+const TIMINGS_KEPT: usize = 4096;
 
 /// Counters, for tests and `nib bench`-style reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,6 +250,28 @@ struct State {
     next_id: u64,
     shutdown: bool,
     counters: Counters,
+    timings: VecDeque<Timing>,
+}
+
+impl State {
+    fn record(&mut self, t: Timing) {
+        trace(|| {
+            format!(
+                "timing {}: {} total {:.0} ms = queue {:.0} + context {:.1} + tokenize {:.1} + prefill {:.0} ({} new, {} reused) + decode {:.0} ({} tokens) + post {:.1}",
+                t.id, t.outcome, t.total_ms, t.queue_ms, t.context_ms, t.tokenize_ms,
+                t.prefill_ms, t.new_tokens, t.reused_tokens, t.decode_ms, t.generated_tokens,
+                t.postprocess_ms
+            )
+        });
+        if self.timings.len() >= TIMINGS_KEPT {
+            self.timings.pop_front();
+        }
+        self.timings.push_back(t);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 struct Shared {
@@ -255,6 +329,7 @@ impl Engine {
                 next_id: 1,
                 shutdown: false,
                 counters: Counters::default(),
+                timings: VecDeque::new(),
             }),
             wake: Condvar::new(),
         });
@@ -279,10 +354,18 @@ impl Engine {
         s.counters.submitted += 1;
         if let Some(text) = typed_through(&s.recent, &req) {
             s.counters.typed_through += 1;
+            let total_ms = ms(at.elapsed());
+            s.record(Timing {
+                id,
+                cursor: req.cursor,
+                outcome: "typed_through",
+                total_ms,
+                ..Default::default()
+            });
             let _ = tx.send(Answer::Text {
                 text,
                 typed_through: true,
-                latency_ms: at.elapsed().as_secs_f64() * 1e3,
+                latency_ms: total_ms,
             });
             return Ticket { id, answer: rx };
         }
@@ -299,6 +382,14 @@ impl Engine {
         }
         if let Some(old) = s.pending.take() {
             s.counters.superseded += 1;
+            s.record(Timing {
+                id: old.id,
+                cursor: old.req.cursor,
+                outcome: "superseded",
+                queue_ms: ms(old.at.elapsed()),
+                total_ms: ms(old.at.elapsed()),
+                ..Default::default()
+            });
             let _ = old
                 .reply
                 .send(Answer::Nothing("superseded by a newer request"));
@@ -359,6 +450,11 @@ impl Engine {
         lock(&self.shared).counters.clone()
     }
 
+    /// The timings recorded since the last call, oldest first.
+    pub fn take_timings(&self) -> Vec<Timing> {
+        lock(&self.shared).timings.drain(..).collect()
+    }
+
     /// Forgets a closed document's recent completions.
     pub fn forget(&self, doc: &str) {
         lock(&self.shared).recent.retain(|r| r.doc != doc);
@@ -400,7 +496,7 @@ fn extends_running(r: &Running, req: &Request) -> bool {
     r.doc == req.doc
         && r.suffix == req.suffix()
         && prefix.starts_with(&r.prefix)
-        && prefix.len() - r.prefix.len() <= 64
+        && prefix.len() - r.prefix.len() <= 256
 }
 
 /// A line on stderr when `NIB_TRACE` is set (editors show it in their LSP log). The variable is
@@ -464,10 +560,19 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
             // The generation that just finished may have predicted what was typed meanwhile.
             if let Some(text) = typed_through(&s.recent, &p.req) {
                 s.counters.typed_through += 1;
+                let total_ms = ms(p.at.elapsed());
+                s.record(Timing {
+                    id: p.id,
+                    cursor: p.req.cursor,
+                    outcome: "typed_through",
+                    queue_ms: total_ms,
+                    total_ms,
+                    ..Default::default()
+                });
                 let _ = p.reply.send(Answer::Text {
                     text,
                     typed_through: true,
-                    latency_ms: p.at.elapsed().as_secs_f64() * 1e3,
+                    latency_ms: total_ms,
                 });
                 continue;
             }
@@ -487,27 +592,60 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
         };
         drop(s);
 
-        let (p, cancel) = job;
+        let (mut p, cancel) = job;
+        let queue_ms = ms(p.at.elapsed());
+        let mut context_ms = 0.0;
+        // The reply goes out once: with a block's first line as soon as it is written (the
+        // block is remembered for typing-through when done), else with the whole completion.
+        let reply = Arc::new(Mutex::new(Some(p.reply)));
+        let early_ms = Arc::new(Mutex::new(None::<f64>));
+        let first_line: Arc<dyn Fn(String) + Send + Sync> = {
+            let (reply, early_ms, at) = (reply.clone(), early_ms.clone(), p.at);
+            Arc::new(move |text: String| {
+                if text.trim().is_empty() {
+                    return;
+                }
+                let Some(tx) = reply.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    return;
+                };
+                let latency_ms = ms(at.elapsed());
+                *early_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(latency_ms);
+                let _ = tx.send(Answer::Text {
+                    text,
+                    typed_through: false,
+                    latency_ms,
+                });
+            })
+        };
         trace(|| format!("start {} ({} bytes before the cursor)", p.id, p.req.cursor));
         let result = match completer.as_mut() {
             Some(c) => {
+                let files = std::mem::replace(&mut p.req.files, Files::Given(Vec::new()));
                 let req = &p.req;
-                let r = CompletionRequest {
-                    repo_name: &req.repo_name,
-                    path: &req.path,
-                    text: &req.text,
-                    cursor: req.cursor,
-                    multiline: req.multiline,
-                    max_tokens: req.max_tokens,
-                    files: &req.files,
-                };
                 // A panic in the pipeline is a bug, but it must cost one answer, not the server.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(&r, &cancel)))
-                    .unwrap_or_else(|_| {
-                        Err(nib_model::ModelError::Inference(
-                            "the completion pipeline panicked".into(),
-                        ))
-                    })
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let t0 = Instant::now();
+                    let files = match files {
+                        Files::Given(v) => v,
+                        Files::Gather(f) => f(),
+                    };
+                    context_ms = ms(t0.elapsed());
+                    let r = CompletionRequest {
+                        repo_name: &req.repo_name,
+                        path: &req.path,
+                        text: &req.text,
+                        cursor: req.cursor,
+                        multiline: req.multiline,
+                        max_tokens: req.max_tokens,
+                        files: &files,
+                    };
+                    c.complete_early(&r, &cancel, Some(first_line))
+                }))
+                .unwrap_or_else(|_| {
+                    Err(nib_model::ModelError::Inference(
+                        "the completion pipeline panicked".into(),
+                    ))
+                })
             }
             None => Err(nib_model::ModelError::Inference("no model".into())),
         };
@@ -518,6 +656,34 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
         });
         let mut s = lock(shared);
         s.running = None;
+        let early = *early_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let total_ms = ms(p.at.elapsed());
+        let mut timing = Timing {
+            id: p.id,
+            cursor: p.req.cursor,
+            queue_ms,
+            context_ms,
+            answer_ms: early.unwrap_or(total_ms),
+            first_line_early: early.is_some(),
+            total_ms,
+            ..Default::default()
+        };
+        timing.outcome = match &result {
+            Ok(c) => {
+                timing.tokenize_ms = c.tokenize_ms;
+                timing.prompt_tokens = c.prompt_tokens;
+                timing.reused_tokens = c.reused_tokens;
+                timing.new_tokens = c.prompt_tokens.saturating_sub(c.reused_tokens);
+                timing.prefill_ms = c.prefill_ms;
+                timing.generated_tokens = c.generated_tokens;
+                timing.decode_ms = c.decode_ms;
+                timing.postprocess_ms = c.postprocess_ms;
+                "generated"
+            }
+            Err(nib_model::ModelError::Cancelled) => "cancelled",
+            Err(_) => "failed",
+        };
+        s.record(timing);
         let answer = match result {
             Ok(c) => {
                 let cap = s.config.recent.max(1);
@@ -542,7 +708,10 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
             }
             Err(_) => Answer::Nothing("the model failed on this request"),
         };
-        let _ = p.reply.send(answer);
+        let tx = reply.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(answer);
+        }
     }
 }
 
@@ -580,7 +749,7 @@ mod tests {
             cursor,
             multiline: Multiline::Auto,
             max_tokens: None,
-            files: Vec::new(),
+            files: Files::Given(Vec::new()),
         }
     }
 

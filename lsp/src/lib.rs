@@ -13,6 +13,7 @@
 pub mod buffer;
 pub mod client;
 pub mod completer;
+pub mod context;
 pub mod document;
 pub mod engine;
 pub mod postprocess;

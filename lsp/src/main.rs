@@ -620,8 +620,8 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
         .ok()
         .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    // The same cross-file context the server gives: definitions of the names used above the
-    // cursor's line, from the workspace's index.
+    // The same cross-file context the server gives (`context::gather`, with the server's default
+    // budget), from the workspace's index; there are no other open documents here.
     let files = nib_indexer::walk::source_files(&root);
     let (index, _) = nib_indexer::walk::build_cached(&root, &files, &|_| {});
     let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
@@ -631,7 +631,16 @@ fn load_request(args: &CompleteArgs) -> Result<Loaded, Failure> {
         }
         nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES).ok()
     };
-    let files = nib_indexer::context::cross_file(&index, &rel, &text[..line_start], 3000, &read);
+    let files = nib_lsp::context::gather(
+        &nib_lsp::context::Sources {
+            index: Some((&index, &rel)),
+            before_line: &text[..line_start],
+            read: &read,
+            open: &[],
+            budget: nib_lsp::settings::Settings::default().other_files_chars,
+        },
+        &Default::default(),
+    );
     Ok(Loaded {
         text: text.to_string(),
         cursor,

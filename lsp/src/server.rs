@@ -7,7 +7,7 @@
 //! first `.await`, and nothing here ever waits on the model while holding a lock.
 
 use crate::buffer::{Document, Encoding};
-use crate::engine::{Answer, Engine, ModelSpec, Request, Status};
+use crate::engine::{Answer, Engine, Files, ModelSpec, Request, Status};
 use crate::postprocess::wants_suggestion;
 use crate::settings::Settings;
 use crate::stats::Stats;
@@ -41,6 +41,8 @@ struct OpenDoc {
 struct Folder {
     root: PathBuf,
     index: Arc<Mutex<nib_indexer::Index>>,
+    /// The index's part of the last request's context (see `context::Cache`).
+    context: Arc<crate::context::Cache>,
 }
 
 struct State {
@@ -60,9 +62,6 @@ struct State {
     dirty: std::collections::HashSet<String>,
     /// Parses edited documents for the index, incrementally (it keeps their last parse).
     parser: nib_indexer::SymbolParser,
-    /// The index's part of the last request's cross-file context. It depends only on the text
-    /// before the cursor's line and the index, so keystrokes within a line reuse it.
-    index_context: Option<(ContextKey, Vec<(String, String)>)>,
     /// Whether the client reports files changed on disk (`workspace/didChangeWatchedFiles`,
     /// registered dynamically); else the server watches each folder itself.
     watch_by_client: bool,
@@ -70,15 +69,6 @@ struct State {
     watchers: HashMap<PathBuf, notify::RecommendedWatcher>,
     /// Paths changed on disk, from either kind of watcher, to the thread that re-indexes them.
     disk_changes: std::sync::mpsc::Sender<PathBuf>,
-}
-
-/// What the index's cross-file context was derived from.
-#[derive(PartialEq)]
-struct ContextKey {
-    uri: String,
-    before_line: u64,
-    index_generation: u64,
-    budget: usize,
 }
 
 pub struct Backend {
@@ -114,7 +104,6 @@ pub async fn serve(options: ServeOptions) -> bool {
         shut_down: false,
         dirty: Default::default(),
         parser: Default::default(),
-        index_context: None,
         watch_by_client: false,
         watchers: HashMap::new(),
         disk_changes: disk_tx,
@@ -623,7 +612,10 @@ impl Backend {
                 return Ok(None);
             }
             let (l, c) = open.doc.position(ci, s.encoding);
-            let files = cross_file_context(&mut s, uri, &text[..line_start]);
+            // Gathered on the engine's worker, outside this lock and off the async runtime,
+            // and only if no typing-through answer or newer request makes it moot.
+            let gather = context_job(&s, uri, text[..line_start].to_string());
+            let files = Files::Gather(Box::new(gather));
             let root = s.root_of(uri);
             let repo_name = root
                 .and_then(|r| r.file_name())
@@ -698,8 +690,9 @@ impl Backend {
         };
         let (text, cursor) = open.doc.text_and_offset(ci);
         let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
-        let files = cross_file_context(&mut s, uri, &text[..line_start]);
-        let files: Vec<Value> = files
+        let gather = context_job(&s, uri, text[..line_start].to_string());
+        drop(s);
+        let files: Vec<Value> = gather()
             .into_iter()
             .map(|(path, text)| json!({"path": path, "text": text}))
             .collect();
@@ -728,92 +721,96 @@ impl Backend {
 
 use crate::engine::trace;
 
-/// What the prompt carries from other files: the definitions (in the repository index) of the
-/// names used before the cursor's line, then the other open documents (recently opened files
-/// are likely to be what the user works with), within the configured character budget. Nothing
-/// of a secret or ignored file, nor of a language switched off, ever comes in.
-fn cross_file_context(s: &mut State, uri: &str, before_line: &str) -> Vec<(String, String)> {
+/// What the prompt carries from other files (`context::gather`: the definitions, in the
+/// repository index, of the names used before the cursor's line and similar code, then the other
+/// open documents, within the configured character budget), as a job that needs no lock on the
+/// server's state: the documents' ropes and the settings are snapshots (a rope clones in O(1)).
+/// Nothing of a secret or ignored file, nor of a language switched off, ever comes in.
+fn context_job(
+    s: &State,
+    uri: &str,
+    before_line: String,
+) -> impl FnOnce() -> Vec<(String, String)> + Send + 'static {
     let budget = s.settings.other_files_chars;
+    let settings = s.settings.clone();
     // A file outside the workspace belongs to another project: the index says nothing about it.
-    let mut files = match s.folder_of(uri).map(|f| (f.root.clone(), f.index.clone())) {
-        Some((root, shared)) => {
-            let rel = relative_path(Some(&root), uri);
-            let index = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let key = ContextKey {
-                uri: uri.to_string(),
-                before_line: {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::hash::DefaultHasher::new();
-                    before_line.hash(&mut h);
-                    h.finish()
-                },
-                index_generation: index.generation(),
-                budget,
-            };
-            match &s.index_context {
-                Some((k, files)) if *k == key => files.clone(),
-                _ => {
-                    let files = index_context(s, &root, &index, &rel, before_line, budget / 2);
-                    s.index_context = Some((key, files.clone()));
-                    files
-                }
-            }
-        }
-        None => Vec::new(),
+    let folder = s
+        .folder_of(uri)
+        .map(|f| (f.root.clone(), f.index.clone(), f.context.clone()));
+    let rel = folder
+        .as_ref()
+        .map(|(root, ..)| relative_path(Some(root), uri))
+        .unwrap_or_default();
+    // Open documents of the folder by relative path: the index reads them from the buffer (or
+    // not at all, for one that must stay out), never from the disk.
+    let buffers: HashMap<String, Option<ropey::Rope>> = match &folder {
+        Some((root, ..)) => s
+            .docs
+            .iter()
+            .filter(|(u, _)| s.root_of(u) == Some(root.as_path()))
+            .map(|(u, d)| {
+                let path = relative_path(Some(root), u);
+                let allowed = d.excluded.is_none()
+                    && language_enabled(&settings, &path, Some(&d.doc.language_id));
+                (path, allowed.then(|| d.doc.rope.clone()))
+            })
+            .collect(),
+        None => HashMap::new(),
     };
-    let used: usize = files.iter().map(|(p, t)| p.len() + t.len()).sum();
-    for (path, text) in other_files(s, uri, budget.saturating_sub(used)) {
-        // An open file replaces its snippets: the whole text says more.
-        files.retain(|(p, _)| *p != path);
-        files.push((path, text));
+    let mut others: Vec<(&String, &OpenDoc)> = s
+        .docs
+        .iter()
+        .filter(|(u, d)| {
+            u.as_str() != uri && d.excluded.is_none() && settings.enabled_for(&d.doc.language_id)
+        })
+        .collect();
+    others.sort_by_key(|(_, d)| d.opened);
+    let open: Vec<crate::context::OpenFile> = others
+        .into_iter()
+        .map(|(u, d)| crate::context::OpenFile {
+            path: display_path(s, uri, u),
+            text: d.doc.rope.clone(),
+        })
+        .collect();
+    move || {
+        let read = |path: &str| -> Option<String> {
+            if let Some(buffer) = buffers.get(path) {
+                return buffer.as_ref().map(ropey::Rope::to_string);
+            }
+            let root = &folder.as_ref()?.0;
+            if nib_indexer::walk::exclusion(Some(root), Path::new(path)).is_some()
+                || !language_enabled(&settings, path, None)
+            {
+                return None;
+            }
+            nib_indexer::walk::read_source(&root.join(path), nib_indexer::walk::DEFAULT_MAX_BYTES)
+                .ok()
+        };
+        let index = folder
+            .as_ref()
+            .map(|(_, index, _)| index.lock().unwrap_or_else(|p| p.into_inner()));
+        let empty = crate::context::Cache::default();
+        let cache = folder.as_ref().map_or(&empty, |(.., c)| c.as_ref());
+        crate::context::gather(
+            &crate::context::Sources {
+                index: index.as_deref().map(|i| (i, rel.as_str())),
+                before_line: &before_line,
+                read: &read,
+                open: &open,
+                budget,
+            },
+            cache,
+        )
     }
-    files
 }
 
 /// Whether the settings let a file of this path (and editor language id, if open) into prompts.
-fn language_enabled(s: &State, rel: &str, language_id: Option<&str>) -> bool {
+fn language_enabled(settings: &Settings, rel: &str, language_id: Option<&str>) -> bool {
     match language_id {
-        Some(id) if !id.is_empty() => s.settings.enabled_for(id),
+        Some(id) if !id.is_empty() => settings.enabled_for(id),
         _ => nib_indexer::Lang::detect(Path::new(rel), "")
-            .is_none_or(|l| s.settings.enabled_for(l.language_id())),
+            .is_none_or(|l| settings.enabled_for(l.language_id())),
     }
-}
-
-/// Definitions and similar code from the index of the folder at `root`; their text is read from
-/// the open buffer when there is one, else from the disk, and never from a file that is
-/// excluded or whose language is off.
-fn index_context(
-    s: &State,
-    root: &Path,
-    index: &nib_indexer::Index,
-    rel: &str,
-    before_line: &str,
-    budget: usize,
-) -> Vec<(String, String)> {
-    let read = |path: &str| -> Option<String> {
-        let open = s
-            .docs
-            .iter()
-            .find(|(u, _)| s.root_of(u) == Some(root) && relative_path(Some(root), u) == path);
-        match open {
-            Some((_, d)) => (d.excluded.is_none()
-                && language_enabled(s, path, Some(&d.doc.language_id)))
-            .then(|| d.doc.rope.to_string()),
-            None => {
-                if nib_indexer::walk::exclusion(Some(root), Path::new(path)).is_some()
-                    || !language_enabled(s, path, None)
-                {
-                    return None;
-                }
-                nib_indexer::walk::read_source(
-                    &root.join(path),
-                    nib_indexer::walk::DEFAULT_MAX_BYTES,
-                )
-                .ok()
-            }
-        }
-    };
-    nib_indexer::context::cross_file(index, rel, before_line, budget, &read)
 }
 
 /// Re-parses the open documents edited since the last request (other than `current`) into
@@ -857,44 +854,6 @@ fn display_path(s: &State, current: &str, uri: &str) -> String {
     }
 }
 
-/// Other open documents, oldest opened first (the most stable order for the KV cache), cut to
-/// the configured character budget at line boundaries; never an excluded one or one of a
-/// language that is switched off.
-fn other_files(s: &State, current: &str, budget: usize) -> Vec<(String, String)> {
-    let mut budget = budget;
-    let mut others: Vec<(&String, &OpenDoc)> = s
-        .docs
-        .iter()
-        .filter(|(u, d)| {
-            u.as_str() != current
-                && d.excluded.is_none()
-                && s.settings.enabled_for(&d.doc.language_id)
-        })
-        .collect();
-    others.sort_by_key(|(_, d)| d.opened);
-    let mut files = Vec::new();
-    for (uri, open) in others {
-        if budget == 0 {
-            break;
-        }
-        // Only the head that fits is copied out of the rope, not the whole document.
-        let rope = &open.doc.rope;
-        let take = rope.byte_to_char(budget.min(rope.len_bytes()));
-        let head = rope.slice(..take).to_string();
-        let cut = if take < rope.len_chars() {
-            head.rfind('\n').map_or(0, |i| i + 1)
-        } else {
-            head.len()
-        };
-        if cut == 0 {
-            continue;
-        }
-        budget -= cut;
-        files.push((display_path(s, current, uri), head[..cut].to_string()));
-    }
-    files
-}
-
 /// Blocks of 1 MiB and more are mapped and unmapped on their own (glibc would otherwise raise
 /// that threshold after the first large free, and keep a 20 MB message's buffers in its heap).
 fn map_large_blocks() {
@@ -929,6 +888,7 @@ fn add_folder(s: &mut State, root: PathBuf) -> Option<Arc<Mutex<nib_indexer::Ind
     }
     let index = Arc::new(Mutex::new(nib_indexer::Index::new()));
     s.folders.push(Folder {
+        context: Arc::default(),
         root,
         index: index.clone(),
     });
@@ -948,7 +908,14 @@ fn refresh_exclusions(s: &mut State) {
             open.excluded = excluded;
         }
     }
-    s.index_context = None;
+    forget_context(s);
+}
+
+/// Drops every folder's cached context (what may enter a prompt changed).
+fn forget_context(s: &mut State) {
+    for f in &mut s.folders {
+        f.context = Arc::default();
+    }
 }
 
 /// Indexes a workspace folder on a thread of its own (from the on-disk cache where it can),
@@ -1189,7 +1156,7 @@ fn apply_disk_changes(state: &Mutex<State>, paths: Vec<PathBuf>) -> usize {
     if ignores_changed {
         refresh_exclusions(&mut s);
     }
-    s.index_context = None;
+    forget_context(&mut s);
     trace(|| format!("re-indexed {changed} file(s) changed on disk"));
     changed
 }
@@ -1355,7 +1322,7 @@ impl LanguageServer for Backend {
             "textDocumentSync": {"openClose": true, "change": 2},
             "inlineCompletionProvider": {},
             "completionProvider": {"triggerCharacters": []},
-            "executeCommandProvider": {"commands": ["nib.accept", "nib.shown", "nib.dismissed", "nib.stats", "nib.counters", "nib.context"]},
+            "executeCommandProvider": {"commands": ["nib.accept", "nib.shown", "nib.dismissed", "nib.stats", "nib.counters", "nib.timings", "nib.context"]},
             "workspace": {"workspaceFolders": {"supported": true, "changeNotifications": true}},
         });
         Ok(InitializeResult {
@@ -1424,7 +1391,6 @@ impl LanguageServer for Backend {
                 }
             }
             refresh_exclusions(&mut s);
-            s.index_context = None;
         }
         for (root, index) in added {
             self.watch_folder(&root);
@@ -1641,6 +1607,15 @@ impl LanguageServer for Backend {
                     "cancelled": c.cancelled,
                     "superseded": c.superseded,
                 })));
+            }
+            // Where each request's time went since the last call (the replay's breakdown).
+            "nib.timings" => {
+                let engine = lock(&self.state).engine.clone();
+                let t = engine
+                    .as_ref()
+                    .map(Engine::take_timings)
+                    .unwrap_or_default();
+                return Ok(Some(serde_json::to_value(t).unwrap_or_default()));
             }
             "nib.stats" => {
                 let st = flush_stats(&mut lock(&self.state)).map_err(RpcError::invalid_params)?;

@@ -91,3 +91,45 @@ fn completing_twice_reuses_the_cache_and_gives_the_same_text() {
         "{second:?}"
     );
 }
+
+/// A block's first line is told as soon as it is written, once, before the block ends; it is
+/// the start of the whole block, which is the same as without the hook.
+#[test]
+fn a_blocks_first_line_comes_early() {
+    let src = std::fs::read_to_string(common::fixture("walk.py")).unwrap();
+    let at = src.find("filenames in os.walk(root):\n        ").unwrap()
+        + "filenames in os.walk(root):\n        ".len();
+    let text = format!("{}{}", &src[..at], &src[at..]);
+    let req = CompletionRequest {
+        repo_name: "demo",
+        path: "tools/walk.py",
+        text: &text,
+        cursor: at,
+        multiline: Multiline::Always,
+        max_tokens: None,
+        files: &[],
+    };
+    let mut c = completer();
+    let plain = c.complete(&req, &CancelToken::new()).unwrap();
+    let told = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let hook = {
+        let told = told.clone();
+        std::sync::Arc::new(move |line: String| told.lock().unwrap().push(line))
+    };
+    let block = c
+        .complete_early(&req, &CancelToken::new(), Some(hook))
+        .unwrap();
+    assert_eq!(block.text, plain.text);
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(block.text.contains('\n'), "{:?}", block.text);
+    assert!(
+        !told[0].trim().is_empty() && !told[0].contains('\n'),
+        "{told:?}"
+    );
+    assert!(
+        block.text.starts_with(&told[0]),
+        "{told:?} vs {:?}",
+        block.text
+    );
+}

@@ -42,10 +42,17 @@ pub struct GenerateParams {
     /// its last tokens occurred before, are checked in one pass. 0 turns it off. The output is
     /// the same as without it: a draft token is kept only where greedy decoding picks it.
     pub draft_len: usize,
+    /// A multi-line generation calls this once, with the text up to the end of the first line
+    /// that holds text, as soon as that line is complete (and goes on generating): how a
+    /// caller shows the first line of a block before the block is done.
+    pub on_first_line: Option<FirstLine>,
 }
 
 /// A caller's own stop rule over the generated text (e.g. "the block has ended").
 pub type StopCheck = Arc<dyn Fn(&str) -> Option<usize> + Send + Sync>;
+
+/// See [`GenerateParams::on_first_line`].
+pub type FirstLine = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl GenerateParams {
     /// Stops on `stops`, and bans every other special token of the vocabulary.
@@ -64,6 +71,7 @@ impl GenerateParams {
             prefill_chunk: 256,
             stop_check: None,
             draft_len: 0,
+            on_first_line: None,
         }
     }
 }
@@ -218,6 +226,7 @@ pub fn generate_with_draft(
     let mut bytes: Vec<u8> = Vec::new();
     let mut stop = StopReason::MaxTokens;
     let (mut drafted, mut accepted) = (0, 0);
+    let first_line_told = std::cell::Cell::new(params.single_line);
     // Applies the stop rules to one more token; `Some(reason)` ends the completion.
     let emit = |t: u32, tokens: &mut Vec<u32>, bytes: &mut Vec<u8>| -> Option<StopReason> {
         if params.stops.contains(&t) {
@@ -236,6 +245,12 @@ pub fn generate_with_draft(
             if let Some(end) = check(&text) {
                 *bytes = text.as_bytes()[..end.min(text.len())].to_vec();
                 return Some(StopReason::EndOfBlock);
+            }
+        }
+        if let (false, Some(tell)) = (first_line_told.get(), &params.on_first_line) {
+            if let Some(end) = end_of_first_line(bytes) {
+                first_line_told.set(true);
+                tell(&String::from_utf8_lossy(&bytes[..end]));
             }
         }
         (tokens.len() >= params.max_tokens).then_some(StopReason::MaxTokens)
