@@ -91,7 +91,7 @@ enum Command {
         #[arg(long, default_value = "eval/reports")]
         reports: PathBuf,
         /// The summaries to include, in order.
-        #[arg(default_values_t = ["santacoder-fim".to_string(), "humaneval-single".to_string(), "humaneval-rust".to_string(), "repo-rust".to_string(), "replay".to_string()])]
+        #[arg(default_values_t = ["santacoder-fim".to_string(), "humaneval-single".to_string(), "humaneval-rust".to_string(), "repo-rust".to_string(), "replay".to_string(), "replay-polyglot".to_string()])]
         names: Vec<String>,
     },
     /// Typing replay through a real `nib serve`: latency, model calls, typing-through, keystrokes saved.
@@ -316,10 +316,17 @@ fn replay(
         .flat_map(|r| r.latencies_ms.iter().copied())
         .collect();
     let summary = report::Summary {
-        name: "replay".into(),
+        // `replay` for the default results file; another file set names its own
+        // (`--out eval/reports/replay-polyglot.jsonl` gives `replay-polyglot`).
+        name: out
+            .file_stem()
+            .map_or("replay".into(), |n| n.to_string_lossy().into_owned()),
         title: format!(
-            "Typing replay through `nib serve` ({} files, {} characters typed at {} chars/s)",
-            s.files, s.chars, params.cps
+            "Typing replay through `nib serve` ({} {} files, {} characters typed at {} chars/s)",
+            s.files,
+            languages(&files),
+            s.chars,
+            params.cps
         ),
         command: report::command_line(),
         meta: serde_json::json!({"settings": settings, "cps": params.cps, "chars": params.chars, "start": params.start}),
@@ -359,6 +366,28 @@ fn replay(
     client.call("shutdown", serde_json::Value::Null);
     client.notify("exit", serde_json::Value::Null);
     Ok(())
+}
+
+/// The languages of `files` by extension, in order of first appearance: `Rust/Python`.
+fn languages(files: &[PathBuf]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for f in files {
+        let name = match f.extension().and_then(|e| e.to_str()).unwrap_or("") {
+            "rs" => "Rust",
+            "py" => "Python",
+            "ts" | "tsx" => "TypeScript",
+            "js" | "jsx" | "mjs" => "JavaScript",
+            "go" => "Go",
+            "java" => "Java",
+            "c" | "h" => "C",
+            "cc" | "cpp" | "hpp" => "C++",
+            _ => "other",
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join("/")
 }
 
 /// The generations' time part by part, as a Markdown table, and how requests ended.

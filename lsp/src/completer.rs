@@ -96,6 +96,17 @@ pub struct Completion {
     pub warning: Option<String>,
 }
 
+/// What a caller learns from, and says to, a generation while it runs.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    /// Told a block's post-processed first line as soon as the model has written it, while the
+    /// block goes on.
+    pub first_line: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    /// Asked with the raw text so far before each token; `false` stops the generation as
+    /// cancelled.
+    pub keep_going: Option<nib_model::generate::KeepGoing>,
+}
+
 /// What the pipeline will ask the model, before it asks.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -268,17 +279,20 @@ impl Completer {
         req: &CompletionRequest,
         cancel: &CancelToken,
     ) -> Result<Completion, ModelError> {
-        self.complete_early(req, cancel, None)
+        self.complete_early(req, cancel, Hooks::default())
     }
 
-    /// [`Completer::complete`], telling `first_line` the post-processed first line of a block as
-    /// soon as the model has written it (a local model only), while the block goes on.
+    /// [`Completer::complete`] with [`Hooks`] into the generation (a local model only).
     pub fn complete_early(
         &mut self,
         req: &CompletionRequest,
         cancel: &CancelToken,
-        first_line: Option<Arc<dyn Fn(String) + Send + Sync>>,
+        hooks: Hooks,
     ) -> Result<Completion, ModelError> {
+        let Hooks {
+            first_line,
+            keep_going,
+        } = hooks;
         let tok = self.tok.clone();
         let cursor = req.cursor.min(req.text.len());
         let t_plan = std::time::Instant::now();
@@ -310,6 +324,7 @@ impl Completer {
                 }));
             }
         }
+        params.keep_going = keep_going;
         let (generation, generated_tokens) = match &mut self.runner {
             Runner::Local { backend, pool } => {
                 let session = pool.pick(backend.as_ref(), &ids);

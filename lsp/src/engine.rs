@@ -178,6 +178,9 @@ struct Running {
     prefix: String,
     suffix: String,
     cancel: CancelToken,
+    /// What was typed since its prefix, by the newest request that extends it: the generation
+    /// stops as soon as its text contradicts that (typing-through could no longer use it).
+    typed: Arc<Mutex<Option<String>>>,
 }
 
 /// A recent completion and where it was made, in bounded memory whatever the document's size:
@@ -395,8 +398,13 @@ impl Engine {
                 .send(Answer::Nothing("superseded by a newer request"));
         }
         let extends = s.running.as_ref().is_some_and(|r| extends_running(r, &req));
-        if let (Some(r), false) = (&s.running, extends) {
-            r.cancel.cancel();
+        if let Some(r) = &s.running {
+            if extends {
+                let typed = req.prefix()[r.prefix.len()..].to_string();
+                *r.typed.lock().unwrap_or_else(|e| e.into_inner()) = Some(typed);
+            } else {
+                r.cancel.cancel();
+            }
         }
         s.pending = Some(Pending {
             id,
@@ -577,22 +585,32 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                 continue;
             }
             let cancel = CancelToken::new();
+            let typed = Arc::new(Mutex::new(None));
             s.running = Some(Running {
                 id: p.id,
                 doc: p.req.doc.clone(),
                 prefix: p.req.prefix().to_string(),
                 suffix: p.req.suffix().to_string(),
                 cancel: cancel.clone(),
+                typed: typed.clone(),
             });
             s.counters.generations += 1;
             if let Some(c) = completer.as_mut() {
                 c.config = s.config.completer.clone();
             }
-            break (p, cancel);
+            break (p, cancel, typed);
         };
         drop(s);
 
-        let (mut p, cancel) = job;
+        let (mut p, cancel, typed) = job;
+        // Once the user typed past what this generation writes, it is wasted work.
+        let keep_going: nib_model::generate::KeepGoing = Arc::new(move |text: &str| match &*typed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(t) => text.starts_with(t.as_str()) || t.starts_with(text),
+            None => true,
+        });
         let queue_ms = ms(p.at.elapsed());
         let mut context_ms = 0.0;
         // The reply goes out once: with a block's first line as soon as it is written (the
@@ -639,7 +657,11 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                         max_tokens: req.max_tokens,
                         files: &files,
                     };
-                    c.complete_early(&r, &cancel, Some(first_line))
+                    let hooks = crate::completer::Hooks {
+                        first_line: Some(first_line),
+                        keep_going: Some(keep_going),
+                    };
+                    c.complete_early(&r, &cancel, hooks)
                 }))
                 .unwrap_or_else(|_| {
                     Err(nib_model::ModelError::Inference(

@@ -117,7 +117,14 @@ fn a_blocks_first_line_comes_early() {
         std::sync::Arc::new(move |line: String| told.lock().unwrap().push(line))
     };
     let block = c
-        .complete_early(&req, &CancelToken::new(), Some(hook))
+        .complete_early(
+            &req,
+            &CancelToken::new(),
+            nib_lsp::completer::Hooks {
+                first_line: Some(hook),
+                keep_going: None,
+            },
+        )
         .unwrap();
     assert_eq!(block.text, plain.text);
     let told = told.lock().unwrap().clone();
@@ -132,4 +139,37 @@ fn a_blocks_first_line_comes_early() {
         "{told:?} vs {:?}",
         block.text
     );
+}
+
+/// A generation whose text is no longer wanted stops as cancelled at the next token, and the
+/// session stays usable: the next completion is the same as a fresh one.
+#[test]
+fn a_generation_stops_when_its_text_is_no_longer_wanted() {
+    let src = "fn add(a: i32, b: i32) -> i32 {\n    |\n}\n";
+    let cursor = src.find('|').unwrap();
+    let text = src.replacen('|', "", 1);
+    let req = CompletionRequest {
+        repo_name: "demo",
+        path: "src/lib.rs",
+        text: &text,
+        cursor,
+        multiline: Multiline::Never,
+        max_tokens: None,
+        files: &[],
+    };
+    let mut c = completer();
+    let hooks = nib_lsp::completer::Hooks {
+        first_line: None,
+        // The user typed `zzz`: whatever the model writes first contradicts it.
+        keep_going: Some(std::sync::Arc::new(|t: &str| {
+            t.starts_with("zzz") || "zzz".starts_with(t)
+        })),
+    };
+    let stopped = c.complete_early(&req, &CancelToken::new(), hooks);
+    assert!(
+        matches!(stopped, Err(nib_model::ModelError::Cancelled)),
+        "{stopped:?}"
+    );
+    let after = c.complete(&req, &CancelToken::new()).unwrap();
+    assert!(!after.text.trim().is_empty(), "{after:?}");
 }

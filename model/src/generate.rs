@@ -46,6 +46,9 @@ pub struct GenerateParams {
     /// that holds text, as soon as that line is complete (and goes on generating): how a
     /// caller shows the first line of a block before the block is done.
     pub on_first_line: Option<FirstLine>,
+    /// Called with the text so far before each token is decoded; `false` stops the generation
+    /// as cancelled (its output is no longer wanted: e.g. the user typed something else).
+    pub keep_going: Option<KeepGoing>,
 }
 
 /// A caller's own stop rule over the generated text (e.g. "the block has ended").
@@ -53,6 +56,9 @@ pub type StopCheck = Arc<dyn Fn(&str) -> Option<usize> + Send + Sync>;
 
 /// See [`GenerateParams::on_first_line`].
 pub type FirstLine = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// See [`GenerateParams::keep_going`].
+pub type KeepGoing = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl GenerateParams {
     /// Stops on `stops`, and bans every other special token of the vocabulary.
@@ -72,6 +78,7 @@ impl GenerateParams {
             stop_check: None,
             draft_len: 0,
             on_first_line: None,
+            keep_going: None,
         }
     }
 }
@@ -260,7 +267,12 @@ pub fn generate_with_draft(
         if params.max_tokens == 0 {
             break;
         }
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled()
+            || params
+                .keep_going
+                .as_ref()
+                .is_some_and(|keep| !keep(&String::from_utf8_lossy(&bytes)))
+        {
             return Err(ModelError::Cancelled);
         }
         if let Some(reason) = emit(next, &mut tokens, &mut bytes) {
