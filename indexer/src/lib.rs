@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod extent;
 pub mod imports;
 pub mod index;
 pub mod lang;

@@ -243,7 +243,17 @@ impl Completer {
         let multiline = match req.multiline {
             Multiline::Always => true,
             Multiline::Never => false,
-            Multiline::Auto => wants_block(req.text, line_start, line_prefix, line_suffix),
+            // From the syntax tree at the cursor, for the indexed languages.
+            Multiline::Auto => match nib_indexer::Lang::detect(
+                std::path::Path::new(req.path),
+                req.text.lines().next().unwrap_or(""),
+            ) {
+                Some(lang) => {
+                    nib_indexer::extent::extent(lang, req.text, cursor)
+                        == nib_indexer::extent::Extent::Block
+                }
+                None => wants_block(req.text, line_start, line_prefix, line_suffix),
+            },
         };
         let max_tokens = req.max_tokens.unwrap_or(if multiline {
             self.config.max_tokens_multi
@@ -391,8 +401,9 @@ fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// A block is wanted where a new scope starts: the cursor ends a line that opens one, or sits on
-/// an empty line right after such a line. Elsewhere one line is enough.
+/// For a file of no indexed language: a block is wanted where a new scope starts, by the
+/// characters (the cursor ends a line that opens one, or sits on an empty line right after such
+/// a line). Elsewhere one line is enough.
 fn wants_block(text: &str, line_start: usize, line_prefix: &str, line_suffix: &str) -> bool {
     if !line_suffix.trim().is_empty() {
         return false;
