@@ -46,6 +46,11 @@ pub struct CompleterConfig {
     pub session_slots: usize,
     /// Cached tokens of all sessions together, at most (bounds the caches' memory).
     pub cache_budget_tokens: usize,
+    /// Milliseconds a prompt's prefill may take, by this machine's measured speed: a prompt
+    /// that would take longer (a file just opened, a jump) gets a shorter prefix, the full
+    /// one being computed in the background ([`Completer::warm_up`]). None: always the full
+    /// window (the CLI and the benchmarks).
+    pub prefill_deadline_ms: Option<f64>,
 }
 
 impl Default for CompleterConfig {
@@ -57,6 +62,7 @@ impl Default for CompleterConfig {
             max_tokens_multi: 128,
             session_slots: 3,
             cache_budget_tokens: 4096,
+            prefill_deadline_ms: None,
         }
     }
 }
@@ -144,7 +150,15 @@ pub struct Completer {
     fim: FimTokens,
     runner: Runner,
     pub config: CompleterConfig,
+    /// This machine's prefill cost, ms per new prompt token (a running average over the
+    /// prefills of 16 tokens or more; a first guess until one is measured).
+    prefill_ms_per_token: f64,
+    /// The full-window prompt a request had to do without (see `prefill_deadline_ms`).
+    warm: Option<Vec<u32>>,
 }
+
+/// A first guess of the prefill cost before one is measured (2 cores of 2026, the 0.5B).
+const FIRST_PREFILL_MS_PER_TOKEN: f64 = 5.0;
 
 impl Completer {
     pub fn new(backend: Box<dyn Backend>, config: CompleterConfig) -> Result<Self, ModelError> {
@@ -156,6 +170,8 @@ impl Completer {
             fim,
             runner: Runner::Local { backend, pool },
             config,
+            prefill_ms_per_token: FIRST_PREFILL_MS_PER_TOKEN,
+            warm: None,
         })
     }
 
@@ -177,6 +193,8 @@ impl Completer {
                 model,
             },
             config,
+            prefill_ms_per_token: FIRST_PREFILL_MS_PER_TOKEN,
+            warm: None,
         })
     }
 
@@ -220,6 +238,11 @@ impl Completer {
     /// Steps 1–3 of the pipeline without generating: the context window, the single-line or
     /// block decision, and the exact prompt (what `nib context` prints).
     pub fn plan(&self, req: &CompletionRequest) -> Plan {
+        self.plan_with(req, self.config.prefix_tokens)
+    }
+
+    /// [`Completer::plan`] with a prefix budget of `prefix_tokens`.
+    fn plan_with(&self, req: &CompletionRequest, prefix_tokens: usize) -> Plan {
         let tok = &self.tok;
         let cursor = req.cursor.min(req.text.len());
 
@@ -228,7 +251,7 @@ impl Completer {
         let window = nib_indexer::local_window(
             req.text,
             cursor,
-            self.config.prefix_tokens,
+            prefix_tokens,
             self.config.suffix_tokens,
             &count,
         );
@@ -279,6 +302,84 @@ impl Completer {
         }
     }
 
+    /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
+    /// full window when its uncached part does, else the longest of a few shorter prefixes that
+    /// does (the last without other files; or the shortest), the full prompt then kept for
+    /// [`Completer::warm_up`].
+    fn sized_plan(&mut self, req: &CompletionRequest) -> Plan {
+        let full = self.plan(req);
+        let (Some(deadline), Runner::Local { pool, .. }) =
+            (self.config.prefill_deadline_ms, &self.runner)
+        else {
+            return full;
+        };
+        let cost =
+            |ids: &[u32]| (ids.len() - pool.best_reuse(ids)) as f64 * self.prefill_ms_per_token;
+        if cost(&full.ids) <= deadline {
+            self.warm = None;
+            return full;
+        }
+        let mut chosen = None;
+        // Shorter prefixes, and last of all no other files.
+        let bare = CompletionRequest { files: &[], ..*req };
+        for (budget, r) in [(512, req), (256, req), (128, req), (128, &bare)] {
+            if budget >= self.config.prefix_tokens && r.files.len() == req.files.len() {
+                continue;
+            }
+            let p = self.plan_with(r, budget);
+            if p.ids.len() >= full.ids.len() {
+                continue; // the window was not cut: the same prompt
+            }
+            let fits = cost(&p.ids) <= deadline;
+            chosen = Some(p);
+            if fits {
+                break;
+            }
+        }
+        match chosen {
+            Some(p) => {
+                crate::engine::trace(|| {
+                    format!(
+                        "prefill deadline: {} of {} prompt tokens now, the full window later",
+                        p.ids.len(),
+                        full.ids.len()
+                    )
+                });
+                self.warm = Some(full.ids);
+                p
+            }
+            None => full,
+        }
+    }
+
+    /// Whether a full-window prompt waits to be computed ahead of its use.
+    pub fn has_warm_up(&self) -> bool {
+        self.warm.is_some()
+    }
+
+    /// Computes the waiting full-window prompt into a session other than the one serving
+    /// requests now, in pieces of 16 tokens (a cancel keeps the pieces done: the gaps between
+    /// keystrokes are short). Done or not needed:
+    /// `Ok(())` and nothing waits any more.
+    pub fn warm_up(&mut self, cancel: &CancelToken) -> Result<(), ModelError> {
+        // Taken out for the run: only a cancel puts it back (a failure must not come round
+        // again and again).
+        let (Some(ids), Runner::Local { backend, pool }) = (self.warm.take(), &mut self.runner)
+        else {
+            return Ok(());
+        };
+        let mut params = GenerateParams::new(&self.tok, self.fim.stops.clone(), 0, true);
+        params.prefill_chunk = 16;
+        let session = pool.pick_background(backend.as_ref(), &ids);
+        match generate(session, &self.tok, &ids, &params, cancel) {
+            Err(ModelError::Cancelled) => {
+                self.warm = Some(ids);
+                Err(ModelError::Cancelled)
+            }
+            r => r.map(|_| ()),
+        }
+    }
+
     /// The prompt's tokens as text, special tokens written out.
     pub fn prompt_text(&self, ids: &[u32]) -> String {
         self.tok.decode(ids)
@@ -312,7 +413,7 @@ impl Completer {
             multiline,
             max_tokens,
             line_prefix,
-        } = self.plan(req);
+        } = self.sized_plan(req);
         let tokenize_ms = ms_since(t_plan);
 
         crate::engine::trace(|| format!("prompt, {} tokens: {:?}", ids.len(), tok.decode(&ids)));
@@ -339,6 +440,11 @@ impl Completer {
             Runner::Local { backend, pool } => {
                 let session = pool.pick(backend.as_ref(), &ids);
                 let g = generate(session, &tok, &ids, &params, cancel)?;
+                let new = g.prompt_tokens.saturating_sub(g.reused_tokens);
+                if new >= 16 {
+                    let rate = g.prefill_ms / new as f64;
+                    self.prefill_ms_per_token = 0.7 * self.prefill_ms_per_token + 0.3 * rate;
+                }
                 let n = g.tokens.len();
                 (g, n)
             }

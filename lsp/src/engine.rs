@@ -501,7 +501,9 @@ fn typed_through(recent: &VecDeque<Recent>, req: &Request) -> Option<String> {
 /// generation may still answer it by typing-through, and is not cancelled.
 fn extends_running(r: &Running, req: &Request) -> bool {
     let prefix = req.prefix();
-    r.doc == req.doc
+    // A warm-up (id 0) always gives way.
+    r.id != 0
+        && r.doc == req.doc
         && r.suffix == req.suffix()
         && prefix.starts_with(&r.prefix)
         && prefix.len() - r.prefix.len() <= 256
@@ -551,6 +553,32 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                 continue;
             }
             let Some(p) = &s.pending else {
+                // Idle: compute the full-window prompt that a request had to do without, in
+                // pieces; the next request cancels it (the pieces done stay cached).
+                let warm = matches!(s.model, ModelState::Ready)
+                    && completer.as_ref().is_some_and(Completer::has_warm_up);
+                if warm {
+                    let cancel = CancelToken::new();
+                    s.running = Some(Running {
+                        id: 0,
+                        doc: String::new(),
+                        prefix: String::new(),
+                        suffix: String::new(),
+                        cancel: cancel.clone(),
+                        typed: Arc::new(Mutex::new(None)),
+                    });
+                    drop(s);
+                    let t0 = Instant::now();
+                    let done = completer.as_mut().map(|c| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            c.warm_up(&cancel)
+                        }))
+                    });
+                    trace(|| format!("warm-up after {:?}: {done:?}", t0.elapsed()));
+                    s = lock(shared);
+                    s.running = None;
+                    continue;
+                }
                 s = shared.wake.wait(s).unwrap_or_else(|p| p.into_inner());
                 continue;
             };

@@ -145,6 +145,9 @@ impl Settings {
                 suffix_tokens: self.suffix_tokens,
                 max_tokens_single: self.max_tokens,
                 max_tokens_multi: self.max_tokens_multiline,
+                // A file just opened or a jump answers within about a second; the full
+                // window follows in the background.
+                prefill_deadline_ms: Some(1000.0),
                 ..CompleterConfig::default()
             },
             ..EngineConfig::default()

@@ -173,3 +173,42 @@ fn a_generation_stops_when_its_text_is_no_longer_wanted() {
     let after = c.complete(&req, &CancelToken::new()).unwrap();
     assert!(!after.text.trim().is_empty(), "{after:?}");
 }
+
+/// A prompt whose prefill would miss the deadline gets a shorter prefix, and the full window
+/// is computed in the background (`warm_up`); the next request then takes the full window,
+/// and its completion is the one a completer without a deadline gives.
+#[test]
+fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
+    let text = include_str!("../src/completer.rs");
+    let cursor = text.find("        // 2. How much to ask for.").unwrap();
+    let req = CompletionRequest {
+        repo_name: "nib",
+        path: "lsp/src/completer.rs",
+        text,
+        cursor,
+        multiline: Multiline::Never,
+        max_tokens: None,
+        files: &[],
+    };
+    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+    let config = CompleterConfig {
+        prefill_deadline_ms: Some(100.0),
+        ..CompleterConfig::default()
+    };
+    let mut c = Completer::new(backend, config).unwrap();
+    let full = c.plan(&req).ids.len();
+    let cold = c.complete(&req, &CancelToken::new()).unwrap();
+    assert!(
+        cold.prompt_tokens < full / 2,
+        "{} of {full}",
+        cold.prompt_tokens
+    );
+    assert!(c.has_warm_up());
+    c.warm_up(&CancelToken::new()).unwrap();
+    assert!(!c.has_warm_up());
+    let warm = c.complete(&req, &CancelToken::new()).unwrap();
+    assert_eq!(warm.prompt_tokens, full);
+    assert!(warm.reused_tokens + 1 >= full, "{warm:?}");
+    let plain = completer().complete(&req, &CancelToken::new()).unwrap();
+    assert_eq!(warm.text, plain.text);
+}

@@ -70,8 +70,14 @@ impl SessionPool {
             _ => self.least_recent(None).unwrap_or(0),
         };
         self.slots[chosen].used = self.clock;
-        // Keep the total within the budget: empty the least recently used others.
         let own = prompt.len().max(self.slots[chosen].session.tokens().len());
+        self.keep_budget(backend, chosen, own);
+        self.slots[chosen].session.as_mut()
+    }
+
+    /// Keeps the total within the budget, `chosen` holding `own` tokens: empties the least
+    /// recently used others.
+    fn keep_budget(&mut self, backend: &dyn Backend, chosen: usize, own: usize) {
         loop {
             let others: usize = self
                 .slots
@@ -89,6 +95,55 @@ impl SessionPool {
             // A new session rather than a truncated one: its memory goes back, not just its length.
             self.slots[victim].session = backend.new_session();
         }
+    }
+
+    /// The most prompt tokens any session holds already: what `pick` can reuse at best.
+    pub fn best_reuse(&self, prompt: &[u32]) -> usize {
+        self.slots
+            .iter()
+            .map(|s| common_prefix(s.session.tokens(), prompt))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The session to compute `prompt` in ahead of its use, leaving the most recently used one
+    /// (which serves the requests of now) alone: the one other session that shares the most
+    /// with it, a new one while there is room, else the least recently used other one. It does
+    /// not become the most recently used.
+    pub fn pick_background(&mut self, backend: &dyn Backend, prompt: &[u32]) -> &mut dyn Session {
+        let recent = self
+            .slots
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| s.used)
+            .map(|(i, _)| i);
+        let best = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != recent)
+            .map(|(i, s)| (common_prefix(s.session.tokens(), prompt), i))
+            .max();
+        let chosen = match best {
+            Some((common, i)) if common > 0 => i,
+            _ if self.slots.len() < self.max_slots => {
+                self.slots.push(Slot {
+                    session: backend.new_session(),
+                    used: 0,
+                });
+                self.slots.len() - 1
+            }
+            // The least recently used other one; with a single slot, that slot.
+            _ => self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| Some(i) != recent)
+                .min_by_key(|(_, s)| s.used)
+                .map_or(recent.unwrap_or(0), |(i, _)| i),
+        };
+        let own = prompt.len().max(self.slots[chosen].session.tokens().len());
+        self.keep_budget(backend, chosen, own);
         self.slots[chosen].session.as_mut()
     }
 

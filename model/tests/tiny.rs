@@ -339,6 +339,29 @@ fn session_pool_keeps_each_files_cache() {
         a_again.reused_tokens < a.len() / 2,
         "a was the least recently used: emptied"
     );
+
+    // Work ahead: a prompt computed in the background goes to another session than the one
+    // serving requests (which keeps its cache), and the next pick of that prompt finds it.
+    let mut ahead = nib_model::SessionPool::new(3, 10_000);
+    run(&mut ahead, &a);
+    assert_eq!(ahead.best_reuse(&b), common_len(&a, &b));
+    let s = ahead.pick_background(backend.as_ref(), &b);
+    let mut warm = params.clone();
+    warm.max_tokens = 0;
+    generate(s, &tok, &b, &warm, &cancel).unwrap();
+    assert_eq!(ahead.len(), 2);
+    assert_eq!(ahead.best_reuse(&a), a.len(), "the live session kept a");
+    assert_eq!(ahead.best_reuse(&b), b.len(), "b was computed ahead");
+    let b_now = run(&mut ahead, &b);
+    assert_eq!(b_now.reused_tokens, b.len() - 1);
+    assert_eq!(
+        b_now.tokens,
+        common::generate_fresh(backend.as_ref(), &tok, &b, &params).tokens
+    );
+}
+
+fn common_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// A draft model (here a second tiny model with other weights, same vocabulary) changes nothing
