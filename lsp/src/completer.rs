@@ -323,7 +323,12 @@ impl Completer {
         // Shorter prefixes, and last of all no other files.
         let bare = CompletionRequest { files: &[], ..*req };
         for (budget, r) in [(512, req), (256, req), (128, req), (128, &bare)] {
-            if budget >= self.config.prefix_tokens && r.files.len() == req.files.len() {
+            let is_bare = !std::ptr::eq(r, req);
+            // A budget no shorter than the configured one, or no files to leave out: nothing
+            // to try.
+            if (budget >= self.config.prefix_tokens && !is_bare)
+                || (is_bare && req.files.is_empty())
+            {
                 continue;
             }
             let p = self.plan_with(r, budget);
@@ -348,7 +353,10 @@ impl Completer {
                 self.warm = Some(full.ids);
                 p
             }
-            None => full,
+            None => {
+                self.warm = None;
+                full
+            }
         }
     }
 
