@@ -12,7 +12,12 @@
 //! 4. **Debounce**: a request waits `debounce` before it starts, so a burst of keystrokes costs
 //!    one generation.
 //! 5. One generation at a time, on one worker thread that owns the model; callers never wait
-//!    for the model while holding anything.
+//!    for the model while holding anything. A block's first line is answered as soon as it is
+//!    written; a running generation whose text contradicts what was typed since stops.
+//! 6. **Idle**: the full-window prompt that a request had to do without (its prefill would
+//!    have missed the deadline) is computed into another session, given way to by any request.
+//!
+//! Every request leaves a [`Timing`] (where its time went), for `nib.timings` and `NIB_TRACE`.
 
 use crate::completer::{Completer, CompleterConfig, CompletionRequest, Multiline};
 use nib_model::CancelToken;
