@@ -401,7 +401,12 @@ fn replay_breakdown(s: &nib_eval::replay::Summary) -> String {
             p.name, p.mean, p.p50, p.p95
         );
     }
-    let ends: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    // Each outcome by its name in the JSON (`typed_through`).
+    let ends: Vec<String> = s
+        .outcomes
+        .iter()
+        .map(|(k, v)| format!("{} {v}", serde_json::json!(k).as_str().unwrap_or("?")))
+        .collect();
     t += &format!("\nRequests that reached the engine: {}.", ends.join(", "));
     t
 }

@@ -5,6 +5,7 @@
 //! typing-through answers without it, and the share of characters nib wrote (keystrokes saved).
 
 use nib_lsp::client::{inline_items, LspClient};
+pub use nib_lsp::engine::{Outcome, Timing};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -59,29 +60,6 @@ pub struct FileReplay {
     pub timings: Vec<Timing>,
 }
 
-/// One request's time, part by part, as the server's engine measured it
-/// (`nib_lsp::engine::Timing`).
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Timing {
-    pub id: u64,
-    pub cursor: usize,
-    pub outcome: String,
-    pub queue_ms: f64,
-    pub context_ms: f64,
-    pub tokenize_ms: f64,
-    pub prompt_tokens: usize,
-    pub reused_tokens: usize,
-    pub new_tokens: usize,
-    pub prefill_ms: f64,
-    pub generated_tokens: usize,
-    pub decode_ms: f64,
-    pub postprocess_ms: f64,
-    pub answer_ms: f64,
-    pub first_line_early: bool,
-    pub total_ms: f64,
-}
-
 /// One part of the generations' time over a run: mean, median and 95th percentile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Part {
@@ -95,7 +73,7 @@ pub struct Part {
 pub fn breakdown(timings: &[Timing]) -> Vec<Part> {
     let generated: Vec<&Timing> = timings
         .iter()
-        .filter(|t| t.outcome == "generated")
+        .filter(|t| t.outcome == Outcome::Generated)
         .collect();
     type Measure = fn(&Timing) -> f64;
     let parts: [(&'static str, Measure); 12] = [
@@ -104,7 +82,7 @@ pub fn breakdown(timings: &[Timing]) -> Vec<Part> {
         ("tokenize ms", |t| t.tokenize_ms),
         ("prompt tokens", |t| t.prompt_tokens as f64),
         ("prefill tokens reused", |t| t.reused_tokens as f64),
-        ("prefill tokens new", |t| t.new_tokens as f64),
+        ("prefill tokens new", |t| t.new_tokens() as f64),
         ("prefill ms", |t| t.prefill_ms),
         ("decode tokens", |t| t.generated_tokens as f64),
         ("decode ms", |t| t.decode_ms),
@@ -131,10 +109,10 @@ pub fn breakdown(timings: &[Timing]) -> Vec<Part> {
 }
 
 /// How many requests ended each way (`generated`, `typed_through`, `cancelled`, …).
-pub fn outcomes(timings: &[Timing]) -> std::collections::BTreeMap<String, usize> {
+pub fn outcomes(timings: &[Timing]) -> std::collections::BTreeMap<Outcome, usize> {
     let mut m = std::collections::BTreeMap::new();
     for t in timings {
-        *m.entry(t.outcome.clone()).or_insert(0) += 1;
+        *m.entry(t.outcome).or_insert(0) += 1;
     }
     m
 }
@@ -369,7 +347,7 @@ pub struct Summary {
     /// The generations' time, part by part.
     pub parts: Vec<Part>,
     /// Requests by how they ended.
-    pub outcomes: std::collections::BTreeMap<String, usize>,
+    pub outcomes: std::collections::BTreeMap<Outcome, usize>,
 }
 
 pub fn summarize(files: &[FileReplay]) -> Summary {

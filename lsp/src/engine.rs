@@ -126,15 +126,42 @@ impl Default for EngineConfig {
     }
 }
 
+/// How a request ended.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The model ran to the end.
+    #[default]
+    Generated,
+    /// Answered from a recent completion, with no model call.
+    TypedThrough,
+    /// Replaced in the pending slot by a newer request before it started.
+    Superseded,
+    /// Stopped: cancelled, replaced while running, or contradicted by what was typed.
+    Cancelled,
+    Failed,
+}
+
 /// Where one request's time went: what `nib.timings`, `NIB_TRACE` and `nib-eval replay` report.
 /// Times are milliseconds from the request's submission; parts a request never reached stay 0.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Timing {
     pub id: u64,
     /// Byte offset of the cursor.
     pub cursor: usize,
-    /// `generated`, `typed_through`, `cancelled`, `superseded` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// Submission → the worker takes it: debounce, and the generation before it finishing.
     pub queue_ms: f64,
     /// Gathering other files' context (index search, open documents).
@@ -142,9 +169,8 @@ pub struct Timing {
     /// Window and prompt: mostly tokenizing.
     pub tokenize_ms: f64,
     pub prompt_tokens: usize,
-    /// Prompt tokens whose KV entries were reused, and those computed.
+    /// Prompt tokens whose KV entries were reused (the rest were computed).
     pub reused_tokens: usize,
-    pub new_tokens: usize,
     pub prefill_ms: f64,
     pub generated_tokens: usize,
     pub decode_ms: f64,
@@ -155,6 +181,13 @@ pub struct Timing {
     pub first_line_early: bool,
     /// Submission → the end of the work (the whole block, for an early answer).
     pub total_ms: f64,
+}
+
+impl Timing {
+    /// Prompt tokens computed, not reused.
+    pub fn new_tokens(&self) -> usize {
+        self.prompt_tokens.saturating_sub(self.reused_tokens)
+    }
 }
 
 /// Timings kept for `Engine::take_timings`, at most (the oldest go first).
@@ -253,6 +286,8 @@ struct State {
     reload: Option<ModelSpec>,
     pending: Option<Pending>,
     running: Option<Running>,
+    /// The idle warm-up in progress (see rule 6); any request or reload stops it.
+    warming: Option<CancelToken>,
     recent: VecDeque<Recent>,
     config: EngineConfig,
     next_id: u64,
@@ -262,12 +297,22 @@ struct State {
 }
 
 impl State {
+    /// Stops the generation and the warm-up in progress.
+    fn stop_work(&self) {
+        if let Some(r) = &self.running {
+            r.cancel.cancel();
+        }
+        if let Some(w) = &self.warming {
+            w.cancel();
+        }
+    }
+
     fn record(&mut self, t: Timing) {
         trace(|| {
             format!(
-                "timing {}: {} total {:.0} ms = queue {:.0} + context {:.1} + tokenize {:.1} + prefill {:.0} ({} new, {} reused) + decode {:.0} ({} tokens) + post {:.1}",
+                "timing {}: {:?} total {:.0} ms = queue {:.0} + context {:.1} + tokenize {:.1} + prefill {:.0} ({} new, {} reused) + decode {:.0} ({} tokens) + post {:.1}",
                 t.id, t.outcome, t.total_ms, t.queue_ms, t.context_ms, t.tokenize_ms,
-                t.prefill_ms, t.new_tokens, t.reused_tokens, t.decode_ms, t.generated_tokens,
+                t.prefill_ms, t.new_tokens(), t.reused_tokens, t.decode_ms, t.generated_tokens,
                 t.postprocess_ms
             )
         });
@@ -300,9 +345,7 @@ impl Drop for Owner {
     fn drop(&mut self) {
         let mut s = lock(&self.0);
         s.shutdown = true;
-        if let Some(r) = &s.running {
-            r.cancel.cancel();
-        }
+        s.stop_work();
         drop(s);
         self.0.wake.notify_all();
     }
@@ -332,6 +375,7 @@ impl Engine {
                 reload: Some(spec),
                 pending: None,
                 running: None,
+                warming: None,
                 recent: VecDeque::new(),
                 config,
                 next_id: 1,
@@ -366,7 +410,7 @@ impl Engine {
             s.record(Timing {
                 id,
                 cursor: req.cursor,
-                outcome: "typed_through",
+                outcome: Outcome::TypedThrough,
                 total_ms,
                 ..Default::default()
             });
@@ -393,7 +437,7 @@ impl Engine {
             s.record(Timing {
                 id: old.id,
                 cursor: old.req.cursor,
-                outcome: "superseded",
+                outcome: Outcome::Superseded,
                 queue_ms: ms(old.at.elapsed()),
                 total_ms: ms(old.at.elapsed()),
                 ..Default::default()
@@ -401,6 +445,9 @@ impl Engine {
             let _ = old
                 .reply
                 .send(Answer::Nothing("superseded by a newer request"));
+        }
+        if let Some(w) = &s.warming {
+            w.cancel();
         }
         let extends = s.running.as_ref().is_some_and(|r| extends_running(r, &req));
         if let Some(r) = &s.running {
@@ -439,9 +486,7 @@ impl Engine {
     pub fn reload(&self, spec: ModelSpec) {
         let mut s = lock(&self.shared);
         s.reload = Some(spec);
-        if let Some(r) = &s.running {
-            r.cancel.cancel();
-        }
+        s.stop_work();
         drop(s);
         self.shared.wake.notify_all();
     }
@@ -506,9 +551,7 @@ fn typed_through(recent: &VecDeque<Recent>, req: &Request) -> Option<String> {
 /// generation may still answer it by typing-through, and is not cancelled.
 fn extends_running(r: &Running, req: &Request) -> bool {
     let prefix = req.prefix();
-    // A warm-up (id 0) always gives way.
-    r.id != 0
-        && r.doc == req.doc
+    r.doc == req.doc
         && r.suffix == req.suffix()
         && prefix.starts_with(&r.prefix)
         && prefix.len() - r.prefix.len() <= 256
@@ -564,14 +607,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                     && completer.as_ref().is_some_and(Completer::has_warm_up);
                 if warm {
                     let cancel = CancelToken::new();
-                    s.running = Some(Running {
-                        id: 0,
-                        doc: String::new(),
-                        prefix: String::new(),
-                        suffix: String::new(),
-                        cancel: cancel.clone(),
-                        typed: Arc::new(Mutex::new(None)),
-                    });
+                    s.warming = Some(cancel.clone());
                     drop(s);
                     let t0 = Instant::now();
                     let done = completer.as_mut().map(|c| {
@@ -581,7 +617,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                     });
                     trace(|| format!("warm-up after {:?}: {done:?}", t0.elapsed()));
                     s = lock(shared);
-                    s.running = None;
+                    s.warming = None;
                     continue;
                 }
                 s = shared.wake.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -605,7 +641,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                 s.record(Timing {
                     id: p.id,
                     cursor: p.req.cursor,
-                    outcome: "typed_through",
+                    outcome: Outcome::TypedThrough,
                     queue_ms: total_ms,
                     total_ms,
                     ..Default::default()
@@ -728,15 +764,14 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                 timing.tokenize_ms = c.tokenize_ms;
                 timing.prompt_tokens = c.prompt_tokens;
                 timing.reused_tokens = c.reused_tokens;
-                timing.new_tokens = c.prompt_tokens.saturating_sub(c.reused_tokens);
                 timing.prefill_ms = c.prefill_ms;
                 timing.generated_tokens = c.generated_tokens;
                 timing.decode_ms = c.decode_ms;
                 timing.postprocess_ms = c.postprocess_ms;
-                "generated"
+                Outcome::Generated
             }
-            Err(nib_model::ModelError::Cancelled) => "cancelled",
-            Err(_) => "failed",
+            Err(nib_model::ModelError::Cancelled) => Outcome::Cancelled,
+            Err(_) => Outcome::Failed,
         };
         s.record(timing);
         let answer = match result {
@@ -806,6 +841,24 @@ mod tests {
             max_tokens: None,
             files: Files::Given(Vec::new()),
         }
+    }
+
+    /// A timing goes to the replay as JSON and comes back the same; outcomes by snake-case name.
+    #[test]
+    fn timings_round_trip_through_json() {
+        let t = Timing {
+            id: 7,
+            outcome: Outcome::TypedThrough,
+            prompt_tokens: 10,
+            reused_tokens: 7,
+            answer_ms: 1.5,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["outcome"], "typed_through");
+        let back: Timing = serde_json::from_value(v).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.new_tokens(), 3);
     }
 
     #[test]
