@@ -368,21 +368,11 @@ fn replay(
     Ok(())
 }
 
-/// The languages of `files` by extension, in order of first appearance: `Rust/Python`.
+/// The languages of `files` (nib's own detection), in order of first appearance: `rust/python`.
 fn languages(files: &[PathBuf]) -> String {
     let mut names: Vec<&str> = Vec::new();
     for f in files {
-        let name = match f.extension().and_then(|e| e.to_str()).unwrap_or("") {
-            "rs" => "Rust",
-            "py" => "Python",
-            "ts" | "tsx" => "TypeScript",
-            "js" | "jsx" | "mjs" => "JavaScript",
-            "go" => "Go",
-            "java" => "Java",
-            "c" | "h" => "C",
-            "cc" | "cpp" | "hpp" => "C++",
-            _ => "other",
-        };
+        let name = nib_indexer::Lang::detect(f, "").map_or("other", nib_indexer::Lang::name);
         if !names.contains(&name) {
             names.push(name);
         }

@@ -5,20 +5,10 @@ use nib_indexer::extent::{extent, Extent};
 use nib_indexer::Lang;
 
 fn lang_named(name: &str) -> Lang {
-    [
-        Lang::Rust,
-        Lang::Python,
-        Lang::JavaScript,
-        Lang::TypeScript,
-        Lang::Tsx,
-        Lang::Go,
-        Lang::Java,
-        Lang::C,
-        Lang::Cpp,
-    ]
-    .into_iter()
-    .find(|l| l.name() == name)
-    .unwrap_or_else(|| panic!("no language named {name}"))
+    Lang::ALL
+        .into_iter()
+        .find(|l| l.name() == name)
+        .unwrap_or_else(|| panic!("no language named {name}"))
 }
 
 #[test]
@@ -50,5 +40,8 @@ fn golden_cases() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(cases >= 30 && langs.len() == 9, "{cases} cases, {langs:?}");
+    assert!(
+        cases >= 30 && langs.len() == Lang::ALL.len(),
+        "{cases} cases, {langs:?}"
+    );
 }
