@@ -6,10 +6,9 @@ mod common;
 use nib_model::fetch::{pull_registry, verify_recorded, ModelSpec};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
 
 fn hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -31,37 +30,13 @@ fn wheel(pkg: &str, part: usize, data: &[u8]) -> Vec<u8> {
     buf.into_inner()
 }
 
-/// Serves `routes` on loopback until the test ends; every response closes its connection.
+/// Serves `routes` on loopback until the test ends.
 fn serve(routes: HashMap<String, Vec<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let routes = Arc::new(routes);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) = match routes.get(&path) {
-                Some(b) => ("200 OK", b.clone()),
-                None => ("404 Not Found", b"not found".to_vec()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
-    });
-    addr
+    common::http_server(move |path| match routes.get(path) {
+        Some(b) => ("200 OK", b.clone()),
+        None => ("404 Not Found", b"not found".to_vec()),
+    })
+    .0
 }
 
 /// A model split in two wheels, and the index that lists them (optionally with a wrong hash

@@ -3,45 +3,19 @@
 //! be asked for at another one. One test in its own binary, because it sets process-wide
 //! variables (`HF_ENDPOINT`, `HF_HOME`, `NIB_CACHE_DIR`, `NIB_PACKAGE_INDEX`).
 
-use nib_model::fetch::{find_local, pull, ModelRef, KNOWN, LARGE, SMALL};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+mod common;
 
-/// A hub that knows nothing: answers `/api/models/...` with `{}` (reachable) and everything
-/// else with 404, and records each request's path.
-fn empty_hub() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) = if path.starts_with("/api/models/") {
-                ("200 OK", "{}")
-            } else {
-                ("404 Not Found", "not found")
-            };
-            log.lock().unwrap().push(path);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+use nib_model::fetch::{find_local, pull, ModelRef, KNOWN, LARGE, SMALL};
+
+/// A hub that knows nothing: `/api/models/...` answers `{}` (reachable), everything else 404.
+fn empty_hub() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    common::http_server(|path| {
+        if path.starts_with("/api/models/") {
+            ("200 OK", b"{}".to_vec())
+        } else {
+            ("404 Not Found", b"not found".to_vec())
         }
-    });
-    (addr, seen)
+    })
 }
 
 #[test]

@@ -31,3 +31,40 @@ pub fn generate_fresh(
     nib_model::generate(backend.new_session().as_mut(), tok, ids, params, &cancel)
         .expect("generation")
 }
+
+/// A plain HTTP server on loopback for the tests' lifetime: `answer` gives each request's
+/// status line and body from its path; every response closes its connection. Returns the base
+/// URL and the paths asked for, in order.
+pub fn http_server(
+    answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let (status, body) = answer(&path);
+            log.lock().unwrap().push(path);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (addr, asked)
+}
