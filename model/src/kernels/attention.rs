@@ -7,10 +7,11 @@ use super::SyncPtr;
 /// `q` is `(n_head, l, head_dim)`; `k[g]` and `v[g]` hold KV head `g`'s cached positions,
 /// `(pos + l) × head_dim`; query head `h` reads KV head `h / (n_head / k.len())`. Returns
 /// `(l, n_head × head_dim)`, the layout the output projection takes. Each task takes a block of
-/// queries of one head, and each query alone over exactly the keys it sees: scores `q·Kᵀ` by the
-/// `gemm` crate, softmax in place (with a vectorisable `exp`), then `p·V`. Batching the queries
-/// into one GEMM was 12–20% faster in prefill, but its rounding depended on which queries shared
-/// the pass, so a reused cache could change a greedy completion (1 in 207 HumanEval tasks did).
+/// queries of one head, and each query alone over exactly the keys it sees: scores `q·Kᵀ`
+/// ([`query_scores`]), softmax in place (with a vectorisable `exp`), then `p·V`
+/// ([`weighted_sum`]). Batching the queries into one GEMM was 12–20% faster in prefill, but its
+/// rounding depended on which queries shared the pass, so a reused cache could change a greedy
+/// completion (1 in 207 HumanEval tasks did).
 pub fn attention(
     q: &[f32],
     l: usize,
@@ -46,7 +47,7 @@ pub fn attention(
     let blocks = l.div_ceil(per_task);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     // Read on this thread: a path forced for it (`with_path`) holds on the pool's threads too.
-    let path = super::path();
+    let floats = Floats::of(super::path());
     candle_core::utils::barrier_pool().execute_chunked(n_head * blocks, |tasks| {
         let out_ptr = &out_ptr;
         let mut scores = Vec::new();
@@ -61,7 +62,7 @@ pub fn attention(
                 scores.clear();
                 scores.resize(keys, 0f32);
                 let qi = &q[(h * l + i) * hd..(h * l + i + 1) * hd];
-                query_scores(path, qi, &kh[..keys * hd], scale, &mut scores);
+                query_scores(floats, qi, &kh[..keys * hd], scale, &mut scores);
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                 let inv = 1.0 / exp_shifted(&mut scores, max);
                 for x in scores.iter_mut() {
@@ -72,17 +73,43 @@ pub fn attention(
                 let row = unsafe {
                     std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), hd)
                 };
-                weighted_sum(path, &scores, &vh[..keys * hd], row);
+                weighted_sum(floats, &scores, &vh[..keys * hd], row);
             }
         }
     });
     out
 }
 
+/// The float arithmetic a kernel path computes attention with. Only [`Floats::of`] makes one,
+/// after checking that the CPU has the path: what the unsafe calls below rely on.
+#[derive(Debug, Clone, Copy)]
+enum Floats {
+    /// AVX2 and FMA: every x86 path but scalar implies them (`Path::supported`).
+    #[cfg(target_arch = "x86_64")]
+    X86Fma,
+    /// NEON: both aarch64 paths but scalar.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    Scalar,
+}
+
+impl Floats {
+    fn of(path: super::Path) -> Self {
+        assert!(path.supported(), "{} is not on this CPU", path.name());
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            super::Path::Avx512Vnni | super::Path::AvxVnni | super::Path::Avx2 => Floats::X86Fma,
+            #[cfg(target_arch = "aarch64")]
+            super::Path::NeonDotprod | super::Path::Neon => Floats::Neon,
+            _ => Floats::Scalar,
+        }
+    }
+}
+
 /// `scores[j] = scale · (q · K[j])` for every row `j` of `k` (rows of `q.len()`), in the order
 /// every path follows: eight lanes, lane `c` summing `q[d]·k[d]` for `d ≡ c (mod 8)` by fused
 /// multiply-adds in increasing `d` (from 0), then `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-pub fn query_scores(path: super::Path, q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
+fn query_scores(floats: Floats, q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
     let hd = q.len();
     assert!(
         hd.is_multiple_of(8) && k.len() == scores.len() * hd,
@@ -90,21 +117,15 @@ pub fn query_scores(path: super::Path, q: &[f32], k: &[f32], scale: f32, scores:
         k.len(),
         scores.len()
     );
-    match path {
+    match floats {
+        // SAFETY: `Floats::X86Fma` means the CPU has AVX2 and FMA (checked by `Floats::of`);
+        // the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        super::Path::Avx512Vnni | super::Path::AvxVnni | super::Path::Avx2 => {
-            assert!(path.supported(), "{} is not on this CPU", path.name());
-            // SAFETY: every x86 path but scalar implies AVX2 and FMA (`Path::supported`,
-            // checked above); the lengths were checked above.
-            unsafe { x86::scores(q, k, scale, scores) }
-        }
+        Floats::X86Fma => unsafe { x86::scores(q, k, scale, scores) },
+        // SAFETY: `Floats::Neon` means the CPU has NEON; lengths checked above.
         #[cfg(target_arch = "aarch64")]
-        super::Path::NeonDotprod | super::Path::Neon => {
-            assert!(path.supported(), "{} is not on this CPU", path.name());
-            // SAFETY: both paths imply NEON (checked above); lengths checked above.
-            unsafe { neon::scores(q, k, scale, scores) }
-        }
-        _ => {
+        Floats::Neon => unsafe { neon::scores(q, k, scale, scores) },
+        Floats::Scalar => {
             for (j, s) in scores.iter_mut().enumerate() {
                 let mut lanes = [0f32; 8];
                 for (c, (qc, kc)) in q
@@ -134,7 +155,7 @@ fn reduce8(l: &[f32; 8]) -> f32 {
 
 /// `out[d] = Σ_j p[j] · v[j][d]` (rows of `out.len()`), each `d` by fused multiply-adds in
 /// increasing `j`, the first a plain product: the order every path follows.
-pub fn weighted_sum(path: super::Path, p: &[f32], v: &[f32], out: &mut [f32]) {
+fn weighted_sum(floats: Floats, p: &[f32], v: &[f32], out: &mut [f32]) {
     let hd = out.len();
     assert!(
         hd.is_multiple_of(8) && v.len() == p.len() * hd,
@@ -142,20 +163,14 @@ pub fn weighted_sum(path: super::Path, p: &[f32], v: &[f32], out: &mut [f32]) {
         p.len(),
         v.len()
     );
-    match path {
+    match floats {
+        // SAFETY: as in `query_scores`.
         #[cfg(target_arch = "x86_64")]
-        super::Path::Avx512Vnni | super::Path::AvxVnni | super::Path::Avx2 => {
-            assert!(path.supported(), "{} is not on this CPU", path.name());
-            // SAFETY: as in `query_scores`.
-            unsafe { x86::weighted_sum(p, v, out) }
-        }
+        Floats::X86Fma => unsafe { x86::weighted_sum(p, v, out) },
+        // SAFETY: as in `query_scores`.
         #[cfg(target_arch = "aarch64")]
-        super::Path::NeonDotprod | super::Path::Neon => {
-            assert!(path.supported(), "{} is not on this CPU", path.name());
-            // SAFETY: as in `query_scores`.
-            unsafe { neon::weighted_sum(p, v, out) }
-        }
-        _ => {
+        Floats::Neon => unsafe { neon::weighted_sum(p, v, out) },
+        Floats::Scalar => {
             for (d, o) in out.iter_mut().enumerate() {
                 let mut acc = 0f32;
                 for (j, &pj) in p.iter().enumerate() {
@@ -445,9 +460,9 @@ mod attention_tests {
                 let p: Vec<f32> = (0..n).map(|_| r().abs() / 4.0).collect();
                 let reference = |path| {
                     let mut s = vec![0f32; n];
-                    query_scores(path, &q, &k, 0.125, &mut s);
+                    query_scores(Floats::of(path), &q, &k, 0.125, &mut s);
                     let mut o = vec![0f32; hd];
-                    weighted_sum(path, &p, &k, &mut o);
+                    weighted_sum(Floats::of(path), &p, &k, &mut o);
                     (s, o)
                 };
                 let want = reference(crate::kernels::Path::Scalar);
@@ -473,7 +488,7 @@ mod attention_tests {
 
     #[test]
     fn mismatched_shapes_are_refused() {
-        let path = crate::kernels::Path::Scalar;
+        let path = Floats::of(crate::kernels::Path::Scalar);
         let refused =
             |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
         assert!(refused(&|| query_scores(
@@ -503,6 +518,7 @@ mod attention_tests {
             &mut [0.0; 10]
         )));
         for p in crate::kernels::Path::available() {
+            let p = Floats::of(p);
             assert!(refused(&|| query_scores(
                 p,
                 &[0.0; 8],
