@@ -52,14 +52,32 @@ impl SessionPool {
     /// The session `prompt` should run in.
     pub fn pick(&mut self, backend: &dyn Backend, prompt: &[u32]) -> &mut dyn Session {
         self.clock += 1;
+        let chosen = self.choose(backend, prompt, None, |common| common * 2 >= prompt.len());
+        self.slots[chosen].used = self.clock;
+        let own = prompt.len().max(self.slots[chosen].session.tokens().len());
+        self.keep_budget(backend, chosen, own);
+        self.slots[chosen].session.as_mut()
+    }
+
+    /// The slot for `prompt`, never `reserved` while there is another: the one that shares the
+    /// longest prefix with it if that is `enough`, else a new one while there is room, else the
+    /// least recently used.
+    fn choose(
+        &mut self,
+        backend: &dyn Backend,
+        prompt: &[u32],
+        reserved: Option<usize>,
+        enough: impl Fn(usize) -> bool,
+    ) -> usize {
         let best = self
             .slots
             .iter()
             .enumerate()
+            .filter(|&(i, _)| Some(i) != reserved)
             .map(|(i, s)| (common_prefix(s.session.tokens(), prompt), i))
             .max();
-        let chosen = match best {
-            Some((common, i)) if common * 2 >= prompt.len() => i,
+        match best {
+            Some((common, i)) if enough(common) => i,
             _ if self.slots.len() < self.max_slots => {
                 self.slots.push(Slot {
                     session: backend.new_session(),
@@ -67,12 +85,14 @@ impl SessionPool {
                 });
                 self.slots.len() - 1
             }
-            _ => self.least_recent(None).unwrap_or(0),
-        };
-        self.slots[chosen].used = self.clock;
-        let own = prompt.len().max(self.slots[chosen].session.tokens().len());
-        self.keep_budget(backend, chosen, own);
-        self.slots[chosen].session.as_mut()
+            _ => self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| Some(i) != reserved)
+                .min_by_key(|(_, s)| s.used)
+                .map_or(reserved.unwrap_or(0), |(i, _)| i),
+        }
     }
 
     /// Keeps the total within the budget, `chosen` holding `own` tokens: empties the least
@@ -117,31 +137,7 @@ impl SessionPool {
             .enumerate()
             .max_by_key(|(_, s)| s.used)
             .map(|(i, _)| i);
-        let best = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| Some(i) != recent)
-            .map(|(i, s)| (common_prefix(s.session.tokens(), prompt), i))
-            .max();
-        let chosen = match best {
-            Some((common, i)) if common > 0 => i,
-            _ if self.slots.len() < self.max_slots => {
-                self.slots.push(Slot {
-                    session: backend.new_session(),
-                    used: 0,
-                });
-                self.slots.len() - 1
-            }
-            // The least recently used other one; with a single slot, that slot.
-            _ => self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| Some(i) != recent)
-                .min_by_key(|(_, s)| s.used)
-                .map_or(recent.unwrap_or(0), |(i, _)| i),
-        };
+        let chosen = self.choose(backend, prompt, recent, |common| common > 0);
         let own = prompt.len().max(self.slots[chosen].session.tokens().len());
         self.keep_budget(backend, chosen, own);
         self.slots[chosen].session.as_mut()
