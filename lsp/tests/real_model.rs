@@ -17,6 +17,24 @@ fn completer() -> std::sync::MutexGuard<'static, Completer> {
     .unwrap_or_else(|e| e.into_inner())
 }
 
+/// A request in a repository named `demo`, with no other files.
+fn request<'a>(
+    path: &'a str,
+    text: &'a str,
+    cursor: usize,
+    multiline: Multiline,
+) -> CompletionRequest<'a> {
+    CompletionRequest {
+        repo_name: "demo",
+        path,
+        text,
+        cursor,
+        multiline,
+        max_tokens: None,
+        files: &[],
+    }
+}
+
 /// Completes at the `|` marker of `src`.
 fn complete_at(path: &str, src: &str, multiline: Multiline) -> nib_lsp::Completion {
     complete_with(&mut completer(), path, src, multiline)
@@ -30,15 +48,7 @@ fn complete_with(
 ) -> nib_lsp::Completion {
     let cursor = src.find('|').expect("cursor marker");
     let text = src.replacen('|', "", 1);
-    let req = CompletionRequest {
-        repo_name: "demo",
-        path,
-        text: &text,
-        cursor,
-        multiline,
-        max_tokens: None,
-        files: &[],
-    };
+    let req = request(path, &text, cursor, multiline);
     c.complete(&req, &CancelToken::new()).expect("completion")
 }
 
@@ -100,15 +110,7 @@ fn a_blocks_first_line_comes_early() {
     let at = src.find("filenames in os.walk(root):\n        ").unwrap()
         + "filenames in os.walk(root):\n        ".len();
     let text = format!("{}{}", &src[..at], &src[at..]);
-    let req = CompletionRequest {
-        repo_name: "demo",
-        path: "tools/walk.py",
-        text: &text,
-        cursor: at,
-        multiline: Multiline::Always,
-        max_tokens: None,
-        files: &[],
-    };
+    let req = request("tools/walk.py", &text, at, Multiline::Always);
     let mut c = completer();
     let plain = c.complete(&req, &CancelToken::new()).unwrap();
     let told = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -148,15 +150,7 @@ fn a_generation_stops_when_its_text_is_no_longer_wanted() {
     let src = "fn add(a: i32, b: i32) -> i32 {\n    |\n}\n";
     let cursor = src.find('|').unwrap();
     let text = src.replacen('|', "", 1);
-    let req = CompletionRequest {
-        repo_name: "demo",
-        path: "src/lib.rs",
-        text: &text,
-        cursor,
-        multiline: Multiline::Never,
-        max_tokens: None,
-        files: &[],
-    };
+    let req = request("src/lib.rs", &text, cursor, Multiline::Never);
     let mut c = completer();
     let hooks = nib_lsp::completer::Hooks {
         first_line: None,
@@ -181,15 +175,7 @@ fn a_generation_stops_when_its_text_is_no_longer_wanted() {
 fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     let text = include_str!("../src/completer.rs");
     let cursor = text.find("        // 2. How much to ask for.").unwrap();
-    let req = CompletionRequest {
-        repo_name: "nib",
-        path: "lsp/src/completer.rs",
-        text,
-        cursor,
-        multiline: Multiline::Never,
-        max_tokens: None,
-        files: &[],
-    };
+    let req = request("lsp/src/completer.rs", text, cursor, Multiline::Never);
     let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
     let config = CompleterConfig {
         prefill_deadline_ms: Some(100.0),
