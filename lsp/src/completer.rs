@@ -238,25 +238,8 @@ impl Completer {
     /// Steps 1–3 of the pipeline without generating: the context window, the single-line or
     /// block decision, and the exact prompt (what `nib context` prints).
     pub fn plan(&self, req: &CompletionRequest) -> Plan {
-        self.plan_with(req, self.config.prefix_tokens)
-    }
-
-    /// [`Completer::plan`] with a prefix budget of `prefix_tokens`.
-    fn plan_with(&self, req: &CompletionRequest, prefix_tokens: usize) -> Plan {
-        let tok = &self.tok;
         let cursor = req.cursor.min(req.text.len());
-
-        // 1. Context: the local window under the token budget.
-        let count = |s: &str| tok.encode(s).len();
-        let window = nib_indexer::local_window(
-            req.text,
-            cursor,
-            prefix_tokens,
-            self.config.suffix_tokens,
-            &count,
-        );
-
-        // 2. How much to ask for.
+        // How much to ask for: one line or a block.
         let line_start = req.text[..cursor].rfind('\n').map_or(0, |i| i + 1);
         let line_end = req.text[cursor..]
             .find('\n')
@@ -284,7 +267,30 @@ impl Completer {
             self.config.max_tokens_single
         });
 
-        // 3. The prompt.
+        // The window under the token budgets, and the prompt.
+        let (parts, ids) = self.prompt(req, self.config.prefix_tokens);
+        Plan {
+            parts,
+            ids,
+            multiline,
+            max_tokens,
+            line_prefix: line_prefix.to_string(),
+        }
+    }
+
+    /// The local window with a prefix budget of `prefix_tokens`, and the prompt laid out from
+    /// it: the part of a plan that depends on the budget.
+    fn prompt(&self, req: &CompletionRequest, prefix_tokens: usize) -> (PromptParts, Vec<u32>) {
+        let tok = &self.tok;
+        let cursor = req.cursor.min(req.text.len());
+        let count = |s: &str| tok.encode(s).len();
+        let window = nib_indexer::local_window(
+            req.text,
+            cursor,
+            prefix_tokens,
+            self.config.suffix_tokens,
+            &count,
+        );
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
             files: req.files.to_vec(),
@@ -293,13 +299,7 @@ impl Completer {
             suffix: window.suffix,
         };
         let ids = prompt::build(tok, &self.fim, &parts);
-        Plan {
-            parts,
-            ids,
-            multiline,
-            max_tokens,
-            line_prefix: line_prefix.to_string(),
-        }
+        (parts, ids)
     }
 
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
@@ -331,10 +331,18 @@ impl Completer {
             {
                 continue;
             }
-            let p = self.plan_with(r, budget);
-            if p.ids.len() >= full.ids.len() {
+            // The same decision of how much to write; only the prompt is shorter.
+            let (parts, ids) = self.prompt(r, budget);
+            if ids.len() >= full.ids.len() {
                 continue; // the window was not cut: the same prompt
             }
+            let p = Plan {
+                parts,
+                ids,
+                multiline: full.multiline,
+                max_tokens: full.max_tokens,
+                line_prefix: full.line_prefix.clone(),
+            };
             let fits = cost(&p.ids) <= deadline;
             chosen = Some(p);
             if fits {

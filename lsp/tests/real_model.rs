@@ -174,7 +174,7 @@ fn a_generation_stops_when_its_text_is_no_longer_wanted() {
 #[test]
 fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     let text = include_str!("../src/completer.rs");
-    let cursor = text.find("        // 2. How much to ask for.").unwrap();
+    let cursor = text.find("    fn sized_plan(").unwrap();
     let req = request("lsp/src/completer.rs", text, cursor, Multiline::Never);
     let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
     let config = CompleterConfig {
