@@ -9,11 +9,13 @@
 //!
 //! ## What this crate must not do
 //! It never reimplements the completion pipeline: every task goes through `nib_lsp::Completer`
-//! or a spawned `nib serve`, so what it measures is what an editor gets. It never runs a
+//! or a spawned `nib serve`, so what it measures is what an editor gets; the one exception is
+//! the [`anchor`], llama.cpp's server answering the same tasks for comparison. It never runs a
 //! generated program outside the sandbox. Benchmark data is read from `../shared/benchmarks`
 //! or a path given by flag, never copied into the repository. Results are appended to a JSON-lines
 //! file as they come, so an interrupted run resumes where it stopped.
 
+pub mod anchor;
 pub mod humaneval;
 pub mod humaneval_rust;
 pub mod replay;

@@ -1,12 +1,13 @@
 //! `nib-eval`: benchmarks through the same completion pipeline the editor uses.
 
 use clap::{Parser, Subcommand};
+use nib_eval::anchor::{self, Answerer};
 use nib_eval::humaneval;
 use nib_eval::report;
 use nib_eval::run::{run_batches, run_tasks, Record, Selection};
 use nib_eval::santacoder::{self, Outcome};
 use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
-use nib_model::{BackendKind, CancelToken};
+use nib_model::BackendKind;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -82,8 +83,18 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Two summaries (`eval/reports/NAME.json`) side by side, with the differences.
-    Compare { a: PathBuf, b: PathBuf },
+    /// Two summaries (`eval/reports/NAME.json`) side by side, with the differences, and task by
+    /// task where both results files (`NAME.jsonl`) are there: which tasks each got right alone.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Tasks shown each way.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Store the task-by-task counts in B's summary (for the README's notes).
+        #[arg(long)]
+        save: bool,
+    },
     /// Rewrites the README's results section from the summaries in the reports directory.
     Readme {
         #[arg(long, default_value = "README.md")]
@@ -135,6 +146,15 @@ struct ModelArgs {
     /// it); the server's window takes `suffixTokens` (64).
     #[arg(long)]
     fim_suffix_tokens: Option<usize>,
+    /// Answer through llama.cpp instead of nib (the anchor): starts this `llama-server` on
+    /// loopback with the same model file and asks its `/infill`
+    /// (`scripts/get-llama-server.sh` builds one; `--llama-server default` takes that one).
+    #[arg(long)]
+    llama_server: Option<PathBuf>,
+    /// Answer through an inference server that is already running: a URL ending in `/infill`
+    /// (llama.cpp) or `/v1/completions` (nib's exact prompt tokens).
+    #[arg(long, conflicts_with = "llama_server")]
+    anchor_url: Option<String>,
 }
 
 impl ModelArgs {
@@ -154,11 +174,21 @@ impl ModelArgs {
             "model_bytes": size,
             "backend": format!("{:?}", self.backend).to_lowercase(),
             "fim_suffix_tokens": self.fim_suffix_tokens,
+            "anchor": self.anchor_name(),
         }))
     }
 
-    /// A completer for whole-task prompts: the benchmark's text is never cut.
-    fn completer(&self, max_tokens: usize) -> anyhow::Result<Completer> {
+    /// Who answers when it is not nib: `llama.cpp /infill`, or the URL given.
+    fn anchor_name(&self) -> Option<String> {
+        match (&self.llama_server, &self.anchor_url) {
+            (Some(_), _) => Some("llama.cpp /infill".into()),
+            (None, Some(url)) => Some(url.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// An answerer for whole-task prompts: the benchmark's text is never cut.
+    fn completer(&self, max_tokens: usize) -> anyhow::Result<Answerer> {
         self.completer_with(CompleterConfig {
             prefix_tokens: 4096,
             suffix_tokens: self.fim_suffix_tokens.unwrap_or(4096),
@@ -168,9 +198,42 @@ impl ModelArgs {
         })
     }
 
-    fn completer_with(&self, config: CompleterConfig) -> anyhow::Result<Completer> {
-        let engine = nib_model::load_backend(self.backend, &self.path()?)?;
-        Ok(Completer::new(engine, config)?)
+    /// nib with `config`, or the anchor windowed by `config`.
+    fn completer_with(&self, config: CompleterConfig) -> anyhow::Result<Answerer> {
+        let path = self.path()?;
+        let (url, server) = match (&self.llama_server, &self.anchor_url) {
+            (None, None) => {
+                let engine = nib_model::load_backend(self.backend, &path)?;
+                return Ok(Answerer::Nib(Completer::new(engine, config)?));
+            }
+            (Some(bin), _) => {
+                let bin = if bin.as_os_str() == "default" {
+                    anchor::default_llama_server()
+                } else {
+                    bin.clone()
+                };
+                eprintln!("starting {} on loopback", bin.display());
+                let server = anchor::LlamaServer::start(&bin, &path)?;
+                (server.infill_url(), Some(server))
+            }
+            (None, Some(url)) => (url.clone(), None),
+        };
+        let remote = nib_model::remote::RemoteConfig::new(
+            &url,
+            None,
+            None,
+            std::time::Duration::from_secs(600),
+        )?;
+        let spec = nib_lsp::completer::ModelSpec {
+            path,
+            backend: BackendKind::Remote,
+            remote: Some(remote.clone()),
+        };
+        Ok(Answerer::Anchor {
+            planner: Completer::load(&spec, config)?,
+            config: remote,
+            _server: server,
+        })
     }
 }
 
@@ -213,9 +276,34 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             out,
             model,
         } => repo_rust(args, select, out, model),
-        Command::Compare { a, b } => {
-            let (a, b) = (report::Summary::read(&a)?, report::Summary::read(&b)?);
-            print!("{}", report::compare(&a, &b));
+        Command::Compare {
+            a,
+            b,
+            examples,
+            save,
+        } => {
+            let (sa, mut sb) = (report::Summary::read(&a)?, report::Summary::read(&b)?);
+            print!("{}", report::compare(&sa, &sb));
+            let (ja, jb) = (a.with_extension("jsonl"), b.with_extension("jsonl"));
+            if !(ja.exists() && jb.exists()) {
+                eprintln!(
+                    "no task-by-task comparison: {} and {} are both needed",
+                    ja.display(),
+                    jb.display()
+                );
+                return Ok(());
+            }
+            let (ra, rb) = (report::read_results(&ja)?, report::read_results(&jb)?);
+            println!();
+            print!(
+                "{}",
+                report::versus_markdown(&sa.name, &sb.name, &ra, &rb, examples)
+            );
+            if save {
+                sb.versus = Some(report::versus_markdown(&sa.name, &sb.name, &ra, &rb, 0));
+                std::fs::write(&b, serde_json::to_string_pretty(&sb)? + "\n")?;
+                eprintln!("stored the comparison in {}", b.display());
+            }
             Ok(())
         }
         Command::Readme {
@@ -226,8 +314,15 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let mut summaries = Vec::new();
             for n in &names {
                 let p = reports.join(format!("{n}.json"));
+                // llama.cpp's run of the same tasks, where there is one, goes beside nib's.
+                let anchor = reports.join(format!("{n}-llama.json"));
                 if p.exists() {
-                    summaries.push(report::Summary::read(&p)?);
+                    let s = report::Summary::read(&p)?;
+                    summaries.push(if anchor.exists() {
+                        s.beside(&report::Summary::read(&anchor)?, "llama.cpp")
+                    } else {
+                        s
+                    });
                 } else {
                     eprintln!("{} is missing: run that benchmark first", p.display());
                 }
@@ -354,6 +449,7 @@ fn replay(
             .collect(),
         }],
         latencies_ms: latencies,
+        versus: None,
         notes: vec![
             format!(
                 "{} keystrokes, {} suggestions shown. CodeCompose's multi-line rollout saved 17% of keystrokes.",
@@ -467,13 +563,14 @@ fn santacoder_fim(
     finish(
         &out,
         report::Summary {
-            name: "santacoder-fim".into(),
+            name: stem(&out, "santacoder-fim"),
             title: format!("SantaCoder FIM exact match ({} tasks)", outcomes.len()),
             command: report::command_line(),
             meta,
             columns: vec!["exact match".into(), "latency ms".into()],
             rows,
             latencies_ms: outcomes.iter().map(|o| o.latency_ms).collect(),
+            versus: None,
             notes: vec![
                 "Published for Qwen2.5-Coder-0.5B (base, bf16): py 70.3, java 78.1, js 81.2, all 77.7. The shipped file under llama.cpp, first 150 tasks of each language: 56.7 / 61.3 / 63.3 / 60.4 (`../shared/benchmarks/README.md`).".into(),
             ],
@@ -484,11 +581,11 @@ fn santacoder_fim(
 /// One completion of `prefix`…`suffix` in the plain FIM layout (no path, no other files: the
 /// benchmarks' protocol), and its latency in ms.
 fn fim(
-    c: &mut Completer,
+    c: &mut Answerer,
     prefix: &str,
     suffix: &str,
     multiline: Multiline,
-) -> anyhow::Result<(nib_lsp::Completion, f64)> {
+) -> anyhow::Result<(anchor::Answer, f64)> {
     let text = format!("{prefix}{suffix}");
     let req = CompletionRequest {
         repo_name: "",
@@ -500,8 +597,15 @@ fn fim(
         files: &[],
     };
     let t = Instant::now();
-    let completion = c.complete(&req, &CancelToken::new())?;
+    let completion = c.answer(&req)?;
     Ok((completion, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// A summary's name: its results file's stem (`--out eval/reports/humaneval-single-llama.jsonl`
+/// gives `humaneval-single-llama`), else the benchmark's own.
+fn stem(out: &std::path::Path, default: &str) -> String {
+    out.file_stem()
+        .map_or(default.into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -615,7 +719,7 @@ fn humaneval_infill(
     finish(
         &out,
         report::Summary {
-            name: format!("humaneval-{name}"),
+            name: stem(&out, &format!("humaneval-{name}")),
             title: format!(
                 "HumanEval {name}-line infilling, executed ({} tasks{})",
                 results.len(),
@@ -626,6 +730,7 @@ fn humaneval_infill(
             columns: vec!["pass@1".into(), "exact match".into(), "latency ms".into()],
             rows: vec![row],
             latencies_ms: latencies,
+            versus: None,
             notes: vec![
                 "Published pass@1 (greedy, Code Llama paper): Code Llama 7B 74.1 single-line, 48.2 multi-line; InCoder-6B 69.0 / 38.6. The shipped file under llama.cpp, every 5th single-line task: 54.6 (`../shared/benchmarks/README.md`).".into(),
             ],
@@ -748,7 +853,7 @@ fn humaneval_rust(
     finish(
         &out,
         report::Summary {
-            name: "humaneval-rust".into(),
+            name: stem(&out, "humaneval-rust"),
             title: format!(
                 "HumanEval-X Rust single-line infilling, compiled and tested ({} tasks)",
                 all.len()
@@ -761,6 +866,7 @@ fn humaneval_rust(
                 row("without brace-only lines", &no_braces),
             ],
             latencies_ms: results.iter().map(|r| r.latency_ms).collect(),
+            versus: None,
             notes: vec![
                 "Canonical solutions pass 163 of 164 (Rust/50 is written against rand 0.7).".into(),
             ],
@@ -899,7 +1005,7 @@ fn repo_rust(
         "suffix_tokens": args.suffix_tokens,
         "context_chars": budget,
     });
-    let mut completer: Option<Completer> = None;
+    let mut completer: Option<Answerer> = None;
     let results = run_tasks(
         &out,
         &meta,
@@ -952,7 +1058,7 @@ fn repo_rust(
                 files: &files,
             };
             let t = Instant::now();
-            let completion = c.complete(&req, &CancelToken::new())?;
+            let completion = c.answer(&req)?;
             Ok(RepoOutcome {
                 id: format!("{}#{condition}", task.id),
                 task: task.id.clone(),
@@ -1031,7 +1137,7 @@ fn repo_rust(
     finish(
         &out,
         report::Summary {
-            name: "repo-rust".into(),
+            name: stem(&out, "repo-rust"),
             title: format!(
                 "Repository-level Rust line completion ({} tasks from {} crates; {}/{} prefix/suffix tokens)",
                 tasks.len(),
@@ -1051,6 +1157,7 @@ fn repo_rust(
             ],
             rows,
             latencies_ms: Vec::new(),
+            versus: None,
             notes: vec![lift],
         },
     )

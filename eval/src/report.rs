@@ -34,6 +34,10 @@ pub struct Summary {
     /// Free text under the table (what the figures mean, a published reference).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// For an anchor's run: its task-by-task comparison with nib's run of the same tasks
+    /// (`nib-eval compare --save`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus: Option<String>,
 }
 
 /// The command line of this process, as a user would type it (paths under the home directory
@@ -90,6 +94,36 @@ impl Summary {
         }
         let _ = writeln!(s, "`{}`", self.command);
         s
+    }
+
+    /// This table with the anchor's figure beside each headline figure (rows matched by label),
+    /// and the anchor's command and task-by-task comparison under it.
+    pub fn beside(&self, anchor: &Summary, anchor_name: &str) -> Summary {
+        let mut out = self.clone();
+        let Some(headline) = self.columns.first().cloned() else {
+            return out;
+        };
+        let column = format!("{headline}, {anchor_name}");
+        out.columns.insert(1, column.clone());
+        let mut differ = false;
+        for r in &mut out.rows {
+            let a = anchor.rows.iter().find(|a| a.label == r.label);
+            if let Some(v) = a.and_then(|a| a.metrics.get(&headline)) {
+                r.metrics.insert(column.clone(), *v);
+            }
+            differ |= a.is_some_and(|a| a.tasks != r.tasks);
+        }
+        let mut note = format!(
+            "{anchor_name}: the same model file served by llama.cpp's `llama-server`, answering the same tasks through its `/infill`{} (`{}`).",
+            if differ { " (on a different number of tasks: the run is not complete)" } else { "" },
+            anchor.command
+        );
+        if let Some(v) = &anchor.versus {
+            note += "\n\n";
+            note += v;
+        }
+        out.notes.push(note);
+        out
     }
 
     /// Writes `NAME.json`, `NAME.md`, `NAME.svg` (and `NAME-latency.svg`) into `dir`.
@@ -176,6 +210,159 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
         .filter(|r| !a.rows.iter().any(|ra| ra.label == r.label))
     {
         let _ = writeln!(s, "| {} | (only in {}) | | | |", rb.label, b.name);
+    }
+    s
+}
+
+/// One task's result as the comparison reads it from a results file, whatever the benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    pub id: String,
+    /// The language or the repo-rust condition, where the benchmark has one.
+    pub group: Option<String>,
+    /// Passed its tests where it was executed, else an exact match.
+    pub right: bool,
+    pub completion: String,
+}
+
+impl TaskResult {
+    /// Reads one result line; `None` for the first line (the run's `meta`).
+    pub fn from_json(v: &serde_json::Value) -> Option<TaskResult> {
+        if v.get("meta").is_some() {
+            return None;
+        }
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let id = s("id").or_else(|| Some(format!("{}/{}", s("language")?, s("name")?)))?;
+        let right = v
+            .get("passed")
+            .or_else(|| v.get("exact"))
+            .or_else(|| v.get("scores").and_then(|x| x.get("exact")))
+            .and_then(|x| x.as_bool())?;
+        Some(TaskResult {
+            id,
+            group: s("condition").or_else(|| s("language")),
+            right,
+            completion: s("completion").unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads a results file (JSON lines, as the benchmarks write them).
+pub fn read_results(path: &Path) -> anyhow::Result<Vec<TaskResult>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        out.extend(TaskResult::from_json(&v));
+    }
+    Ok(out)
+}
+
+/// Wins and losses of `b` against `a` over the tasks both answered.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Versus {
+    pub common: usize,
+    pub both_right: usize,
+    pub both_wrong: usize,
+    /// Right in `b` only.
+    pub b_only: Vec<(TaskResult, TaskResult)>,
+    /// Right in `a` only.
+    pub a_only: Vec<(TaskResult, TaskResult)>,
+}
+
+pub fn versus(a: &[TaskResult], b: &[TaskResult]) -> Versus {
+    let by_id: std::collections::HashMap<&str, &TaskResult> =
+        b.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut v = Versus::default();
+    for ra in a {
+        let Some(rb) = by_id.get(ra.id.as_str()) else {
+            continue;
+        };
+        v.common += 1;
+        match (ra.right, rb.right) {
+            (true, true) => v.both_right += 1,
+            (false, false) => v.both_wrong += 1,
+            (false, true) => v.b_only.push((ra.clone(), (*rb).clone())),
+            (true, false) => v.a_only.push((ra.clone(), (*rb).clone())),
+        }
+    }
+    v
+}
+
+/// The task-by-task comparison as Markdown: counts (overall and per group) and up to `examples`
+/// tasks each way, with both answers' first lines.
+pub fn versus_markdown(
+    a_name: &str,
+    b_name: &str,
+    a: &[TaskResult],
+    b: &[TaskResult],
+    examples: usize,
+) -> String {
+    let all = versus(a, b);
+    let mut s = format!(
+        "Task by task, {} tasks answered by both: {b_name} alone right on {}, {a_name} alone right on {} (net {:+}); both right {}, both wrong {}.\n",
+        all.common,
+        all.b_only.len(),
+        all.a_only.len(),
+        all.b_only.len() as i64 - all.a_only.len() as i64,
+        all.both_right,
+        all.both_wrong
+    );
+    let groups: std::collections::BTreeSet<&str> =
+        a.iter().filter_map(|r| r.group.as_deref()).collect();
+    if groups.len() > 1 {
+        s += &format!("\n| group | tasks | {b_name} alone | {a_name} alone | both right |\n| --- | ---: | ---: | ---: | ---: |\n");
+        for g in groups {
+            let pick = |rs: &[TaskResult]| -> Vec<TaskResult> {
+                rs.iter()
+                    .filter(|r| r.group.as_deref() == Some(g))
+                    .cloned()
+                    .collect()
+            };
+            let v = versus(&pick(a), &pick(b));
+            let _ = writeln!(
+                s,
+                "| {g} | {} | {} | {} | {} |",
+                v.common,
+                v.b_only.len(),
+                v.a_only.len(),
+                v.both_right
+            );
+        }
+    }
+    let first = |t: &str| -> String {
+        let line = t.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line: String = line.trim().chars().take(80).collect();
+        format!("`{}`", line.replace('`', "'"))
+    };
+    for (title, list) in [
+        (format!("{b_name} alone right"), &all.b_only),
+        (format!("{a_name} alone right"), &all.a_only),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "\n{title}, first {} of {}:\n",
+            examples.min(list.len()),
+            list.len()
+        );
+        for (ra, rb) in list.iter().take(examples) {
+            let _ = writeln!(
+                s,
+                "- {}: {a_name} {} · {b_name} {}",
+                ra.id,
+                first(&ra.completion),
+                first(&rb.completion)
+            );
+        }
     }
     s
 }
@@ -320,6 +507,7 @@ mod tests {
             }],
             latencies_ms: vec![500.0, 812.4, 1200.0],
             notes: vec![],
+            versus: None,
         }
     }
 
@@ -344,6 +532,85 @@ mod tests {
         assert!(
             text.contains("| all | exact match | 50.0 | 62.5 | +12.5 |"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn results_of_every_benchmark_are_read_for_the_task_by_task_comparison() {
+        // (result line as each benchmark writes it, what the comparison reads)
+        let cases = [
+            (r#"{"meta":{"bench":"x"}}"#, None),
+            (
+                r#"{"name":"t1","language":"py","completion":"x = 1","exact":true}"#,
+                Some(("py/t1", Some("py"), true)),
+            ),
+            (
+                r#"{"id":"HumanEval/3/L1","completion":"","passed":false,"exact":true}"#,
+                Some(("HumanEval/3/L1", None, false)),
+            ),
+            (
+                r#"{"id":"k/a.rs:3#nib","condition":"nib","completion":"y","scores":{"exact":true}}"#,
+                Some(("k/a.rs:3#nib", Some("nib"), true)),
+            ),
+            (r#"{"id":"no verdict"}"#, None),
+        ];
+        for (line, want) in cases {
+            let got = TaskResult::from_json(&serde_json::from_str(line).unwrap());
+            let got = got
+                .as_ref()
+                .map(|r| (r.id.as_str(), r.group.as_deref(), r.right));
+            assert_eq!(got, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn wins_and_losses_task_by_task() {
+        let r = |id: &str, right: bool, text: &str| TaskResult {
+            id: id.into(),
+            group: Some(id[..1].into()),
+            right,
+            completion: text.into(),
+        };
+        let a = [
+            r("a1", true, "x"),
+            r("a2", false, "y"),
+            r("b1", true, "z"),
+            r("b2", false, "w"),
+            r("c1", true, "only in a"),
+        ];
+        let b = [
+            r("a1", true, "x"),
+            r("a2", true, "yy"),
+            r("b1", false, "zz"),
+            r("b2", false, "ww"),
+        ];
+        let v = versus(&a, &b);
+        assert_eq!((v.common, v.both_right, v.both_wrong), (4, 1, 1));
+        assert_eq!(v.b_only.len(), 1);
+        assert_eq!(v.a_only[0].0.id, "b1");
+        let md = versus_markdown("nib", "llama", &a, &b, 5);
+        assert!(md.starts_with("Task by task, 4 tasks answered by both: llama alone right on 1, nib alone right on 1 (net +0)"), "{md}");
+        assert!(md.contains("| a | 2 | 1 | 0 | 1 |"), "{md}");
+        assert!(md.contains("- a2: nib `y` · llama `yy`"), "{md}");
+    }
+
+    #[test]
+    fn the_anchor_goes_beside_the_headline() {
+        let mut anchor = summary("a-llama", 40.0);
+        anchor.versus = Some("Task by task, 3 tasks".into());
+        let t = summary("a", 50.0).beside(&anchor, "llama.cpp");
+        assert_eq!(
+            t.columns[..2],
+            [
+                "exact match".to_string(),
+                "exact match, llama.cpp".to_string()
+            ]
+        );
+        let md = t.markdown();
+        assert!(md.contains("| all | 3 | 50.0 | 40.0 | 812 |"), "{md}");
+        assert!(
+            md.contains("Task by task, 3 tasks") && md.contains("/infill"),
+            "{md}"
         );
     }
 

@@ -396,6 +396,16 @@ impl Completer {
         }
     }
 
+    /// The texts that end a completion wherever they appear (the model's FIM end markers), for
+    /// a caller that reads a server's stream itself.
+    pub fn stop_text(&self) -> Vec<String> {
+        self.fim
+            .stops
+            .iter()
+            .map(|&id| self.tok.decode(&[id]))
+            .collect()
+    }
+
     /// The prompt's tokens as text, special tokens written out.
     pub fn prompt_text(&self, ids: &[u32]) -> String {
         self.tok.decode(ids)
