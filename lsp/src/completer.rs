@@ -51,6 +51,8 @@ pub struct CompleterConfig {
     /// one being computed in the background ([`Completer::warm_up`]). None: always the full
     /// window (the CLI and the benchmarks).
     pub prefill_deadline_ms: Option<f64>,
+    /// Token healing ([`Plan::heal`]) on a local model.
+    pub token_healing: bool,
 }
 
 impl Default for CompleterConfig {
@@ -63,6 +65,7 @@ impl Default for CompleterConfig {
             session_slots: 3,
             cache_budget_tokens: 4096,
             prefill_deadline_ms: None,
+            token_healing: true,
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct Plan {
     pub multiline: bool,
     pub max_tokens: usize,
     pub line_prefix: String,
+    /// Token healing: the text of the prefix's last token, taken off the end of `ids`; the
+    /// model writes it back first, free to make it part of a longer token (`.` → `.push`,
+    /// `pri` → `print`, `;` → `;\n`). Empty where nothing was taken off (a remote server).
+    pub heal: Vec<u8>,
 }
 
 /// The model to run, and where.
@@ -268,19 +275,24 @@ impl Completer {
         });
 
         // The window under the token budgets, and the prompt.
-        let (parts, ids) = self.prompt(req, self.config.prefix_tokens);
+        let (parts, ids, heal) = self.prompt(req, self.config.prefix_tokens);
         Plan {
             parts,
             ids,
             multiline,
             max_tokens,
             line_prefix: line_prefix.to_string(),
+            heal,
         }
     }
 
-    /// The local window with a prefix budget of `prefix_tokens`, and the prompt laid out from
-    /// it: the part of a plan that depends on the budget.
-    fn prompt(&self, req: &CompletionRequest, prefix_tokens: usize) -> (PromptParts, Vec<u32>) {
+    /// The local window with a prefix budget of `prefix_tokens`, the prompt laid out from it,
+    /// and what token healing took off its end: the part of a plan that depends on the budget.
+    fn prompt(
+        &self,
+        req: &CompletionRequest,
+        prefix_tokens: usize,
+    ) -> (PromptParts, Vec<u32>, Vec<u8>) {
         let tok = &self.tok;
         let cursor = req.cursor.min(req.text.len());
         let count = |s: &str| tok.encode(s).len();
@@ -298,8 +310,12 @@ impl Completer {
             prefix: window.prefix,
             suffix: window.suffix,
         };
-        let ids = prompt::build(tok, &self.fim, &parts);
-        (parts, ids)
+        let mut ids = prompt::build(tok, &self.fim, &parts);
+        let heal = match &self.runner {
+            Runner::Local { .. } if self.config.token_healing => heal(tok, &self.fim, &mut ids),
+            _ => Vec::new(),
+        };
+        (parts, ids, heal)
     }
 
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
@@ -332,7 +348,7 @@ impl Completer {
                 continue;
             }
             // The same decision of how much to write; only the prompt is shorter.
-            let (parts, ids) = self.prompt(r, budget);
+            let (parts, ids, heal) = self.prompt(r, budget);
             if ids.len() >= full.ids.len() {
                 continue; // the window was not cut: the same prompt
             }
@@ -342,6 +358,7 @@ impl Completer {
                 multiline: full.multiline,
                 max_tokens: full.max_tokens,
                 line_prefix: full.line_prefix.clone(),
+                heal,
             };
             let fits = cost(&p.ids) <= deadline;
             chosen = Some(p);
@@ -439,6 +456,7 @@ impl Completer {
             multiline,
             max_tokens,
             line_prefix,
+            heal,
         } = self.sized_plan(req);
         let tokenize_ms = ms_since(t_plan);
 
@@ -462,6 +480,7 @@ impl Completer {
             }
         }
         params.keep_going = keep_going;
+        params.heal = heal;
         let (generation, generated_tokens) = match &mut self.runner {
             Runner::Local { backend, pool } => {
                 let session = pool.pick(backend.as_ref(), &ids);
@@ -531,6 +550,24 @@ impl Completer {
 
 fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Token healing: takes the prefix's last token off `ids` (the token before the FIM suffix
+/// marker) and returns its text. A prompt that ends inside what the tokenizer would write as one
+/// token (`foo.ba|`, `x = |`, `stmt;|` before a newline) puts the model where it never was in
+/// training; written back by the model under a constraint, that token can grow into the one
+/// that belongs there. Nothing is taken where the prefix is empty.
+fn heal(tok: &Tokenizer, fim: &FimTokens, ids: &mut Vec<u32>) -> Vec<u8> {
+    let Some(at) = ids.iter().rposition(|&t| t == fim.suffix) else {
+        return Vec::new();
+    };
+    match at.checked_sub(1).map(|i| ids[i]) {
+        Some(last) if last != fim.prefix && !tok.is_special(last) => {
+            ids.remove(at - 1);
+            tok.token_bytes(last).to_vec()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// For a file of no indexed language: a block is wanted where a new scope starts, by the

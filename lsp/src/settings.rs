@@ -32,6 +32,9 @@ pub struct Settings {
     pub other_files_chars: usize,
     /// Suggest in the middle of a word when the rest of the line is more than closing characters.
     pub mid_word: bool,
+    /// Token healing: the prompt's last token is written back by the model, so a cursor in
+    /// the middle of a word or right after `.` gets the rest of the word (local models only).
+    pub token_healing: bool,
     /// Master switch, and per-language switches by LSP language id (`{"markdown": false}`).
     pub enable: bool,
     pub languages: HashMap<String, bool>,
@@ -62,6 +65,7 @@ impl Default for Settings {
             suffix_tokens: 64,
             other_files_chars: 6000,
             mid_word: false,
+            token_healing: c.token_healing,
             enable: true,
             languages: HashMap::new(),
             remote_url: None,
@@ -148,6 +152,7 @@ impl Settings {
                 // A file just opened or a jump answers within about a second; the full
                 // window follows in the background.
                 prefill_deadline_ms: Some(1000.0),
+                token_healing: self.token_healing,
                 ..CompleterConfig::default()
             },
             ..EngineConfig::default()

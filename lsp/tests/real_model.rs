@@ -198,3 +198,55 @@ fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     let plain = completer().complete(&req, &CancelToken::new()).unwrap();
     assert_eq!(warm.text, plain.text);
 }
+
+/// Token healing takes the prompt's last token off for the model to write back
+/// (`fixtures/heal.txt`), and a completion started mid-word finishes the word.
+#[test]
+fn token_healing_golden_cases() {
+    let cases = std::fs::read_to_string(common::fixture("heal.txt")).unwrap();
+    let c = completer();
+    let mut failed = Vec::new();
+    for line in cases
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (src, want) = line.split_once(" => ").expect("`text => healed`");
+        let src = src.replace("\\n", "\n");
+        let cursor = src.find('|').expect("cursor marker");
+        let text = src.replacen('|', "", 1);
+        let plan = c.plan(&request("src/lib.rs", &text, cursor, Multiline::Never));
+        let got = String::from_utf8_lossy(&plan.heal).into_owned();
+        if got != want.replace("\\n", "\n") {
+            failed.push(format!("{line:?}: took off {got:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Cursors in the middle of a word: without healing the model continued `.sq` as `rd()`,
+/// `.pa` as `and_then(…)` and `names.it` as `erator()` (measured 2026-12-05).
+#[test]
+fn a_word_started_before_the_cursor_is_finished() {
+    let cases = [
+        (
+            "src/lib.rs",
+            "pub struct Point { pub x: f64, pub y: f64 }\n\nimpl Point {\n    pub fn norm(&self) -> f64 {\n        (self.x * self.x + self.y * self.y).sq|\n    }\n}\n",
+            "rt()",
+        ),
+        (
+            "src/lib.rs",
+            "pub fn parse(s: &str) -> Result<i32, std::num::ParseIntError> {\n    s.trim().pa|\n}\n",
+            "rse",
+        ),
+        (
+            "src/main.rs",
+            "fn main() {\n    let names = vec![\"a\", \"b\"];\n    for n in names.it|\n}\n",
+            "er()",
+        ),
+    ];
+    let mut c = completer();
+    for (path, src, want) in cases {
+        let got = complete_with(&mut c, path, src, Multiline::Never);
+        assert!(got.text.starts_with(want), "{src:?}: {:?}", got.text);
+    }
+}

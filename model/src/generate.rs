@@ -49,6 +49,11 @@ pub struct GenerateParams {
     /// Called with the text so far before each token is decoded; `false` stops the generation
     /// as cancelled (its output is no longer wanted: e.g. the user typed something else).
     pub keep_going: Option<KeepGoing>,
+    /// Token healing: text the caller took off the end of the prompt (its last token, which
+    /// may be a piece of a longer one). The first tokens are chosen among those that agree with
+    /// it, so the model may write `.push` where the prompt ended in `.`; this text is not part
+    /// of the output, which starts where the prompt's text ended.
+    pub heal: Vec<u8>,
 }
 
 /// A caller's own stop rule over the generated text (e.g. "the block has ended").
@@ -79,6 +84,7 @@ impl GenerateParams {
             draft_len: 0,
             on_first_line: None,
             keep_going: None,
+            heal: Vec::new(),
         }
     }
 }
@@ -107,6 +113,44 @@ pub struct Generation {
     /// Speculation: draft tokens proposed, and how many of them greedy decoding kept.
     pub drafted: usize,
     pub accepted: usize,
+}
+
+/// The greedy token among those that agree with `owed`, text still to be written back (token
+/// healing): its bytes begin with `owed` or are a beginning of `owed`. Never a special token.
+/// With `line_start`, what a token adds after `owed` may not end the line before it holds text
+/// (a line break after nothing but spaces): the healed text ended a line, the cursor's line is
+/// where the completion goes, and a blank line there is what healing must not invent (after a
+/// docstring's `"""\n` the model would rather end the function). An empty `owed` then picks
+/// the best token that does not leave the line blank.
+pub fn argmax_agreeing(logits: &[f32], tok: &Tokenizer, owed: &[u8], line_start: bool) -> u32 {
+    let mut best = None::<(u32, f32)>;
+    for (i, &x) in logits.iter().enumerate().take(tok.vocab_size()) {
+        if best.is_some_and(|(_, b)| x <= b) {
+            continue;
+        }
+        let id = i as u32;
+        let b = tok.token_bytes(id);
+        if b.is_empty() || tok.is_special(id) {
+            continue;
+        }
+        let agrees = match b.strip_prefix(owed) {
+            Some(more) => !(line_start && breaks_a_blank_line(more)),
+            None => owed.starts_with(b),
+        };
+        if agrees {
+            best = Some((id, x));
+        }
+    }
+    // Every byte is a token of a byte-level vocabulary, so some token agrees; a vocabulary
+    // without one gets the plain choice.
+    best.map_or_else(|| argmax(logits, &[]), |(id, _)| id)
+}
+
+/// Whether `text` has a line break before any text other than spaces and tabs.
+fn breaks_a_blank_line(text: &[u8]) -> bool {
+    text.iter()
+        .find(|c| !matches!(c, b' ' | b'\t'))
+        .is_some_and(|c| matches!(c, b'\n' | b'\r'))
 }
 
 /// Draft tokens for prompt-lookup speculation: where the last 3 (else 2) tokens of `context`
@@ -234,13 +278,28 @@ pub fn generate_with_draft(
     let mut stop = StopReason::MaxTokens;
     let (mut drafted, mut accepted) = (0, 0);
     let first_line_told = std::cell::Cell::new(params.single_line);
+    // Bytes of `params.heal` written back so far; the output (`bytes`) starts after them.
+    let healed = std::cell::Cell::new(0usize);
+    let owed = || &params.heal[healed.get()..];
+    // A healed line break: the completion starts a line and must not start with a blank one.
+    let heals_line = params.heal.ends_with(b"\n");
+    let is_blank = |t: &[u8]| t.iter().all(|c| matches!(c, b' ' | b'\t'));
+    let pick = |logits: &[f32], written: &[u8]| match owed() {
+        [] if heals_line && is_blank(written) => argmax_agreeing(logits, tok, &[], true),
+        [] => argmax(logits, &params.banned),
+        owed => argmax_agreeing(logits, tok, owed, heals_line),
+    };
     // Applies the stop rules to one more token; `Some(reason)` ends the completion.
     let emit = |t: u32, tokens: &mut Vec<u32>, bytes: &mut Vec<u8>| -> Option<StopReason> {
         if params.stops.contains(&t) {
             return Some(StopReason::StopToken);
         }
         tokens.push(t);
-        bytes.extend_from_slice(tok.token_bytes(t));
+        let mut piece = tok.token_bytes(t);
+        let back = piece.len().min(owed().len());
+        healed.set(healed.get() + back);
+        piece = &piece[back..];
+        bytes.extend_from_slice(piece);
         if params.single_line {
             if let Some(end) = end_of_first_line(bytes) {
                 bytes.truncate(end);
@@ -262,7 +321,7 @@ pub fn generate_with_draft(
         }
         (tokens.len() >= params.max_tokens).then_some(StopReason::MaxTokens)
     };
-    let mut next = argmax(&logits, &params.banned);
+    let mut next = pick(&logits, &[]);
     'decode: loop {
         if params.max_tokens == 0 {
             break;
@@ -280,7 +339,9 @@ pub fn generate_with_draft(
             break;
         }
         let room = params.max_tokens - tokens.len();
-        let draft = if params.draft_len > 0 && room > 1 {
+        // No drafts while healing: a draft is checked by the plain choice.
+        let healing = !owed().is_empty() || (heals_line && is_blank(&bytes));
+        let draft = if params.draft_len > 0 && room > 1 && !healing {
             let mut context = session.tokens().to_vec();
             context.push(next);
             let k = params.draft_len.min(room - 1);
@@ -293,7 +354,7 @@ pub fn generate_with_draft(
         };
         if draft.is_empty() {
             logits = session.feed(&[next], cancel)?;
-            next = argmax(&logits, &params.banned);
+            next = pick(&logits, &bytes);
             continue;
         }
         // Check the draft in one pass: the logits after `next` and after each draft token.

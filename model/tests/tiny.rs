@@ -154,6 +154,44 @@ fn single_line_mode_stops_at_end_of_line() {
 }
 
 #[test]
+fn a_healed_prompt_writes_back_what_was_taken_off() {
+    let Tiny {
+        backend, tok, fim, ..
+    } = tiny();
+    // (text the prompt ends in, the part taken off it)
+    for (text, heal) in [
+        ("fn main() {\n    let", "let"),
+        ("fn main() {\n    ", "    "),
+        ("let s = \"hé", "é"),
+        ("x.le", ".le"),
+        ("let x = 1;\n", ";\n"),
+        ("let x = 1;\n\n", "\n\n"),
+    ] {
+        let ids = prompt_ids(&tok, &fim, &text[..text.len() - heal.len()]);
+        let mut params = GenerateParams::new(&tok, fim.stops.clone(), 12, false);
+        params.heal = heal.as_bytes().to_vec();
+        let g = common::generate_fresh(backend.as_ref(), &tok, &ids, &params);
+        // The model writes the text back first (random weights would rarely pick it freely),
+        // and the output starts after it.
+        let written = tok.decode(&g.tokens);
+        assert!(
+            written.starts_with(heal),
+            "{text:?}: {written:?} does not begin with {heal:?}"
+        );
+        assert_eq!(written[heal.len()..], g.text, "{text:?}");
+        // A healed line break starts the line the completion goes on: never a blank one.
+        if heal.ends_with('\n') {
+            let first = g.text.split('\n').next().unwrap();
+            assert!(
+                !(first.trim().is_empty() && g.text.contains('\n')),
+                "{text:?}: {:?} starts with a blank line",
+                g.text
+            );
+        }
+    }
+}
+
+#[test]
 fn cancelled_generation_stops() {
     let Tiny {
         backend,
