@@ -82,7 +82,21 @@ impl LlamaServer {
     pub fn start(binary: &Path, model: &Path) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let child = Command::new(binary)
+        let mut cmd = Command::new(binary);
+        // The server goes when nib-eval goes, even when it is killed (Ctrl-C, a signal) and
+        // `Drop` does not run.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: `prctl` is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("-m")
             .arg(model)

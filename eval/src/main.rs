@@ -155,6 +155,15 @@ struct ModelArgs {
     /// (llama.cpp) or `/v1/completions` (nib's exact prompt tokens).
     #[arg(long, conflicts_with = "llama_server")]
     anchor_url: Option<String>,
+    /// Which endpoint of the started `--llama-server` answers: `infill` (llama.cpp lays out
+    /// its own prompt) or `completions` (`/v1/completions` with nib's exact prompt tokens, which
+    /// leaves only the engines' arithmetic to differ).
+    #[arg(long, default_value = "infill", value_parser = ["infill", "completions"])]
+    anchor_endpoint: String,
+    /// Token healing (nib only): the prompt's last token is taken off and written back by the
+    /// model under a constraint.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    token_healing: bool,
 }
 
 impl ModelArgs {
@@ -169,18 +178,25 @@ impl ModelArgs {
     fn describe(&self) -> anyhow::Result<serde_json::Value> {
         let path = self.path()?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok(serde_json::json!({
+        let mut d = serde_json::json!({
             "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
             "model_bytes": size,
             "backend": format!("{:?}", self.backend).to_lowercase(),
             "fim_suffix_tokens": self.fim_suffix_tokens,
             "anchor": self.anchor_name(),
-        }))
+        });
+        if self.anchor_name().is_none() {
+            d["token_healing"] = self.token_healing.into();
+        }
+        Ok(d)
     }
 
     /// Who answers when it is not nib: `llama.cpp /infill`, or the URL given.
     fn anchor_name(&self) -> Option<String> {
         match (&self.llama_server, &self.anchor_url) {
+            (Some(_), _) if self.anchor_endpoint == "completions" => {
+                Some("llama.cpp /v1/completions".into())
+            }
             (Some(_), _) => Some("llama.cpp /infill".into()),
             (None, Some(url)) => Some(url.clone()),
             (None, None) => None,
@@ -201,6 +217,10 @@ impl ModelArgs {
     /// nib with `config`, or the anchor windowed by `config`.
     fn completer_with(&self, config: CompleterConfig) -> anyhow::Result<Answerer> {
         let path = self.path()?;
+        let config = CompleterConfig {
+            token_healing: self.token_healing,
+            ..config
+        };
         let (url, server) = match (&self.llama_server, &self.anchor_url) {
             (None, None) => {
                 let engine = nib_model::load_backend(self.backend, &path)?;
@@ -214,7 +234,11 @@ impl ModelArgs {
                 };
                 eprintln!("starting {} on loopback", bin.display());
                 let server = anchor::LlamaServer::start(&bin, &path)?;
-                (server.infill_url(), Some(server))
+                let url = match self.anchor_endpoint.as_str() {
+                    "completions" => format!("{}/v1/completions", server.base),
+                    _ => server.infill_url(),
+                };
+                (url, Some(server))
             }
             (None, Some(url)) => (url.clone(), None),
         };
