@@ -78,7 +78,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     if s.single_line {
         text = first_line(&text);
     } else {
-        text = limit_to_block(&text, s.line_prefix);
+        text = limit_to_block(&text, s.line_prefix, first_code_line(s.next_lines));
     }
     text = trim_line_ends(&text);
     text = drop_suffix_overlap(&text, s.line_suffix);
@@ -230,19 +230,43 @@ pub fn first_line(text: &str) -> String {
     }
 }
 
+/// The first line of `lines` that holds more than whitespace (its trailing whitespace dropped),
+/// or "".
+pub fn first_code_line(lines: &str) -> &str {
+    lines
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .map_or("", |l| l.trim_end())
+}
+
 /// Cuts a multi-line completion where its block ends: at the first line indented less than the
 /// block's first line (that line, usually a closing bracket, is already in the file or is not
-/// part of this block).
-pub fn limit_to_block(text: &str, line_prefix: &str) -> String {
+/// part of this block), or at the first line that is the file's next line of code, `next`
+/// (the same text at the same indentation: the model has written its part and goes on with
+/// what the file already has).
+pub fn limit_to_block(text: &str, line_prefix: &str, next: &str) -> String {
     let indent = |l: &str| l.len() - l.trim_start_matches([' ', '\t']).len();
     let mut block_indent: Option<usize> = None;
     let mut end = text.len();
     let mut offset = 0;
+    let blank_prefix = line_prefix.trim().is_empty();
     for (i, line) in text.split('\n').enumerate() {
         let here = offset;
         offset += line.len() + 1;
         if line.trim().is_empty() {
             continue;
+        }
+        // The whole line as it would stand in the file (the first continues the cursor's).
+        let whole = match i {
+            0 if blank_prefix => Some(format!("{line_prefix}{line}")),
+            0 => None,
+            _ => Some(line.to_string()),
+        };
+        // A line still being written is compared once it is complete.
+        let complete = offset <= text.len();
+        if complete && !next.is_empty() && whole.is_some_and(|w| w.trim_end() == next) {
+            end = here;
+            break;
         }
         let width = if i == 0 {
             if !line_prefix.trim().is_empty() {
@@ -325,7 +349,44 @@ mod tests {
             ("one()\ntwo()", "", "one()\ntwo()"),
         ];
         for (raw, prefix, want) in cases {
-            assert_eq!(limit_to_block(raw, prefix), *want, "{raw:?}");
+            assert_eq!(limit_to_block(raw, prefix, ""), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_block_stops_at_the_files_next_line() {
+        // (raw, line prefix, the file's next line of code, expected)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // The model wrote its lines, then the ones the file already has.
+            (
+                "total += x\n    return total\n\ndef g():",
+                "    ",
+                "    return total",
+                "total += x\n",
+            ),
+            // The same text deeper in the block is the model's own.
+            (
+                "if a:\n        return total\n    b()",
+                "    ",
+                "    return total",
+                "if a:\n        return total\n    b()",
+            ),
+            // At once on the cursor's (blank) line: nothing of its own to add.
+            ("return total\n", "    ", "    return total", ""),
+            // After code on the cursor's line the first line is never the next one.
+            ("x)\n    y()", "    f(", "    f(x)", "x)\n    y()"),
+            // A line still being written is left alone until it is complete.
+            (
+                "a()\n    return to",
+                "    ",
+                "    return total",
+                "a()\n    return to",
+            ),
+            // A closer the file has at the same indentation.
+            ("a();\n    }\n    else {", "        ", "    }", "a();\n"),
+        ];
+        for (raw, prefix, next, want) in cases {
+            assert_eq!(limit_to_block(raw, prefix, next), *want, "{raw:?}");
         }
     }
 
