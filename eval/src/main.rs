@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, default_value = "eval/reports")]
         reports: PathBuf,
         /// The summaries to include, in order.
-        #[arg(default_values_t = ["santacoder-fim".to_string(), "humaneval-single".to_string(), "humaneval-rust".to_string(), "repo-rust".to_string(), "replay".to_string(), "replay-polyglot".to_string()])]
+        #[arg(default_values_t = ["santacoder-fim-s300".to_string(), "humaneval-single".to_string(), "humaneval-rust".to_string(), "repo-rust".to_string(), "replay".to_string(), "replay-polyglot".to_string()])]
         names: Vec<String>,
     },
     /// Typing replay through a real `nib serve`: latency, model calls, typing-through, keystrokes saved.
@@ -588,7 +588,14 @@ fn santacoder_fim(
         &out,
         report::Summary {
             name: stem(&out, "santacoder-fim"),
-            title: format!("SantaCoder FIM exact match ({} tasks)", outcomes.len()),
+            title: format!(
+                "SantaCoder FIM exact match ({} tasks{})",
+                outcomes.len(),
+                match select.describe() {
+                    d if d.is_empty() => d,
+                    d => format!(", {d}"),
+                }
+            ),
             command: report::command_line(),
             meta,
             columns: vec!["exact match".into(), "latency ms".into()],

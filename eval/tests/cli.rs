@@ -1,6 +1,7 @@
 //! `nib-eval` end to end with the real default model: a benchmark run writes its results and
 //! reports, a second run resumes without redoing a task, and every benchmark goes through the
-//! completion pipeline (repo-rust's nib condition really carries context from the crate's index).
+//! completion pipeline (repo-rust's nib condition really carries context from the crate's index);
+//! llama.cpp's server answers the same tasks as the anchor, compared task by task.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +35,8 @@ fn summary(path: &Path) -> nib_eval::report::Summary {
 #[test]
 fn santacoder_runs_resumes_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("sc.jsonl");
+    // The summary is named by the results file.
+    let out = dir.path().join("santacoder-fim.jsonl");
     let out = out.to_str().unwrap();
     let args = [
         "santacoder-fim",
@@ -47,7 +49,7 @@ fn santacoder_runs_resumes_and_reports() {
     ];
     let (stdout, _) = nib_eval(&args);
     assert!(
-        stdout.contains("### SantaCoder FIM exact match (4 tasks)"),
+        stdout.contains("### SantaCoder FIM exact match (4 tasks, --shard 0/600 --limit 4)"),
         "{stdout}"
     );
     let s = summary(&dir.path().join("santacoder-fim.json"));
@@ -77,7 +79,7 @@ fn santacoder_runs_resumes_and_reports() {
 #[test]
 fn humaneval_completions_are_executed() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("he.jsonl");
+    let out = dir.path().join("humaneval-single.jsonl");
     nib_eval(&[
         "humaneval-infill",
         "--limit",
@@ -113,7 +115,7 @@ fn repo_rust_runs_three_conditions_on_a_real_crate() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("crates.txt");
     std::fs::write(&list, "ropey 1.6.1\n").unwrap();
-    let out = dir.path().join("rr.jsonl");
+    let out = dir.path().join("repo-rust.jsonl");
     let (stdout, _) = nib_eval(&[
         "repo-rust",
         "--crates",
@@ -154,4 +156,110 @@ fn repo_rust_runs_three_conditions_on_a_real_crate() {
         "nib's context builder found nothing in ropey"
     );
     assert!(ctx("oracle") > 0);
+}
+
+fn llama_server() -> PathBuf {
+    let path = std::env::var_os("NIB_LLAMA_SERVER")
+        .map_or_else(|| nib_eval::anchor::default_llama_server(), PathBuf::from);
+    assert!(
+        path.exists(),
+        "llama-server is needed at {} (run scripts/get-llama-server.sh, or set NIB_LLAMA_SERVER)",
+        path.display()
+    );
+    path
+}
+
+/// The anchor answers the same tasks through a real llama.cpp server; `compare` finds them
+/// task by task, `--save` keeps the counts, and the README table gets llama.cpp's column.
+#[test]
+fn llama_cpp_answers_the_same_tasks_and_stands_beside_nib() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path();
+    let server = llama_server();
+    let (nib_out, llama_out) = (
+        reports.join("humaneval-single.jsonl"),
+        reports.join("humaneval-single-llama.jsonl"),
+    );
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "humaneval-infill",
+            "--limit",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut anchor = args(&llama_out);
+    anchor.extend(["--llama-server".into(), server.to_str().unwrap().into()]);
+    nib_eval(&anchor.iter().map(String::as_str).collect::<Vec<_>>());
+    nib_eval(
+        &args(&nib_out)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&llama_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["meta"]["model"]["anchor"], "llama.cpp /infill");
+    assert_eq!(rows.len(), 4, "meta and three answers");
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r["verdict"] != serde_json::Value::Null),
+        "every answer of llama.cpp is executed: {rows:?}"
+    );
+
+    let (a, b) = (
+        reports.join("humaneval-single.json"),
+        reports.join("humaneval-single-llama.json"),
+    );
+    let (cmp, _) = nib_eval_plain(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--save",
+    ]);
+    assert!(
+        cmp.contains("Task by task, 3 tasks answered by both"),
+        "{cmp}"
+    );
+    assert!(summary(&b).versus.is_some_and(|v| v.contains("3 tasks")));
+
+    let readme = reports.join("README.md");
+    std::fs::write(
+        &readme,
+        "<!-- nib-eval:results -->\n<!-- /nib-eval:results -->\n",
+    )
+    .unwrap();
+    nib_eval_plain(&[
+        "readme",
+        "--readme",
+        readme.to_str().unwrap(),
+        "--reports",
+        reports.to_str().unwrap(),
+        "humaneval-single",
+    ]);
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(text.contains("| pass@1 | pass@1, llama.cpp |"), "{text}");
+    assert!(text.contains("Task by task, 3 tasks"), "{text}");
+}
+
+/// `nib-eval` without a model argument (the commands that only read reports).
+fn nib_eval_plain(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nib-eval"))
+        .args(args)
+        .output()
+        .expect("nib-eval runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "nib-eval {args:?} failed:\n{stderr}");
+    (stdout, stderr)
 }
