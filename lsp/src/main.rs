@@ -674,16 +674,26 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
             "prompt_tokens": plan.ids.len(),
             "prompt_ids": plan.ids,
             "prompt": prompt,
+            // Token healing: the prefix's end taken off the prompt, which the model writes
+            // back first.
+            "heal": String::from_utf8_lossy(&plan.heal),
         });
         println!("{out}");
     } else {
         println!("{prompt}");
         eprintln!(
-            "nib: {} prompt tokens, {} other file(s), {}, at most {} tokens",
+            "nib: {} prompt tokens, {} other file(s), {}, at most {} tokens{}",
             plan.ids.len(),
             plan.parts.files.len(),
             if plan.multiline { "block" } else { "one line" },
-            plan.max_tokens
+            plan.max_tokens,
+            match plan.heal.is_empty() {
+                true => String::new(),
+                false => format!(
+                    ", {:?} taken off the end for the model to write back",
+                    String::from_utf8_lossy(&plan.heal)
+                ),
+            }
         );
     }
     Ok(())

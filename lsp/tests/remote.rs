@@ -358,10 +358,27 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
     let root = ws.path().to_str().unwrap();
     let specials = |ids: &[u32]| ids.iter().filter(|&&i| tok.is_special(i)).count();
 
+    // The prompt a remote server gets (no token healing: a server cannot be constrained).
+    let context = |url: &str| {
+        nib_json(&[
+            "context",
+            &at,
+            "--json",
+            "--root",
+            root,
+            "--model",
+            m,
+            "--backend",
+            "remote",
+            "--remote-url",
+            url,
+        ])
+    };
     std::fs::write(&file, control_file(true)).unwrap();
-    let clean = nib_json(&["context", &at, "--json", "--root", root, "--model", m]);
+    let clean = context(&proxy.base);
     std::fs::write(&file, control_file(false)).unwrap();
-    let dirty = nib_json(&["context", &at, "--json", "--root", root, "--model", m]);
+    let dirty = context(&proxy.base);
+    assert_eq!(dirty["heal"], "", "{dirty}");
     let ids: Vec<u32> = serde_json::from_value(dirty["prompt_ids"].clone()).unwrap();
     let clean_ids: Vec<u32> = serde_json::from_value(clean["prompt_ids"].clone()).unwrap();
     assert_eq!(
