@@ -91,7 +91,8 @@ enum Command {
         /// Tasks shown each way.
         #[arg(long, default_value_t = 5)]
         examples: usize,
-        /// Store the task-by-task counts in B's summary (for the README's notes).
+        /// Store the task-by-task counts in A's summary, for the README's notes (A the anchor's
+        /// run, `NAME-llama.json`, B nib's).
         #[arg(long)]
         save: bool,
     },
@@ -306,7 +307,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             examples,
             save,
         } => {
-            let (sa, mut sb) = (report::Summary::read(&a)?, report::Summary::read(&b)?);
+            let (mut sa, sb) = (report::Summary::read(&a)?, report::Summary::read(&b)?);
             print!("{}", report::compare(&sa, &sb));
             let (ja, jb) = (a.with_extension("jsonl"), b.with_extension("jsonl"));
             if !(ja.exists() && jb.exists()) {
@@ -324,9 +325,9 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 report::versus_markdown(&sa.name, &sb.name, &ra, &rb, examples)
             );
             if save {
-                sb.versus = Some(report::versus_markdown(&sa.name, &sb.name, &ra, &rb, 0));
-                std::fs::write(&b, serde_json::to_string_pretty(&sb)? + "\n")?;
-                eprintln!("stored the comparison in {}", b.display());
+                sa.versus = Some(report::versus_markdown(&sa.name, &sb.name, &ra, &rb, 0));
+                std::fs::write(&a, serde_json::to_string_pretty(&sa)? + "\n")?;
+                eprintln!("stored the comparison in {}", a.display());
             }
             Ok(())
         }

@@ -221,14 +221,15 @@ fn llama_cpp_answers_the_same_tasks_and_stands_beside_nib() {
     );
     let (cmp, _) = nib_eval_plain(&[
         "compare",
-        a.to_str().unwrap(),
         b.to_str().unwrap(),
+        a.to_str().unwrap(),
         "--save",
     ]);
     assert!(
         cmp.contains("Task by task, 3 tasks answered by both"),
         "{cmp}"
     );
+    // Kept in the anchor's summary.
     assert!(summary(&b).versus.is_some_and(|v| v.contains("3 tasks")));
 
     let readme = reports.join("README.md");
