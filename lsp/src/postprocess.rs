@@ -140,8 +140,15 @@ pub fn cut_at_closer_the_suffix_has(text: &str, line_prefix: &str, line_suffix: 
 }
 
 /// A multi-line completion that ends with the lines already after the cursor loses them:
-/// the model rewrote what follows instead of stopping.
+/// the model rewrote what follows instead of stopping. Lines are compared without their
+/// indentation, except lines of closing brackets alone: there the indentation says which block
+/// they close (a `}` at 8 spaces before the file's `}` at 4 is the inner block's end, not a
+/// rewrite of the outer one).
 pub fn drop_following_overlap(text: &str, next_lines: &str) -> String {
+    let same = |a: &str, b: &str| {
+        let closers = a.trim().chars().all(|c| ")]};,".contains(c));
+        a.trim() == b.trim() && (!closers || a.trim_end() == b.trim_end())
+    };
     if !text.contains('\n') {
         return text.to_string();
     }
@@ -160,7 +167,7 @@ pub fn drop_following_overlap(text: &str, next_lines: &str) -> String {
             .collect();
         if !tail.is_empty()
             && tail.len() <= theirs.len()
-            && tail.iter().zip(&theirs).all(|(a, b)| a.trim() == b.trim())
+            && tail.iter().zip(&theirs).all(|(a, b)| same(a, b))
         {
             return ours[..start].join("\n").trim_end().to_string();
         }
