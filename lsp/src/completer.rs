@@ -1,7 +1,7 @@
 //! The completion pipeline, one function from (text, cursor) to a completion. The CLI, the server
 //! and the eval harness all call [`Completer::complete`].
 
-use crate::postprocess::{first_code_line, limit_to_block, postprocess, Surroundings};
+use crate::postprocess::{limit_to_block, postprocess, Surroundings};
 use nib_model::prompt::{self, FimTokens, PromptParts};
 use nib_model::remote::{self, RemoteConfig, RemoteRequest};
 use nib_model::{
@@ -466,8 +466,7 @@ impl Completer {
         if multiline {
             // Stop decoding as soon as the block is complete.
             let head = line_prefix;
-            let next =
-                first_code_line(Surroundings::of(req.text, cursor, false).next_lines).to_string();
+            let next = Surroundings::of(req.text, cursor, false).next_code_line();
             params.stop_check = Some(Arc::new(move |text: &str| {
                 let kept = limit_to_block(text, &head, &next).len();
                 (kept < text.len()).then_some(kept)

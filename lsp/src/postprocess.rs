@@ -18,6 +18,17 @@ pub struct Surroundings<'a> {
 }
 
 impl<'a> Surroundings<'a> {
+    /// The line of code that will follow a block inserted here: the cursor's own line where only
+    /// indentation precedes the cursor and code follows it (the block goes in before that code),
+    /// else the first non-blank line after the cursor's line.
+    pub fn next_code_line(&self) -> String {
+        if self.line_prefix.trim().is_empty() && !self.line_suffix.trim().is_empty() {
+            format!("{}{}", self.line_prefix, self.line_suffix.trim_end())
+        } else {
+            first_code_line(self.next_lines).to_string()
+        }
+    }
+
     /// Reads the surroundings of byte offset `cursor` in `text`.
     pub fn of(text: &'a str, cursor: usize, single_line: bool) -> Self {
         let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
@@ -78,7 +89,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     if s.single_line {
         text = first_line(&text);
     } else {
-        text = limit_to_block(&text, s.line_prefix, first_code_line(s.next_lines));
+        text = limit_to_block(&text, s.line_prefix, &s.next_code_line());
     }
     text = trim_line_ends(&text);
     text = drop_suffix_overlap(&text, s.line_suffix);
