@@ -345,7 +345,7 @@ pub fn versus_markdown(
         (format!("{b_name} alone right"), &all.b_only),
         (format!("{a_name} alone right"), &all.a_only),
     ] {
-        if list.is_empty() {
+        if list.is_empty() || examples == 0 {
             continue;
         }
         let _ = writeln!(

@@ -160,7 +160,7 @@ fn repo_rust_runs_three_conditions_on_a_real_crate() {
 
 fn llama_server() -> PathBuf {
     let path = std::env::var_os("NIB_LLAMA_SERVER")
-        .map_or_else(|| nib_eval::anchor::default_llama_server(), PathBuf::from);
+        .map_or_else(nib_eval::anchor::default_llama_server, PathBuf::from);
     assert!(
         path.exists(),
         "llama-server is needed at {} (run scripts/get-llama-server.sh, or set NIB_LLAMA_SERVER)",
