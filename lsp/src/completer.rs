@@ -416,11 +416,7 @@ impl Completer {
     /// The texts that end a completion wherever they appear (the model's FIM end markers), for
     /// a caller that reads a server's stream itself.
     pub fn stop_text(&self) -> Vec<String> {
-        self.fim
-            .stops
-            .iter()
-            .map(|&id| self.tok.decode(&[id]))
-            .collect()
+        self.fim.stop_text(&self.tok)
     }
 
     /// The prompt's tokens as text, special tokens written out.
@@ -495,7 +491,7 @@ impl Completer {
                 (g, n)
             }
             Runner::Remote { config, .. } => {
-                let stop_text = self.fim.stops.iter().map(|&id| tok.decode(&[id])).collect();
+                let stop_text = self.fim.stop_text(&tok);
                 let r = remote::complete(
                     config,
                     &RemoteRequest {

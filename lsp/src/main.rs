@@ -687,12 +687,13 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
             plan.parts.files.len(),
             if plan.multiline { "block" } else { "one line" },
             plan.max_tokens,
-            match plan.heal.is_empty() {
-                true => String::new(),
-                false => format!(
+            if plan.heal.is_empty() {
+                String::new()
+            } else {
+                format!(
                     ", {:?} taken off the end for the model to write back",
                     String::from_utf8_lossy(&plan.heal)
-                ),
+                )
             }
         );
     }

@@ -250,7 +250,7 @@ pub fn first_line(text: &str) -> String {
 
 /// The first line of `lines` that holds more than whitespace (its trailing whitespace dropped),
 /// or "".
-pub fn first_code_line(lines: &str) -> &str {
+fn first_code_line(lines: &str) -> &str {
     lines
         .lines()
         .find(|l| !l.trim().is_empty())
@@ -274,15 +274,14 @@ pub fn limit_to_block(text: &str, line_prefix: &str, next: &str) -> String {
         if line.trim().is_empty() {
             continue;
         }
-        // The whole line as it would stand in the file (the first continues the cursor's).
-        let whole = match i {
-            0 if blank_prefix => Some(format!("{line_prefix}{line}")),
-            0 => None,
-            _ => Some(line.to_string()),
-        };
-        // A line still being written is compared once it is complete.
+        // The line as it would stand in the file (the first continues the cursor's), compared
+        // once it is complete (this runs after every token: nothing is allocated).
         let complete = offset <= text.len();
-        if complete && !next.is_empty() && whole.is_some_and(|w| w.trim_end() == next) {
+        let is_next = match i {
+            0 => blank_prefix && next.strip_prefix(line_prefix) == Some(line.trim_end()),
+            _ => line.trim_end() == next,
+        };
+        if complete && !next.is_empty() && is_next {
             end = here;
             break;
         }

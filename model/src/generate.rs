@@ -283,11 +283,17 @@ pub fn generate_with_draft(
     let owed = || &params.heal[healed.get()..];
     // A healed line break: the completion starts a line and must not start with a blank one.
     let heals_line = params.heal.ends_with(b"\n");
-    let is_blank = |t: &[u8]| t.iter().all(|c| matches!(c, b' ' | b'\t'));
-    let pick = |logits: &[f32], written: &[u8]| match owed() {
-        [] if heals_line && is_blank(written) => argmax_agreeing(logits, tok, &[], true),
-        [] => argmax(logits, &params.banned),
-        owed => argmax_agreeing(logits, tok, owed, heals_line),
+    // Healing goes on while text is owed, or while a healed line holds only spaces: the next
+    // token is then chosen among those that agree (`argmax_agreeing`), never drafted.
+    let healing = |written: &[u8]| {
+        !owed().is_empty() || (heals_line && written.iter().all(|c| matches!(c, b' ' | b'\t')))
+    };
+    let pick = |logits: &[f32], written: &[u8]| {
+        if healing(written) {
+            argmax_agreeing(logits, tok, owed(), heals_line)
+        } else {
+            argmax(logits, &params.banned)
+        }
     };
     // Applies the stop rules to one more token; `Some(reason)` ends the completion.
     let emit = |t: u32, tokens: &mut Vec<u32>, bytes: &mut Vec<u8>| -> Option<StopReason> {
@@ -340,8 +346,7 @@ pub fn generate_with_draft(
         }
         let room = params.max_tokens - tokens.len();
         // No drafts while healing: a draft is checked by the plain choice.
-        let healing = !owed().is_empty() || (heals_line && is_blank(&bytes));
-        let draft = if params.draft_len > 0 && room > 1 && !healing {
+        let draft = if params.draft_len > 0 && room > 1 && !healing(&bytes) {
             let mut context = session.tokens().to_vec();
             context.push(next);
             let k = params.draft_len.min(room - 1);

@@ -31,6 +31,11 @@ pub struct FimTokens {
 }
 
 impl FimTokens {
+    /// The stop tokens as text: what ends a completion read as text from a server's stream.
+    pub fn stop_text(&self, tok: &Tokenizer) -> Vec<String> {
+        self.stops.iter().map(|&id| tok.decode(&[id])).collect()
+    }
+
     /// Finds the FIM tokens in a vocabulary; `None` when the model has none.
     pub fn detect(tok: &Tokenizer) -> Option<Self> {
         let id = |s: &str| tok.token_id(s);
