@@ -70,6 +70,24 @@ impl Answerer {
     }
 }
 
+/// Which endpoint of a started llama-server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Endpoint {
+    /// `/infill`: llama.cpp lays out its own prompt from nib's windows.
+    Infill,
+    /// `/v1/completions` with nib's exact prompt tokens: only the engines' arithmetic differs.
+    Completions,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Infill => "/infill",
+            Endpoint::Completions => "/v1/completions",
+        }
+    }
+}
+
 /// A `llama-server` on loopback serving `model`, stopped when dropped.
 pub struct LlamaServer {
     child: Child,
@@ -135,9 +153,8 @@ impl LlamaServer {
         }
     }
 
-    /// The server's `/infill` endpoint.
-    pub fn infill_url(&self) -> String {
-        format!("{}/infill", self.base)
+    pub fn url(&self, endpoint: Endpoint) -> String {
+        format!("{}{}", self.base, endpoint.path())
     }
 }
 

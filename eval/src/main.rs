@@ -156,11 +156,9 @@ struct ModelArgs {
     /// (llama.cpp) or `/v1/completions` (nib's exact prompt tokens).
     #[arg(long, conflicts_with = "llama_server")]
     anchor_url: Option<String>,
-    /// Which endpoint of the started `--llama-server` answers: `infill` (llama.cpp lays out
-    /// its own prompt) or `completions` (`/v1/completions` with nib's exact prompt tokens, which
-    /// leaves only the engines' arithmetic to differ).
-    #[arg(long, default_value = "infill", value_parser = ["infill", "completions"])]
-    anchor_endpoint: String,
+    /// Which endpoint of the started `--llama-server` answers.
+    #[arg(long, value_enum, default_value_t = anchor::Endpoint::Infill)]
+    anchor_endpoint: anchor::Endpoint,
     /// Token healing (nib only): the prompt's last token is taken off and written back by the
     /// model under a constraint.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -179,14 +177,15 @@ impl ModelArgs {
     fn describe(&self) -> anyhow::Result<serde_json::Value> {
         let path = self.path()?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let anchor = self.anchor_name();
         let mut d = serde_json::json!({
             "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
             "model_bytes": size,
             "backend": format!("{:?}", self.backend).to_lowercase(),
             "fim_suffix_tokens": self.fim_suffix_tokens,
-            "anchor": self.anchor_name(),
+            "anchor": anchor,
         });
-        if self.anchor_name().is_none() {
+        if anchor.is_none() {
             d["token_healing"] = self.token_healing.into();
         }
         Ok(d)
@@ -195,10 +194,7 @@ impl ModelArgs {
     /// Who answers when it is not nib: `llama.cpp /infill`, or the URL given.
     fn anchor_name(&self) -> Option<String> {
         match (&self.llama_server, &self.anchor_url) {
-            (Some(_), _) if self.anchor_endpoint == "completions" => {
-                Some("llama.cpp /v1/completions".into())
-            }
-            (Some(_), _) => Some("llama.cpp /infill".into()),
+            (Some(_), _) => Some(format!("llama.cpp {}", self.anchor_endpoint.path())),
             (None, Some(url)) => Some(url.clone()),
             (None, None) => None,
         }
@@ -235,11 +231,7 @@ impl ModelArgs {
                 };
                 eprintln!("starting {} on loopback", bin.display());
                 let server = anchor::LlamaServer::start(&bin, &path)?;
-                let url = match self.anchor_endpoint.as_str() {
-                    "completions" => format!("{}/v1/completions", server.base),
-                    _ => server.infill_url(),
-                };
-                (url, Some(server))
+                (server.url(self.anchor_endpoint), Some(server))
             }
             (None, Some(url)) => (url.clone(), None),
         };

@@ -113,8 +113,13 @@ impl Summary {
             }
             differ |= a.is_some_and(|a| a.tasks != r.tasks);
         }
-        let mut note = format!(
-            "{anchor_name}: the same model file served by llama.cpp's `llama-server`, answering the same tasks through its `/infill`{} (`{}`).",
+        // Which server and endpoint answered, as the anchor's run recorded it.
+        let who = anchor.meta["model"]["anchor"]
+            .as_str()
+            .unwrap_or(anchor_name);
+        let mut note =
+            format!(
+            "{anchor_name}: the same model file and the same tasks, answered by `{who}`{} (`{}`).",
             if differ { " (on a different number of tasks: the run is not complete)" } else { "" },
             anchor.command
         );
@@ -274,6 +279,16 @@ pub struct Versus {
     pub b_only: Vec<(TaskResult, TaskResult)>,
     /// Right in `a` only.
     pub a_only: Vec<(TaskResult, TaskResult)>,
+    /// The same counts per group (language, condition).
+    pub by_group: BTreeMap<String, GroupCount>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GroupCount {
+    pub common: usize,
+    pub b_only: usize,
+    pub a_only: usize,
+    pub both_right: usize,
 }
 
 pub fn versus(a: &[TaskResult], b: &[TaskResult]) -> Versus {
@@ -290,6 +305,16 @@ pub fn versus(a: &[TaskResult], b: &[TaskResult]) -> Versus {
             (false, false) => v.both_wrong += 1,
             (false, true) => v.b_only.push((ra.clone(), (*rb).clone())),
             (true, false) => v.a_only.push((ra.clone(), (*rb).clone())),
+        }
+        if let Some(g) = &ra.group {
+            let c = v.by_group.entry(g.clone()).or_default();
+            c.common += 1;
+            match (ra.right, rb.right) {
+                (true, true) => c.both_right += 1,
+                (false, true) => c.b_only += 1,
+                (true, false) => c.a_only += 1,
+                (false, false) => {}
+            }
         }
     }
     v
@@ -314,25 +339,13 @@ pub fn versus_markdown(
         all.both_right,
         all.both_wrong
     );
-    let groups: std::collections::BTreeSet<&str> =
-        a.iter().filter_map(|r| r.group.as_deref()).collect();
-    if groups.len() > 1 {
+    if all.by_group.len() > 1 {
         s += &format!("\n| group | tasks | {b_name} alone | {a_name} alone | both right |\n| --- | ---: | ---: | ---: | ---: |\n");
-        for g in groups {
-            let pick = |rs: &[TaskResult]| -> Vec<TaskResult> {
-                rs.iter()
-                    .filter(|r| r.group.as_deref() == Some(g))
-                    .cloned()
-                    .collect()
-            };
-            let v = versus(&pick(a), &pick(b));
+        for (g, c) in &all.by_group {
             let _ = writeln!(
                 s,
                 "| {g} | {} | {} | {} | {} |",
-                v.common,
-                v.b_only.len(),
-                v.a_only.len(),
-                v.both_right
+                c.common, c.b_only, c.a_only, c.both_right
             );
         }
     }
@@ -597,6 +610,7 @@ mod tests {
     #[test]
     fn the_anchor_goes_beside_the_headline() {
         let mut anchor = summary("a-llama", 40.0);
+        anchor.meta = serde_json::json!({"model": {"anchor": "llama.cpp /infill"}});
         anchor.versus = Some("Task by task, 3 tasks".into());
         let t = summary("a", 50.0).beside(&anchor, "llama.cpp");
         assert_eq!(

@@ -12,11 +12,18 @@ fn model() -> PathBuf {
     )
 }
 
+/// `nib-eval ARGS --model MODEL` (a command that runs the model).
 fn nib_eval(args: &[&str]) -> (String, String) {
+    let model = model();
+    let mut args = args.to_vec();
+    args.extend(["--model", model.to_str().unwrap()]);
+    nib_eval_plain(&args)
+}
+
+/// `nib-eval ARGS` from the repository root; stdout and stderr, after checking it succeeded.
+fn nib_eval_plain(args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nib-eval"))
         .args(args)
-        .arg("--model")
-        .arg(model())
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .output()
         .expect("nib-eval runs");
@@ -63,13 +70,8 @@ fn santacoder_runs_resumes_and_reports() {
     let (_, stderr) = nib_eval(&args);
     assert!(stderr.contains("4 already done, 0 to run"), "{stderr}");
     let json = dir.path().join("santacoder-fim.json");
-    let (cmp, _) = {
-        let o = Command::new(env!("CARGO_BIN_EXE_nib-eval"))
-            .args(["compare", json.to_str().unwrap(), json.to_str().unwrap()])
-            .output()
-            .unwrap();
-        (String::from_utf8_lossy(&o.stdout).into_owned(), o.status)
-    };
+    let json = json.to_str().unwrap();
+    let (cmp, _) = nib_eval_plain(&["compare", json, json]);
     assert!(
         cmp.contains("| all | exact match |") && cmp.contains("+0.0"),
         "{cmp}"
@@ -180,26 +182,10 @@ fn llama_cpp_answers_the_same_tasks_and_stands_beside_nib() {
         reports.join("humaneval-single.jsonl"),
         reports.join("humaneval-single-llama.jsonl"),
     );
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "humaneval-infill",
-            "--limit",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let mut anchor = args(&llama_out);
-    anchor.extend(["--llama-server".into(), server.to_str().unwrap().into()]);
-    nib_eval(&anchor.iter().map(String::as_str).collect::<Vec<_>>());
-    nib_eval(
-        &args(&nib_out)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let run = ["humaneval-infill", "--limit", "3", "--out"];
+    let llama_args = ["--llama-server", server.to_str().unwrap()];
+    nib_eval(&[&run[..], &[llama_out.to_str().unwrap()], &llama_args].concat());
+    nib_eval(&[&run[..], &[nib_out.to_str().unwrap()]].concat());
 
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&llama_out)
         .unwrap()
@@ -249,18 +235,4 @@ fn llama_cpp_answers_the_same_tasks_and_stands_beside_nib() {
     let text = std::fs::read_to_string(&readme).unwrap();
     assert!(text.contains("| pass@1 | pass@1, llama.cpp |"), "{text}");
     assert!(text.contains("Task by task, 3 tasks"), "{text}");
-}
-
-/// `nib-eval` without a model argument (the commands that only read reports).
-fn nib_eval_plain(args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nib-eval"))
-        .args(args)
-        .output()
-        .expect("nib-eval runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "nib-eval {args:?} failed:\n{stderr}");
-    (stdout, stderr)
 }

@@ -358,10 +358,10 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
     let root = ws.path().to_str().unwrap();
     let specials = |ids: &[u32]| ids.iter().filter(|&&i| tok.is_special(i)).count();
 
-    // The prompt a remote server gets (no token healing: a server cannot be constrained).
-    let context = |url: &str| {
+    // `nib CMD` at the cursor with the remote backend at `url`.
+    let remote = |cmd: &str, url: &str| {
         nib_json(&[
-            "context",
+            cmd,
             &at,
             "--json",
             "--root",
@@ -372,8 +372,12 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
             "remote",
             "--remote-url",
             url,
+            "--remote-api-key-env",
+            KEY_VAR,
         ])
     };
+    // The prompt a remote server gets (no token healing: a server cannot be constrained).
+    let context = |url: &str| remote("context", url);
     std::fs::write(&file, control_file(true)).unwrap();
     let clean = context(&proxy.base);
     std::fs::write(&file, control_file(false)).unwrap();
@@ -389,23 +393,7 @@ fn control_token_text_in_a_file_stays_text_on_a_real_server() {
     assert!(dirty["prompt"].as_str().unwrap().contains(CONTROL));
 
     // 1. OpenAI-compatible: the prompt goes as those very ids, and the server takes them.
-    let through = |url: &str| {
-        nib_json(&[
-            "complete",
-            &at,
-            "--json",
-            "--root",
-            root,
-            "--model",
-            m,
-            "--backend",
-            "remote",
-            "--remote-url",
-            url,
-            "--remote-api-key-env",
-            KEY_VAR,
-        ])
-    };
+    let through = |url: &str| remote("complete", url);
     let r = through(&proxy.base);
     eprintln!("openai: {r}");
     let seen = proxy.take(1);
