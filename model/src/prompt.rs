@@ -111,14 +111,19 @@ pub struct PromptParts {
     pub files: Vec<(String, String)>,
     /// Path of the file being edited, relative to the repository root; empty for the plain layout.
     pub path: String,
-    /// Text before the cursor.
+    /// Text before the cursor, up to where `middle` begins.
     pub prefix: String,
     /// Text after the cursor.
     pub suffix: String,
+    /// The end of the text before the cursor, written after the middle marker as the start of
+    /// the model's own answer (usually the cursor line's typed part). Typing on a line then
+    /// changes only the prompt's last tokens, and the prefix and suffix keep their KV cache.
+    /// Empty: the whole text before the cursor is `prefix` (what an inference server gets).
+    pub middle: String,
 }
 
 /// Lays out a FIM prompt. With an empty `path` it is the plain
-/// `<prefix>{prefix}<suffix>{suffix}<middle>` layout; with a path (and a family that has file
+/// `<prefix>{prefix}<suffix>{suffix}<middle>{middle}` layout; with a path (and a family that has file
 /// separators) it is the repository-level layout, which tells the model the file's name and so its
 /// language, and carries the other files before it.
 pub fn build(tok: &Tokenizer, fim: &FimTokens, parts: &PromptParts) -> Vec<u32> {
@@ -138,5 +143,6 @@ pub fn build(tok: &Tokenizer, fim: &FimTokens, parts: &PromptParts) -> Vec<u32> 
     ids.push(fim.suffix);
     ids.extend(tok.encode(&parts.suffix));
     ids.push(fim.middle);
+    ids.extend(tok.encode(&parts.middle));
     ids
 }

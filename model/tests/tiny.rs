@@ -75,6 +75,7 @@ fn prompt_ids(tok: &nib_model::Tokenizer, fim: &FimTokens, prefix: &str) -> Vec<
         path: "main.rs".into(),
         prefix: prefix.into(),
         suffix: "\n}\n".into(),
+        ..Default::default()
     };
     prompt::build(tok, fim, &parts)
 }
@@ -324,6 +325,7 @@ fn session_pool_keeps_each_files_cache() {
                 path: name.into(),
                 prefix: body.into(),
                 suffix: "\n".into(),
+                ..Default::default()
             },
         )
     };
