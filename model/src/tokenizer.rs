@@ -10,6 +10,7 @@ use crate::gguf::GgufFile;
 use candle_core::quantized::gguf_file::Value;
 use fancy_regex::Regex;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 pub mod token_type {
@@ -45,7 +46,18 @@ pub struct Tokenizer {
     pub eos: Option<u32>,
     pub bos: Option<u32>,
     pub add_bos: bool,
+    /// Token ids of the lines encoded lately (see [`Tokenizer::encode`]), so that a keystroke
+    /// tokenizes the line it changed and not the whole window again; `None` for GPT-2's
+    /// pre-tokenizer, whose whitespace pieces run on past a line break.
+    lines: Option<Mutex<LineCache>>,
 }
+
+/// A line's text → its token ids.
+type LineCache = HashMap<Box<str>, Box<[u32]>>;
+
+/// Lines the cache holds at most before it starts over, and the longest piece it keeps.
+const LINE_CACHE_ENTRIES: usize = 1 << 15;
+const LINE_CACHE_BYTES: usize = 4096;
 
 impl Tokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
@@ -183,6 +195,7 @@ impl Tokenizer {
             eos,
             bos,
             add_bos,
+            lines: (pattern != PRE_GPT2).then(|| Mutex::new(HashMap::new())),
         })
     }
 
@@ -252,7 +265,39 @@ impl Tokenizer {
         out
     }
 
+    /// Encodes `text` line by line through the cache of lines seen before: the ids are those
+    /// of [`Tokenizer::encode_whole`], since each piece ends where the pre-tokenizer ends one.
     fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        let Some(cache) = &self.lines else {
+            return self.encode_whole_into(text, out);
+        };
+        for piece in pieces(text) {
+            if piece.len() > LINE_CACHE_BYTES {
+                self.encode_whole_into(piece, out);
+                continue;
+            }
+            let mut lines = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ids) = lines.get(piece) {
+                out.extend_from_slice(ids);
+                continue;
+            }
+            let at = out.len();
+            self.encode_whole_into(piece, out);
+            if lines.len() >= LINE_CACHE_ENTRIES {
+                lines.clear();
+            }
+            lines.insert(piece.into(), out[at..].into());
+        }
+    }
+
+    /// Encodes text without the cache of lines: the reference that the cache must agree with.
+    pub fn encode_whole(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.encode_whole_into(text, &mut out);
+        out
+    }
+
+    fn encode_whole_into(&self, text: &str, out: &mut Vec<u32>) {
         for piece in self.pre.find_iter(text) {
             let piece = match piece {
                 Ok(m) => m.as_str(),
@@ -340,4 +385,37 @@ pub fn byte_to_unicode() -> [char; 256] {
         };
     }
     table
+}
+
+/// `text` cut into lines where Qwen's and Llama 3's pre-tokenizers end a piece as well: after the last line break of a run of whitespace that non-whitespace follows.
+/// None of the patterns goes on past such a line break (`\s*[\r\n]+` and a punctuation run's
+/// `[\r\n]*` end at it, `\s+(?!\S)` cannot end before non-whitespace), and none looks back, so
+/// each line encodes alone to the ids it has in the whole text.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len();
+        let mut search = 0;
+        while let Some(i) = rest[search..].find('\n') {
+            let after = search + i + 1;
+            let tail = &rest[after..];
+            let blank = tail.len()
+                - tail
+                    .trim_start_matches(|c: char| c.is_whitespace() && c != '\n' && c != '\r')
+                    .len();
+            match tail[blank..].chars().next() {
+                Some(c) if !c.is_whitespace() => {
+                    end = after;
+                    break;
+                }
+                _ => search = after,
+            }
+        }
+        let (piece, next) = rest.split_at(end);
+        rest = next;
+        Some(piece)
+    })
 }

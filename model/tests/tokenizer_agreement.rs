@@ -39,6 +39,49 @@ fn matches_reference_ids_on_real_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The cache of lines (`Tokenizer::encode`) gives the ids of the whole text encoded at once:
+/// on the fixture files, on each of them edited the way typing edits them, and on whitespace
+/// runs that cross line breaks, encoded cold and again from the cache.
+#[test]
+fn the_line_cache_gives_the_ids_of_the_whole_text() {
+    let g = GgufFile::open(&common::real_model()).expect("open model");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    let mut texts: Vec<String> = [
+        "a\n  \nb",
+        "x  \n\n    y",
+        ";\n\n  z",
+        "\r\n\r\n\tq",
+        "\n",
+        "  \n  ",
+        "end\n   ",
+        "a\u{a0}\n\u{a0}b",
+        "\u{2028}\n x",
+        "f(\n)\n\n\n}\n",
+        "é\n ü",
+        "\t\n\t\n",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        // Typed into: a character added in the middle of a line, and a line break.
+        let boundary = |from: usize| (from..=text.len()).find(|&i| text.is_char_boundary(i));
+        let half = boundary(text.len() / 2).unwrap();
+        let mid = boundary(text[..half].rfind('\n').map_or(0, |i| i + 1) + 1).unwrap();
+        for typed in ["x", "\n", "  "] {
+            texts.push(format!("{}{typed}{}", &text[..mid], &text[mid..]));
+        }
+        texts.push(text);
+    }
+    for text in &texts {
+        let whole = tok.encode_whole(text);
+        assert_eq!(tok.encode(text), whole, "{text:?}");
+        assert_eq!(tok.encode(text), whole, "{text:?}, from the cache");
+    }
+}
+
 #[test]
 fn special_tokens_are_text_unless_asked() {
     let g = GgufFile::open(&common::real_model()).expect("open model");
