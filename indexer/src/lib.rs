@@ -27,4 +27,4 @@ pub mod window;
 pub use index::Index;
 pub use lang::Lang;
 pub use symbols::SymbolParser;
-pub use window::{local_window, Window};
+pub use window::{local_window, window_from, Window};

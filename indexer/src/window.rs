@@ -66,26 +66,58 @@ pub fn local_window(
         }
     }
 
-    // Suffix: the cursor line's tail, then whole lines downwards.
-    let tail_end = after.find('\n').map_or(after.len(), |i| i + 1);
-    let mut end = tail_end;
-    let mut suffix_tokens = count(&after[..tail_end]);
-    while end < after.len() {
-        let line_end = after[end..].find('\n').map_or(after.len(), |i| end + i + 1);
-        let n = count(&after[end..line_end]);
-        if suffix_tokens + n > suffix_budget {
-            break;
-        }
-        suffix_tokens += n;
-        end = line_end;
-    }
-
+    let (suffix, suffix_tokens) = suffix_of(after, suffix_budget, count);
     Window {
         prefix: before[start..].to_string(),
-        suffix: after[..end].to_string(),
+        suffix,
         prefix_tokens,
         suffix_tokens,
     }
+}
+
+/// The window whose prefix begins at `start` (a line's start at or before the cursor's line,
+/// else the cursor line's start), the suffix under `suffix_budget` as in [`local_window`]: a
+/// caller that keeps a window's start while the user types downwards, so that the prompt's
+/// head stays cached, uses this one.
+pub fn window_from(
+    text: &str,
+    cursor: usize,
+    start: usize,
+    suffix_budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Window {
+    let (before, after) = text.split_at(cursor.min(text.len()));
+    let head_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_start = start == 0 || before.as_bytes().get(start - 1) == Some(&b'\n');
+    let start = if start <= head_start && line_start {
+        start
+    } else {
+        head_start
+    };
+    let (suffix, suffix_tokens) = suffix_of(after, suffix_budget, count);
+    Window {
+        prefix: before[start..].to_string(),
+        suffix,
+        prefix_tokens: count(&before[start..]),
+        suffix_tokens,
+    }
+}
+
+/// The suffix: the cursor line's tail, then whole lines downwards under `budget`.
+fn suffix_of(after: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> (String, usize) {
+    let tail_end = after.find('\n').map_or(after.len(), |i| i + 1);
+    let mut end = tail_end;
+    let mut tokens = count(&after[..tail_end]);
+    while end < after.len() {
+        let line_end = after[end..].find('\n').map_or(after.len(), |i| end + i + 1);
+        let n = count(&after[end..line_end]);
+        if tokens + n > budget {
+            break;
+        }
+        tokens += n;
+        end = line_end;
+    }
+    (after[..end].to_string(), tokens)
 }
 
 #[cfg(test)]
@@ -139,6 +171,22 @@ mod tests {
         assert_eq!(first_line(150, "let value = compute("), a);
         assert_eq!(first_line(160, ""), a);
         assert_ne!(first_line(190, ""), a);
+    }
+
+    #[test]
+    fn a_window_kept_from_a_start_grows_downwards() {
+        let text = "a\nb\nc d\ne| f\ng\n";
+        let cursor = text.find('|').unwrap();
+        let w = window_from(text, cursor, 2, 2, &words);
+        assert_eq!(
+            (w.prefix.as_str(), w.suffix.as_str()),
+            ("b\nc d\ne", "| f\n")
+        );
+        assert_eq!(w.prefix_tokens, 4);
+        // Not a line's start, or past the cursor's line: the cursor line's start.
+        for start in [3, text.len()] {
+            assert_eq!(window_from(text, cursor, start, 2, &words).prefix, "e");
+        }
     }
 
     #[test]
