@@ -47,6 +47,9 @@ impl Answerer {
                 planner, config, ..
             } => {
                 let plan = planner.plan(req);
+                // A remote planner writes no middle: the prefix is all the text before the
+                // cursor.
+                debug_assert!(plan.parts.middle.is_empty());
                 let r = remote::complete(
                     config,
                     &RemoteRequest {

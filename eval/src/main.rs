@@ -163,6 +163,13 @@ struct ModelArgs {
     /// model under a constraint.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     token_healing: bool,
+    /// The cursor line's typed part after the prompt's middle marker (nib only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    line_in_middle: bool,
+    /// Whole lines before the cursor's line that go into the middle as well (nib only;
+    /// default: the completer's, 12).
+    #[arg(long)]
+    middle_lines: Option<usize>,
 }
 
 impl ModelArgs {
@@ -187,6 +194,11 @@ impl ModelArgs {
         });
         if anchor.is_none() {
             d["token_healing"] = self.token_healing.into();
+            d["line_in_middle"] = self.line_in_middle.into();
+            let middle_lines = self
+                .middle_lines
+                .unwrap_or(CompleterConfig::default().middle_lines);
+            d["middle_lines"] = middle_lines.into();
         }
         Ok(d)
     }
@@ -216,6 +228,8 @@ impl ModelArgs {
         let path = self.path()?;
         let config = CompleterConfig {
             token_healing: self.token_healing,
+            line_in_middle: self.line_in_middle,
+            middle_lines: self.middle_lines.unwrap_or(config.middle_lines),
             ..config
         };
         let (url, server) = match (&self.llama_server, &self.anchor_url) {

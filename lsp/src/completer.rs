@@ -53,6 +53,13 @@ pub struct CompleterConfig {
     pub prefill_deadline_ms: Option<f64>,
     /// Token healing ([`Plan::heal`]) on a local model.
     pub token_healing: bool,
+    /// Whole lines before the cursor's line that go into the middle as well (see
+    /// [`Completer::plan`]): the model continues them as its own text. In the editor the
+    /// middle keeps its start while the user types on, and starts over with this many lines.
+    pub middle_lines: usize,
+    /// The cursor line's typed part goes after the middle marker ([`PromptParts::middle`]) on
+    /// a local model, so that a keystroke recomputes a token or two instead of the suffix.
+    pub line_in_middle: bool,
 }
 
 impl Default for CompleterConfig {
@@ -66,6 +73,8 @@ impl Default for CompleterConfig {
             cache_budget_tokens: 4096,
             prefill_deadline_ms: None,
             token_healing: true,
+            line_in_middle: true,
+            middle_lines: 12,
         }
     }
 }
@@ -128,6 +137,9 @@ pub struct Plan {
     /// model writes it back first, free to make it part of a longer token (`.` → `.push`,
     /// `pri` → `print`, `;` → `;\n`). Empty where nothing was taken off (a remote server).
     pub heal: Vec<u8>,
+    /// Byte offset in the request's text of the line where the middle begins (its text starts
+    /// with the token before that line).
+    pub middle_line: usize,
 }
 
 /// The model to run, and where.
@@ -162,6 +174,34 @@ pub struct Completer {
     prefill_ms_per_token: f64,
     /// The full-window prompt a request had to do without (see `prefill_deadline_ms`).
     warm: Option<Vec<u32>>,
+    /// Where the last prompt's window began (see `prefill_deadline_ms`).
+    kept: Option<KeptStart>,
+}
+
+/// Where a file's last prompt began, and its middle: the path, the byte offsets of the window's
+/// first line and of the middle's first line, and those lines' starts, which must still be
+/// there for the offsets to be kept.
+#[derive(Debug, Clone)]
+struct KeptStart {
+    path: String,
+    at: usize,
+    probe: String,
+    middle: usize,
+    middle_probe: String,
+}
+
+/// Lines the middle holds at most before the cursor's line while its start is kept, beyond
+/// the `middle_lines` it starts with: past them it starts over (the suffix then computed once
+/// more).
+const MIDDLE_LINES_KEPT: usize = 8;
+
+/// How a window's prefix is chosen.
+#[derive(Debug, Clone, Copy)]
+enum Prefix {
+    /// Up to this many tokens before the cursor ([`nib_indexer::local_window`]).
+    Budget(usize),
+    /// From this byte offset, a line's start ([`nib_indexer::window_from`]).
+    From(usize),
 }
 
 /// A first guess of the prefill cost before one is measured (2 cores of 2026, the 0.5B).
@@ -179,6 +219,7 @@ impl Completer {
             config,
             prefill_ms_per_token: FIRST_PREFILL_MS_PER_TOKEN,
             warm: None,
+            kept: None,
         })
     }
 
@@ -202,6 +243,7 @@ impl Completer {
             config,
             prefill_ms_per_token: FIRST_PREFILL_MS_PER_TOKEN,
             warm: None,
+            kept: None,
         })
     }
 
@@ -243,8 +285,15 @@ impl Completer {
     }
 
     /// Steps 1–3 of the pipeline without generating: the context window, the single-line or
-    /// block decision, and the exact prompt (what `nib context` prints).
+    /// block decision, and the exact prompt (what `nib context` prints). The middle begins at
+    /// the cursor's line, or `middle_lines` lines above it.
     pub fn plan(&self, req: &CompletionRequest) -> Plan {
+        self.plan_from(req, None)
+    }
+
+    /// [`Completer::plan`] with the middle beginning at the line that starts at `middle` (a
+    /// byte offset at or before the cursor's line; elsewhere it is not used).
+    fn plan_from(&self, req: &CompletionRequest, middle: Option<usize>) -> Plan {
         let cursor = req.cursor.min(req.text.len());
         // How much to ask for: one line or a block.
         let line_start = req.text[..cursor].rfind('\n').map_or(0, |i| i + 1);
@@ -275,7 +324,8 @@ impl Completer {
         });
 
         // The window under the token budgets, and the prompt.
-        let (parts, ids, heal) = self.prompt(req, self.config.prefix_tokens);
+        let (parts, ids, heal, middle_line) =
+            self.prompt(req, Prefix::Budget(self.config.prefix_tokens), middle);
         Plan {
             parts,
             ids,
@@ -283,74 +333,145 @@ impl Completer {
             max_tokens,
             line_prefix: line_prefix.to_string(),
             heal,
+            middle_line,
         }
     }
 
-    /// The local window with a prefix budget of `prefix_tokens`, the prompt laid out from it,
-    /// and what token healing took off its end: the part of a plan that depends on the budget.
+    /// The local window with its prefix chosen by `prefix`, the prompt laid out from it with
+    /// the middle beginning at the line `middle` (see [`Completer::plan_from`]), what token
+    /// healing took off its end, and where the middle's line begins: the part of a plan that
+    /// depends on the window.
     fn prompt(
         &self,
         req: &CompletionRequest,
-        prefix_tokens: usize,
-    ) -> (PromptParts, Vec<u32>, Vec<u8>) {
+        prefix: Prefix,
+        middle: Option<usize>,
+    ) -> (PromptParts, Vec<u32>, Vec<u8>, usize) {
         let tok = &self.tok;
         let cursor = req.cursor.min(req.text.len());
         let count = |s: &str| tok.encode(s).len();
-        let window = nib_indexer::local_window(
-            req.text,
-            cursor,
-            prefix_tokens,
-            self.config.suffix_tokens,
-            &count,
-        );
+        let suffix_tokens = self.config.suffix_tokens;
+        let window = match prefix {
+            Prefix::Budget(n) => {
+                nib_indexer::local_window(req.text, cursor, n, suffix_tokens, &count)
+            }
+            Prefix::From(at) => {
+                nib_indexer::window_from(req.text, cursor, at, suffix_tokens, &count)
+            }
+        };
+        let local = matches!(self.runner, Runner::Local { .. });
+        let mut prefix = window.prefix;
+        let window_start = cursor - prefix.len();
+        // The middle's first line in the text: the one given, else `middle_lines` above the
+        // cursor's; in the window's prefix, at its start if the window begins below it.
+        let cursor_line = req.text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+        let middle_line = match middle {
+            Some(m) if m <= cursor_line => m,
+            _ => {
+                let mut at = cursor_line;
+                for _ in 0..self.config.middle_lines {
+                    if at == 0 {
+                        break;
+                    }
+                    at = req.text[..at - 1].rfind('\n').map_or(0, |i| i + 1);
+                }
+                at
+            }
+        };
+        let line = middle_line.saturating_sub(window_start);
+        let middle = if local && self.config.line_in_middle {
+            prefix.split_off(middle_start(tok, &prefix, line))
+        } else {
+            String::new()
+        };
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
             files: req.files.to_vec(),
             path: req.path.to_string(),
-            prefix: window.prefix,
+            prefix,
             suffix: window.suffix,
+            middle,
         };
         let mut ids = prompt::build(tok, &self.fim, &parts);
-        let heal = match &self.runner {
-            Runner::Local { .. } if self.config.token_healing => heal(tok, &self.fim, &mut ids),
-            _ => Vec::new(),
+        let heal = if local && self.config.token_healing {
+            heal(tok, &self.fim, &mut ids)
+        } else {
+            Vec::new()
         };
-        (parts, ids, heal)
+        (parts, ids, heal, middle_line)
     }
 
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
-    /// full window when its uncached part does, else the longest of a few shorter prefixes that
-    /// does (the last without other files; or the shortest), the full prompt then kept for
+    /// full window when its uncached part does; else the window from where this file's last
+    /// prompt began, grown by the lines typed since (cached but for them, while it stays
+    /// within the full window's size); else the longest of a few shorter prefixes that fits
+    /// (the last without other files; or the shortest), the full prompt then kept for
     /// [`Completer::warm_up`].
     fn sized_plan(&mut self, req: &CompletionRequest) -> Plan {
-        let full = self.plan(req);
-        let (Some(deadline), Runner::Local { pool, .. }) =
+        let (Some(deadline), Runner::Local { .. }) =
             (self.config.prefill_deadline_ms, &self.runner)
         else {
+            return self.plan(req);
+        };
+        // Where this file's last prompt began, and its middle, if they are still there above
+        // the cursor's line (not after a jump up); the middle for as many lines as it may hold.
+        let cursor = req.cursor.min(req.text.len());
+        let line_start = req.text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+        let there = |at: usize, probe: &str| {
+            at <= line_start && req.text.get(at..at + probe.len()) == Some(probe)
+        };
+        let kept = self
+            .kept
+            .as_ref()
+            .filter(|k| k.path == req.path && there(k.at, &k.probe));
+        let middle = kept
+            .filter(|k| {
+                there(k.middle, &k.middle_probe)
+                    && req.text[k.middle..line_start].matches('\n').count()
+                        < self.config.middle_lines + MIDDLE_LINES_KEPT
+            })
+            .map(|k| k.middle);
+        let kept_at = kept.map(|k| k.at);
+
+        let full = self.plan_from(req, middle);
+        let Runner::Local { pool, .. } = &self.runner else {
             return full;
         };
         let cost =
             |ids: &[u32]| (ids.len() - pool.best_reuse(ids)) as f64 * self.prefill_ms_per_token;
         if cost(&full.ids) <= deadline {
             self.warm = None;
+            self.keep_start(req, &full);
             return full;
         }
         let mut chosen = None;
-        // Shorter prefixes, and last of all no other files.
+        // The window from where the last one began, shorter prefixes, and last of all no
+        // other files.
         let bare = CompletionRequest { files: &[], ..*req };
-        for (budget, r) in [(512, req), (256, req), (128, req), (128, &bare)] {
+        let candidates = kept_at
+            .map(|at| (Prefix::From(at), req))
+            .into_iter()
+            .chain([
+                (Prefix::Budget(512), req),
+                (Prefix::Budget(256), req),
+                (Prefix::Budget(128), req),
+                (Prefix::Budget(128), &bare),
+            ]);
+        for (prefix, r) in candidates {
             let is_bare = !std::ptr::eq(r, req);
             // A budget no shorter than the configured one, or no files to leave out: nothing
             // to try.
-            if (budget >= self.config.prefix_tokens && !is_bare)
-                || (is_bare && req.files.is_empty())
-            {
-                continue;
+            if let Prefix::Budget(budget) = prefix {
+                if (budget >= self.config.prefix_tokens && !is_bare)
+                    || (is_bare && req.files.is_empty())
+                {
+                    continue;
+                }
             }
             // The same decision of how much to write; only the prompt is shorter.
-            let (parts, ids, heal) = self.prompt(r, budget);
+            let (parts, ids, heal, middle_line) = self.prompt(r, prefix, middle);
             if ids.len() >= full.ids.len() {
-                continue; // the window was not cut: the same prompt
+                continue; // the window was not cut: the same prompt, or a longer one
             }
             let p = Plan {
                 parts,
@@ -359,6 +480,7 @@ impl Completer {
                 max_tokens: full.max_tokens,
                 line_prefix: full.line_prefix.clone(),
                 heal,
+                middle_line,
             };
             let fits = cost(&p.ids) <= deadline;
             chosen = Some(p);
@@ -366,7 +488,7 @@ impl Completer {
                 break;
             }
         }
-        match chosen {
+        let plan = match chosen {
             Some(p) => {
                 crate::engine::trace(|| {
                     format!(
@@ -382,7 +504,30 @@ impl Completer {
                 self.warm = None;
                 full
             }
-        }
+        };
+        self.keep_start(req, &plan);
+        plan
+    }
+
+    /// Remembers where the window and the middle of `plan` began in the request's text.
+    fn keep_start(&mut self, req: &CompletionRequest, plan: &Plan) {
+        let cursor = req.cursor.min(req.text.len());
+        let at = cursor - plan.parts.prefix.len() - plan.parts.middle.len();
+        let probe = |at: usize| {
+            let line = &req.text[at..cursor];
+            let mut end = line.find('\n').unwrap_or(line.len()).min(80);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line[..end].to_string()
+        };
+        self.kept = Some(KeptStart {
+            path: req.path.to_string(),
+            at,
+            probe: probe(at),
+            middle: plan.middle_line,
+            middle_probe: probe(plan.middle_line),
+        });
     }
 
     /// Whether a full-window prompt waits to be computed ahead of its use.
@@ -453,6 +598,7 @@ impl Completer {
             max_tokens,
             line_prefix,
             heal,
+            ..
         } = self.sized_plan(req);
         let tokenize_ms = ms_since(t_plan);
 
@@ -492,6 +638,9 @@ impl Completer {
             }
             Runner::Remote { config, .. } => {
                 let stop_text = self.fim.stop_text(&tok);
+                // A server lays out its own prompt: it gets no middle (`prompt` writes one for
+                // a local model only).
+                debug_assert!(parts.middle.is_empty());
                 let r = remote::complete(
                     config,
                     &RemoteRequest {
@@ -549,17 +698,46 @@ fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Token healing: takes the prefix's last token off `ids` (the token before the FIM suffix
-/// marker) and returns its text. A prompt that ends inside what the tokenizer would write as one
-/// token (`foo.ba|`, `x = |`, `stmt;|` before a newline) puts the model where it never was in
-/// training; written back by the model under a constraint, that token can grow into the one
-/// that belongs there. Nothing is taken where the prefix is empty.
+/// Where the prompt's middle begins in the text before the cursor (the window's prefix): at
+/// the last token before the line that starts at `line_start` (the cursor's line, or one the
+/// user began typing at), so that the middle holds that token and the lines typed so far.
+/// Typing on then changes only the middle, the prompt's last tokens; in the
+/// prefix-suffix-middle layout every keystroke would recompute the whole suffix. The
+/// token before the line goes with it so that a cursor at a line's start gets the same prompt
+/// as with no middle at all, healing included (that token, often `:\n` or `{\n`, is the one
+/// healing takes off).
+fn middle_start(tok: &Tokenizer, prefix: &str, line_start: usize) -> usize {
+    // The pre-tokenizer keeps a run of line breaks in one piece: the last line with code
+    // holds the last token whole.
+    let head = &prefix[..line_start];
+    let tail = &head[head.trim_end().rfind('\n').map_or(0, |i| i + 1)..];
+    let Some(&last) = tok.encode(tail).last() else {
+        return line_start;
+    };
+    let mut at = line_start - tok.token_bytes(last).len().min(tail.len());
+    while !prefix.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Token healing: takes the last token of the text before the cursor off `ids` (the middle's
+/// last where the middle holds some, else the one before the suffix marker) and returns its
+/// text. A prompt that ends inside what the tokenizer would write as one token (`foo.ba|`,
+/// `x = |`, `stmt;|` before a newline) puts the model where it never was in training; written
+/// back by the model under a constraint, that token can grow into the one that belongs there.
+/// Nothing is taken where that text is empty.
 fn heal(tok: &Tokenizer, fim: &FimTokens, ids: &mut Vec<u32>) -> Vec<u8> {
-    let Some(at) = ids.iter().rposition(|&t| t == fim.suffix) else {
-        return Vec::new();
+    let at = if ids.last().is_some_and(|&t| t != fim.middle) {
+        ids.len()
+    } else {
+        match ids.iter().rposition(|&t| t == fim.suffix) {
+            Some(at) => at,
+            None => return Vec::new(),
+        }
     };
     match at.checked_sub(1).map(|i| ids[i]) {
-        Some(last) if last != fim.prefix && !tok.is_special(last) => {
+        Some(last) if last != fim.prefix && last != fim.middle && !tok.is_special(last) => {
             ids.remove(at - 1);
             tok.token_bytes(last).to_vec()
         }

@@ -669,6 +669,8 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
             "files": files,
             "prefix": plan.parts.prefix,
             "suffix": plan.parts.suffix,
+            // The end of the text before the cursor, after the middle marker.
+            "middle": plan.parts.middle,
             "multiline": plan.multiline,
             "max_tokens": plan.max_tokens,
             "prompt_tokens": plan.ids.len(),

@@ -35,6 +35,9 @@ pub struct Settings {
     /// Token healing: the prompt's last token is written back by the model, so a cursor in
     /// the middle of a word or right after `.` gets the rest of the word (local models only).
     pub token_healing: bool,
+    /// The cursor line's typed part is written after the prompt's middle marker, so that a
+    /// keystroke recomputes a token or two, not the text after the cursor (local models only).
+    pub line_in_middle: bool,
     /// Master switch, and per-language switches by LSP language id (`{"markdown": false}`).
     pub enable: bool,
     pub languages: HashMap<String, bool>,
@@ -66,6 +69,7 @@ impl Default for Settings {
             other_files_chars: 6000,
             mid_word: false,
             token_healing: c.token_healing,
+            line_in_middle: c.line_in_middle,
             enable: true,
             languages: HashMap::new(),
             remote_url: None,
@@ -153,6 +157,7 @@ impl Settings {
                 // window follows in the background.
                 prefill_deadline_ms: Some(1000.0),
                 token_healing: self.token_healing,
+                line_in_middle: self.line_in_middle,
                 ..CompleterConfig::default()
             },
             ..EngineConfig::default()

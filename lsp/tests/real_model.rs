@@ -223,6 +223,76 @@ fn token_healing_golden_cases() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
+/// The end of the text before the cursor goes after the middle marker
+/// (`fixtures/middle.txt`): the token before the cursor's line and the line so far, and with
+/// `middle_lines` (the default's) as many whole lines before it.
+#[test]
+fn the_middle_holds_the_line_typed_so_far() {
+    let cases = std::fs::read_to_string(common::fixture("middle.txt")).unwrap();
+    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+    let one_line = CompleterConfig {
+        middle_lines: 0,
+        ..CompleterConfig::default()
+    };
+    let c = Completer::new(backend, one_line).unwrap();
+    let lines = CompleterConfig::default().middle_lines;
+    let text: String = (0..lines + 3)
+        .map(|i| format!("let x{i} = {i};\n"))
+        .collect();
+    let plan = completer().plan(&request("src/lib.rs", &text, text.len(), Multiline::Never));
+    assert_eq!(
+        plan.parts.middle.matches('\n').count(),
+        lines + 1,
+        "{plan:?}"
+    );
+    let mut failed = Vec::new();
+    for line in cases
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (src, want) = line.split_once(" => ").expect("`text => middle`");
+        let src = src.replace("\\n", "\n");
+        let cursor = src.find('|').expect("cursor marker");
+        let text = src.replacen('|', "", 1);
+        let plan = c.plan(&request("src/lib.rs", &text, cursor, Multiline::Never));
+        let whole = format!("{}{}", plan.parts.prefix, plan.parts.middle);
+        if plan.parts.middle != want.replace("\\n", "\n") || whole != text[..cursor] {
+            failed.push(format!("{line:?}: middle {:?}", plan.parts.middle));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Typing on, within a line and across line breaks, recomputes a few tokens a keystroke: the
+/// middle keeps its start, so the prefix and the suffix after the cursor keep their KV cache
+/// (with the prefix-suffix-middle layout each keystroke recomputed the suffix, 64 tokens and
+/// more in the editor).
+#[test]
+fn typing_on_recomputes_a_few_tokens_a_keystroke() {
+    let file = include_str!("../src/buffer.rs");
+    let start = file.find("\n    pub fn ").unwrap() + 1;
+    let typed = "    let a = 1;\n    let b = a + 1;\n    b\n";
+    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+    let config = CompleterConfig {
+        // The editor's settings: a short suffix, prompts sized to a deadline.
+        suffix_tokens: 64,
+        prefill_deadline_ms: Some(1000.0),
+        ..CompleterConfig::default()
+    };
+    let mut c = Completer::new(backend, config).unwrap();
+    let mut new_tokens = Vec::new();
+    for n in 0..=typed.len() {
+        let text = format!("{}{}{}", &file[..start], &typed[..n], &file[start..]);
+        let mut req = request("lsp/src/buffer.rs", &text, start + n, Multiline::Never);
+        req.max_tokens = Some(1);
+        let done = c.complete(&req, &CancelToken::new()).unwrap();
+        new_tokens.push(done.prompt_tokens - done.reused_tokens);
+    }
+    // The first request computes the prompt; each keystroke after it a token or two.
+    assert!(new_tokens[0] > 64, "{new_tokens:?}");
+    assert!(new_tokens[1..].iter().all(|&n| n <= 4), "{new_tokens:?}");
+}
+
 /// Cursors in the middle of a word: without healing the model continued `.sq` as `rd()`,
 /// `.pa` as `and_then(…)` and `names.it` as `erator()` (measured 2026-12-05).
 #[test]
