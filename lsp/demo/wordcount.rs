@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-/// Counts how often each word occurs in `text`, ignoring case.
+/// Counts how often each word occurs in `text`.
 fn word_counts(text: &str) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for word in text.split_whitespace() {
