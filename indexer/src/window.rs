@@ -16,8 +16,6 @@ pub const ANCHOR_LINES: usize = 32;
 pub struct Window {
     pub prefix: String,
     pub suffix: String,
-    pub prefix_tokens: usize,
-    pub suffix_tokens: usize,
 }
 
 /// Takes up to `prefix_budget` tokens before `cursor` and `suffix_budget` after it, whole lines
@@ -60,18 +58,14 @@ pub fn local_window(
             let next = before[start..]
                 .find('\n')
                 .map_or(head_start, |i| start + i + 1);
-            prefix_tokens -= count(&before[start..next]);
             start = next;
             line += 1;
         }
     }
 
-    let (suffix, suffix_tokens) = suffix_of(after, suffix_budget, count);
     Window {
         prefix: before[start..].to_string(),
-        suffix,
-        prefix_tokens,
-        suffix_tokens,
+        suffix: suffix_of(after, suffix_budget, count),
     }
 }
 
@@ -94,17 +88,14 @@ pub fn window_from(
     } else {
         head_start
     };
-    let (suffix, suffix_tokens) = suffix_of(after, suffix_budget, count);
     Window {
         prefix: before[start..].to_string(),
-        suffix,
-        prefix_tokens: count(&before[start..]),
-        suffix_tokens,
+        suffix: suffix_of(after, suffix_budget, count),
     }
 }
 
 /// The suffix: the cursor line's tail, then whole lines downwards under `budget`.
-fn suffix_of(after: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> (String, usize) {
+fn suffix_of(after: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> String {
     let tail_end = after.find('\n').map_or(after.len(), |i| i + 1);
     let mut end = tail_end;
     let mut tokens = count(&after[..tail_end]);
@@ -117,7 +108,7 @@ fn suffix_of(after: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> (Stri
         tokens += n;
         end = line_end;
     }
-    (after[..end].to_string(), tokens)
+    after[..end].to_string()
 }
 
 #[cfg(test)]
@@ -182,7 +173,6 @@ mod tests {
             (w.prefix.as_str(), w.suffix.as_str()),
             ("b\nc d\ne", "| f\n")
         );
-        assert_eq!(w.prefix_tokens, 4);
         // Not a line's start, or past the cursor's line: the cursor line's start.
         for start in [3, text.len()] {
             assert_eq!(window_from(text, cursor, start, 2, &words).prefix, "e");
