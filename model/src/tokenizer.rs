@@ -271,12 +271,12 @@ impl Tokenizer {
         let Some(cache) = &self.lines else {
             return self.encode_whole_into(text, out);
         };
+        let mut lines = cache.lock().unwrap_or_else(|e| e.into_inner());
         for piece in pieces(text) {
             if piece.len() > LINE_CACHE_BYTES {
                 self.encode_whole_into(piece, out);
                 continue;
             }
-            let mut lines = cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(ids) = lines.get(piece) {
                 out.extend_from_slice(ids);
                 continue;
@@ -387,8 +387,8 @@ pub fn byte_to_unicode() -> [char; 256] {
     table
 }
 
-/// `text` cut into lines where Qwen's and Llama 3's pre-tokenizers end a piece as well: after the last line break of a run of whitespace that non-whitespace follows.
-/// None of the patterns goes on past such a line break (`\s*[\r\n]+` and a punctuation run's
+/// `text` cut into lines where Qwen's and Llama 3's pre-tokenizers end a piece as well: after
+/// the last line break of a run of whitespace that non-whitespace follows. None of the patterns goes on past such a line break (`\s*[\r\n]+` and a punctuation run's
 /// `[\r\n]*` end at it, `\s+(?!\S)` cannot end before non-whitespace), and none looks back, so
 /// each line encodes alone to the ids it has in the whole text.
 fn pieces(text: &str) -> impl Iterator<Item = &str> {
