@@ -163,7 +163,7 @@ struct ModelArgs {
     /// model under a constraint.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     token_healing: bool,
-    /// The cursor line's typed part after the prompt's middle marker (nib only).
+    /// The text just before the cursor after the prompt's middle marker (nib only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     line_in_middle: bool,
     /// Whole lines before the cursor's line that go into the middle as well (nib only;

@@ -57,8 +57,9 @@ pub struct CompleterConfig {
     /// [`Completer::plan`]): the model continues them as its own text. In the editor the
     /// middle keeps its start while the user types on, and starts over with this many lines.
     pub middle_lines: usize,
-    /// The cursor line's typed part goes after the middle marker ([`PromptParts::middle`]) on
-    /// a local model, so that a keystroke recomputes a token or two instead of the suffix.
+    /// The text just before the cursor (`middle_lines` lines and the cursor's line so far) goes
+    /// after the middle marker ([`PromptParts::middle`]) on a local model, so that a keystroke
+    /// recomputes a token or two instead of the suffix.
     pub line_in_middle: bool,
 }
 
@@ -737,7 +738,7 @@ fn heal(tok: &Tokenizer, fim: &FimTokens, ids: &mut Vec<u32>) -> Vec<u8> {
         }
     };
     match at.checked_sub(1).map(|i| ids[i]) {
-        Some(last) if last != fim.prefix && last != fim.middle && !tok.is_special(last) => {
+        Some(last) if last != fim.prefix && !tok.is_special(last) => {
             ids.remove(at - 1);
             tok.token_bytes(last).to_vec()
         }

@@ -35,8 +35,9 @@ pub struct Settings {
     /// Token healing: the prompt's last token is written back by the model, so a cursor in
     /// the middle of a word or right after `.` gets the rest of the word (local models only).
     pub token_healing: bool,
-    /// The cursor line's typed part is written after the prompt's middle marker, so that a
-    /// keystroke recomputes a token or two, not the text after the cursor (local models only).
+    /// The lines just typed (12 and the cursor's line so far) are written after the prompt's
+    /// middle marker, so that a keystroke recomputes a token or two, not the text after the
+    /// cursor (local models only).
     pub line_in_middle: bool,
     /// Master switch, and per-language switches by LSP language id (`{"markdown": false}`).
     pub enable: bool,

@@ -116,16 +116,16 @@ pub struct PromptParts {
     /// Text after the cursor.
     pub suffix: String,
     /// The end of the text before the cursor, written after the middle marker as the start of
-    /// the model's own answer (usually the cursor line's typed part). Typing on a line then
+    /// the model's own answer (the lines just above the cursor and its line so far). Typing then
     /// changes only the prompt's last tokens, and the prefix and suffix keep their KV cache.
     /// Empty: the whole text before the cursor is `prefix` (what an inference server gets).
     pub middle: String,
 }
 
 /// Lays out a FIM prompt. With an empty `path` it is the plain
-/// `<prefix>{prefix}<suffix>{suffix}<middle>{middle}` layout; with a path (and a family that has file
-/// separators) it is the repository-level layout, which tells the model the file's name and so its
-/// language, and carries the other files before it.
+/// `<prefix>{prefix}<suffix>{suffix}<middle>{middle}` layout; with a path (and a family that has
+/// file separators) it is the repository-level layout, which tells the model the file's name and
+/// so its language, and carries the other files before it.
 pub fn build(tok: &Tokenizer, fim: &FimTokens, parts: &PromptParts) -> Vec<u32> {
     let mut ids = Vec::new();
     if let (false, Some(repo), Some(sep)) = (parts.path.is_empty(), fim.repo_name, fim.file_sep) {

@@ -388,9 +388,10 @@ pub fn byte_to_unicode() -> [char; 256] {
 }
 
 /// `text` cut into lines where Qwen's and Llama 3's pre-tokenizers end a piece as well: after
-/// the last line break of a run of whitespace that non-whitespace follows. None of the patterns goes on past such a line break (`\s*[\r\n]+` and a punctuation run's
-/// `[\r\n]*` end at it, `\s+(?!\S)` cannot end before non-whitespace), and none looks back, so
-/// each line encodes alone to the ids it has in the whole text.
+/// the last line break of a run of whitespace that non-whitespace follows. None of the
+/// patterns goes on past such a line break (`\s*[\r\n]+` and a punctuation run's `[\r\n]*`
+/// end at it, `\s+(?!\S)` cannot end before non-whitespace), and none looks back, so each line
+/// encodes alone to the ids it has in the whole text.
 fn pieces(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
