@@ -199,25 +199,50 @@ fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     assert_eq!(warm.text, plain.text);
 }
 
+/// One case of a golden file: a line `text with | as the cursor => expected`, where `\n` in
+/// either half is an escape; lines starting with `#` are comments.
+struct Golden {
+    line: String,
+    text: String,
+    cursor: usize,
+    want: String,
+}
+
+fn golden_cases(name: &str) -> Vec<Golden> {
+    let cases = std::fs::read_to_string(common::fixture(name)).unwrap();
+    cases
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (src, want) = line.split_once(" => ").expect("`text => expected`");
+            let src = src.replace("\\n", "\n");
+            let cursor = src.find('|').expect("cursor marker");
+            Golden {
+                line: line.to_string(),
+                text: src.replacen('|', "", 1),
+                cursor,
+                want: want.replace("\\n", "\n"),
+            }
+        })
+        .collect()
+}
+
 /// Token healing takes the prompt's last token off for the model to write back
 /// (`fixtures/heal.txt`), and a completion started mid-word finishes the word.
 #[test]
 fn token_healing_golden_cases() {
-    let cases = std::fs::read_to_string(common::fixture("heal.txt")).unwrap();
     let c = completer();
     let mut failed = Vec::new();
-    for line in cases
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let (src, want) = line.split_once(" => ").expect("`text => healed`");
-        let src = src.replace("\\n", "\n");
-        let cursor = src.find('|').expect("cursor marker");
-        let text = src.replacen('|', "", 1);
-        let plan = c.plan(&request("src/lib.rs", &text, cursor, Multiline::Never));
+    for case in golden_cases("heal.txt") {
+        let plan = c.plan(&request(
+            "src/lib.rs",
+            &case.text,
+            case.cursor,
+            Multiline::Never,
+        ));
         let got = String::from_utf8_lossy(&plan.heal).into_owned();
-        if got != want.replace("\\n", "\n") {
-            failed.push(format!("{line:?}: took off {got:?}"));
+        if got != case.want {
+            failed.push(format!("{:?}: took off {got:?}", case.line));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
@@ -228,7 +253,6 @@ fn token_healing_golden_cases() {
 /// `middle_lines` (the default's) as many whole lines before it.
 #[test]
 fn the_middle_holds_the_line_typed_so_far() {
-    let cases = std::fs::read_to_string(common::fixture("middle.txt")).unwrap();
     let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
     let one_line = CompleterConfig {
         middle_lines: 0,
@@ -246,18 +270,16 @@ fn the_middle_holds_the_line_typed_so_far() {
         "{plan:?}"
     );
     let mut failed = Vec::new();
-    for line in cases
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let (src, want) = line.split_once(" => ").expect("`text => middle`");
-        let src = src.replace("\\n", "\n");
-        let cursor = src.find('|').expect("cursor marker");
-        let text = src.replacen('|', "", 1);
-        let plan = c.plan(&request("src/lib.rs", &text, cursor, Multiline::Never));
+    for case in golden_cases("middle.txt") {
+        let plan = c.plan(&request(
+            "src/lib.rs",
+            &case.text,
+            case.cursor,
+            Multiline::Never,
+        ));
         let whole = format!("{}{}", plan.parts.prefix, plan.parts.middle);
-        if plan.parts.middle != want.replace("\\n", "\n") || whole != text[..cursor] {
-            failed.push(format!("{line:?}: middle {:?}", plan.parts.middle));
+        if plan.parts.middle != case.want || whole != case.text[..case.cursor] {
+            failed.push(format!("{:?}: middle {:?}", case.line, plan.parts.middle));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
