@@ -267,7 +267,28 @@ pub fn selected() -> Result<Path, String> {
     PATH.get_or_init(Path::from_env).clone()
 }
 
-/// A weight matrix of `n` rows (output features) by `k` columns, in GGUF block layout.
+/// Weight rows per panel: the kernels read rows 8 at a time, so [`QWeight`] stores them that way.
+pub const PANEL: usize = 8;
+
+/// A weight matrix of `n` rows (output features) by `k` columns.
+///
+/// The GGUF blocks are kept, byte for byte, but rearranged at load, in place, into panels of
+/// [`PANEL`] rows (the last padded with zero rows), so that decoding reads one stream and each
+/// 32-bit lane of a register holds one row's 4 codes. Within a panel, stored block `b` of its 8
+/// rows takes `8 × block_bytes` bytes, laid out as:
+/// - Q4_0: the 8 f16 scales; then for each group `g` of 4 bytes (0..4), each row's bytes
+///   `4g..4g + 4` of its 16 code bytes (low nibbles: codes `4g..`, high: codes `16 + 4g..`).
+/// - Q5_0: the 8 scales; a plane of 32 bytes whose byte `4r + e` holds in bit `t` the fifth bit
+///   of row `r`'s code `4t + e`; then the 4-bit codes as Q4_0's.
+/// - Q8_0: the 8 scales; for each group `g` (0..8), each row's codes `4g..4g + 4`, plus 128
+///   (stored unsigned, as the kernels read them).
+/// - Q4_K (per super-block of 256): the 8 `d`, the 8 `dmin`, the 12 bytes of packed 6-bit
+///   scales and minimums as three words of 4 bytes, word by word, row by row; then for each
+///   pair `c` of sub-blocks (0..4) and group `g` (0..8), each row's code bytes `32c + 4g..+4`
+///   (low nibbles: sub-block `2c`, high: `2c + 1`).
+///
+/// [`QWeight::gguf_block`] gives any block back as GGUF stores it; the scalar reference decodes
+/// those.
 pub struct QWeight {
     format: Format,
     n: usize,
@@ -277,11 +298,21 @@ pub struct QWeight {
 
 impl QWeight {
     /// `None` unless `k` is a whole number of the format's blocks and `data` holds exactly
-    /// `n` rows of them.
-    pub fn new(format: Format, n: usize, k: usize, data: Vec<u8>) -> Option<Self> {
+    /// `n` rows of them, in GGUF's layout.
+    pub fn new(format: Format, n: usize, k: usize, mut data: Vec<u8>) -> Option<Self> {
         let ok = k.is_multiple_of(format.block_elems())
             && n.checked_mul(format.bytes_for(k)) == Some(data.len());
-        ok.then_some(Self { format, n, k, data })
+        if !ok {
+            return None;
+        }
+        let panel_bytes = PANEL * format.bytes_for(k);
+        data.resize(n.div_ceil(PANEL) * panel_bytes, 0);
+        let mut rows = vec![0u8; panel_bytes];
+        for panel in data.chunks_exact_mut(panel_bytes) {
+            rows.copy_from_slice(panel);
+            to_panel(format, k / format.block_elems(), &rows, panel);
+        }
+        Some(Self { format, n, k, data })
     }
 
     pub fn format(&self) -> Format {
@@ -296,22 +327,72 @@ impl QWeight {
         self.k
     }
 
-    /// Stored bytes.
+    /// Stored bytes (with the last panel's padding rows).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
 
-    /// Row `j`'s stored blocks.
-    fn row(&self, j: usize) -> &[u8] {
-        let row_bytes = self.format.bytes_for(self.k);
-        &self.data[j * row_bytes..(j + 1) * row_bytes]
+    /// Panels (`n / 8`, rounded up).
+    fn panels(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+
+    /// Bytes of one panel.
+    fn panel_bytes(&self) -> usize {
+        PANEL * self.format.bytes_for(self.k)
+    }
+
+    /// Stored block `b` of row `j` as GGUF has it, written to `out` (one block's bytes).
+    pub fn gguf_block(&self, j: usize, b: usize, out: &mut [u8]) {
+        let (bb, blocks) = (
+            self.format.block_bytes(),
+            self.k / self.format.block_elems(),
+        );
+        assert!(j < self.n && b < blocks, "block {b} of row {j}");
+        assert_eq!(out.len(), bb, "a block has {bb} bytes");
+        let at = j / PANEL * self.panel_bytes() + b * PANEL * bb;
+        from_panel(self.format, &self.data[at..at + PANEL * bb], j % PANEL, out);
+    }
+
+    /// Row `j` as GGUF stores it.
+    pub fn gguf_row(&self, j: usize) -> Vec<u8> {
+        let bb = self.format.block_bytes();
+        let mut out = vec![0u8; self.format.bytes_for(self.k)];
+        for (b, blk) in out.chunks_exact_mut(bb).enumerate() {
+            self.gguf_block(j, b, blk);
+        }
+        out
     }
 
     /// Decodes row `j` into codes `u` (`k` bytes), scales `a` and minimum terms `mn` (`k/32`
-    /// each; `mn` is left alone for formats without one) on the given path.
-    pub fn expand_row(&self, path: Path, j: usize, u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
+    /// each; `mn` is left alone for formats without one), block by block as GGUF defines them:
+    /// the reference every path is held to.
+    pub fn expand_row(&self, j: usize, u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
         assert!(j < self.n, "row {j} of {}", self.n);
-        expand(path, self.format, self.row(j), u, a, mn);
+        let (bb, be) = (self.format.block_bytes(), self.format.block_elems());
+        let nb = self.k / QK;
+        assert!(u.len() >= self.k && a.len() >= nb, "buffers too small");
+        assert!(
+            !self.format.has_min() || mn.len() >= nb,
+            "buffers too small"
+        );
+        let mut blk = [0u8; 144];
+        let sub = be / QK;
+        for b in 0..self.k / be {
+            self.gguf_block(j, b, &mut blk[..bb]);
+            let mn = if self.format.has_min() {
+                &mut mn[b * sub..(b + 1) * sub]
+            } else {
+                &mut []
+            };
+            expand_scalar(
+                self.format,
+                &blk[..bb],
+                &mut u[b * be..(b + 1) * be],
+                &mut a[b * sub..(b + 1) * sub],
+                mn,
+            );
+        }
     }
 
     /// Row `j` as floats: `x = a·(u − c) + mn`, what ggml's dequantization gives.
@@ -319,7 +400,7 @@ impl QWeight {
         assert_eq!(out.len(), self.k, "a row has {} values", self.k);
         let nb = self.k / QK;
         let (mut u, mut a, mut mn) = (vec![0u8; self.k], vec![0f32; nb], vec![0f32; nb]);
-        self.expand_row(Path::Scalar, j, &mut u, &mut a, &mut mn);
+        self.expand_row(j, &mut u, &mut a, &mut mn);
         let c = self.format.offset();
         for (i, x) in out.iter_mut().enumerate() {
             let v = a[i / QK] * (u[i] as i32 - c) as f32;
@@ -332,30 +413,73 @@ impl QWeight {
     }
 }
 
-/// Decodes whole stored blocks `bytes` of `format` into `u`, `a` and `mn` on `path`.
-fn expand(path: Path, format: Format, bytes: &[u8], u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
-    assert!(
-        path.supported(),
-        "this CPU lacks the {} kernels",
-        path.name()
-    );
-    assert!(bytes.len().is_multiple_of(format.block_bytes()));
-    let elems = bytes.len() / format.block_bytes() * format.block_elems();
-    assert!(
-        u.len() >= elems && a.len() >= elems / QK,
-        "buffers too small"
-    );
-    assert!(
-        !format.has_min() || mn.len() >= elems / QK,
-        "buffers too small"
-    );
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni | Path::AvxVnni | Path::Avx2 => {
-            // SAFETY: every SIMD path has AVX2, FMA and F16C (asserted); buffers as above.
-            unsafe { avx2::expand_row(format, bytes, u, a, mn) }
+/// Where one row's bytes of a stored block go in a panel's block (`8 × block_bytes`): calls
+/// `f(offset in the panel block, offset in the row's block, length)` for each run. Q5_0's fifth
+/// bits and Q8_0's +128 are left to the callers.
+fn panel_runs(format: Format, r: usize, mut f: impl FnMut(usize, usize, usize)) {
+    f(2 * r, 0, 2);
+    match format {
+        Format::Q4_0 => (0..4).for_each(|g| f(16 + 32 * g + 4 * r, 2 + 4 * g, 4)),
+        Format::Q5_0 => (0..4).for_each(|g| f(48 + 32 * g + 4 * r, 6 + 4 * g, 4)),
+        Format::Q8_0 => (0..8).for_each(|g| f(16 + 32 * g + 4 * r, 2 + 4 * g, 4)),
+        Format::Q4K => {
+            f(16 + 2 * r, 2, 2);
+            (0..3).for_each(|w| f(32 + 32 * w + 4 * r, 4 + 4 * w, 4));
+            (0..32).for_each(|cg| f(128 + 32 * cg + 4 * r, 16 + 4 * cg, 4));
         }
-        _ => expand_scalar(format, bytes, u, a, mn),
+    }
+}
+
+/// Rearranges 8 GGUF rows of `blocks` stored blocks each (`rows`) into one panel (`out`).
+fn to_panel(format: Format, blocks: usize, rows: &[u8], out: &mut [u8]) {
+    let bb = format.block_bytes();
+    for b in 0..blocks {
+        let pb = &mut out[b * PANEL * bb..(b + 1) * PANEL * bb];
+        pb.fill(0);
+        for r in 0..PANEL {
+            let src = &rows[(r * blocks + b) * bb..(r * blocks + b + 1) * bb];
+            panel_runs(format, r, |p, s, len| {
+                pb[p..p + len].copy_from_slice(&src[s..s + len])
+            });
+            match format {
+                Format::Q5_0 => {
+                    let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+                    for e in 0..4 {
+                        for t in 0..8 {
+                            pb[16 + 4 * r + e] |= (((qh >> (4 * t + e)) & 1) as u8) << t;
+                        }
+                    }
+                }
+                Format::Q8_0 => {
+                    for g in 0..8 {
+                        let at = 16 + 32 * g + 4 * r;
+                        pb[at..at + 4].iter_mut().for_each(|c| *c ^= 0x80);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Row `r`'s stored block from a panel's block `pb` (`8 × block_bytes`): the inverse of
+/// [`to_panel`].
+fn from_panel(format: Format, pb: &[u8], r: usize, out: &mut [u8]) {
+    panel_runs(format, r, |p, s, len| {
+        out[s..s + len].copy_from_slice(&pb[p..p + len])
+    });
+    match format {
+        Format::Q5_0 => {
+            let mut qh = 0u32;
+            for e in 0..4 {
+                for t in 0..8 {
+                    qh |= (((pb[16 + 4 * r + e] >> t) & 1) as u32) << (4 * t + e);
+                }
+            }
+            out[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+        Format::Q8_0 => out[2..].iter_mut().for_each(|c| *c ^= 0x80),
+        _ => {}
     }
 }
 
@@ -570,27 +694,27 @@ pub fn dot_scalar(
     acc
 }
 
-/// A tile of `2 × lanes` decoded weight rows laid out for the prefill kernels, kept in cache
-/// while every activation row passes by. Lane `r` of a register is weight row `r`: per block
-/// and group of 4 codes, two registers' worth (rows `0..lanes`, then the rest), 4 codes a row.
+/// A tile of `2 × lanes` decoded weight rows (whole panels) laid out for the prefill kernels,
+/// kept in cache while every activation row passes by. Lane `r` of a register is weight row
+/// `r`: per 32-block and group of 4 codes, two registers' worth (rows `0..lanes`, then the
+/// rest), 4 codes a row. Filled by `avx2::fill_tile`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile {
     k: usize,
     lanes: usize,
+    /// Rows of the weights in the tile (the rest of its lanes are zeros, never stored).
     rows: usize,
     /// Codes, `[block][group of 4][half][lane][4]`.
     u: Vec<u8>,
     /// Scales and minimum terms, `[block][half][lane]`.
     a: Vec<f32>,
     mn: Vec<f32>,
-    row_u: Vec<u8>,
-    row_a: Vec<f32>,
-    row_mn: Vec<f32>,
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Tile {
     fn new(k: usize, lanes: usize) -> Self {
+        assert!(lanes.is_multiple_of(PANEL));
         let nb = k / QK;
         Self {
             k,
@@ -599,34 +723,6 @@ impl Tile {
             u: vec![0; 2 * lanes * k],
             a: vec![0.0; 2 * lanes * nb],
             mn: vec![0.0; 2 * lanes * nb],
-            row_u: vec![0; k],
-            row_a: vec![0.0; nb],
-            row_mn: vec![0.0; nb],
-        }
-    }
-
-    fn fill(&mut self, path: Path, w: &QWeight, rows: std::ops::Range<usize>) {
-        let lanes = self.lanes;
-        assert!(rows.len() <= 2 * lanes && rows.end <= w.n && w.k == self.k);
-        if rows.len() < 2 * lanes {
-            // Rows past the end contribute zeros (and are never stored).
-            self.u.fill(0);
-            self.a.fill(0.0);
-            self.mn.fill(0.0);
-        }
-        self.rows = rows.len();
-        for (r, j) in rows.enumerate() {
-            w.expand_row(path, j, &mut self.row_u, &mut self.row_a, &mut self.row_mn);
-            let (half, lane) = (r / lanes, r % lanes);
-            for b in 0..self.row_a.len() {
-                self.a[(b * 2 + half) * lanes + lane] = self.row_a[b];
-                self.mn[(b * 2 + half) * lanes + lane] = self.row_mn[b];
-                for g in 0..QK / 4 {
-                    let dst = ((b * 8 + g) * 2 + half) * lanes * 4 + lane * 4;
-                    let src = b * QK + g * 4;
-                    self.u[dst..dst + 4].copy_from_slice(&self.row_u[src..src + 4]);
-                }
-            }
         }
     }
 }
@@ -729,7 +825,7 @@ fn row_by_row(
         let (mut u, mut a, mut mn) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
         for t in tasks {
             for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
-                w.expand_row(Path::Scalar, j, &mut u, &mut a, &mut mn);
+                w.expand_row(j, &mut u, &mut a, &mut mn);
                 prep(&mut u);
                 let row = Decoded {
                     u: &u,

@@ -1,14 +1,64 @@
 //! The 256-bit kernels, one body for three ways of dotting u8 codes with i8 activations (the
 //! [`Dot`] implementations): AVX2's `vpmaddubsw` + `vpmaddwd`, and `vpdpbusd` on 8 lanes, VEX
-//! (AVX-VNNI) or EVEX (AVX-512 VL). Also the decoding of every format with AVX2.
+//! (AVX-VNNI) or EVEX (AVX-512 VL). Also the decoding of every format's panels with AVX2.
 //!
-//! Prefill: tiles of 16 weight rows (two registers of 8 lanes), four activation rows at a time.
-//! Decoding: 8 rows at a time, each row's blocks decoded 32 at a time into a buffer that stays in
-//! L1, then each block dotted and the 8 rows' lanes summed into 8
-//! integers, in the order of the tiles and of [`super::dot_scalar`].
+//! A panel's block decodes to 8 registers whose lane `r` holds row `r`'s 4 codes of one group
+//! (see [`super::QWeight`]), so a block's 8 dots leave each row's integer in its own lane: no
+//! horizontal sums. Decoding (fewer than 4 activation rows) runs straight from the panels;
+//! prefill decodes a tile of 16 rows (two panels) once and dots it with four activation rows at
+//! a time. Either way the order is [`super::dot_scalar`]'s.
 
-use super::{Format, Path, QActs, QWeight, SyncPtr, Tile, QK};
+use super::{Format, Path, QActs, QWeight, SyncPtr, Tile, PANEL, QK};
 use std::arch::x86_64::*;
+
+/// Runs `$body` for each 32-block `$b` of the panel at `$pb` (`$k` columns), in order, with
+/// `$regs` its 8 code registers (lane `r`: row `r`), `$a` the 8 rows' scales and `$mn`, for
+/// Q4_K, their minimum terms. A macro, not a function taking a closure: a closure does not
+/// take the `#[target_feature]`s of the function it is written in, and its intrinsics would
+/// become calls. Callers run with AVX2 and F16C and pass a whole panel of `$k` columns.
+macro_rules! for_each_block {
+    ($format:expr, $pb:expr, $k:expr, |$b:ident, $regs:ident, $a:ident, $mn:ident| $body:block) => {{
+        let (format, pb, k): (Format, *const u8, usize) = ($format, $pb, $k);
+        let bb = PANEL * format.block_bytes();
+        match format {
+            Format::Q4_0 => {
+                for $b in 0..k / QK {
+                    let blk = pb.add($b * bb);
+                    let ($regs, $a, $mn) = (nibbles(blk.add(16)), scales(blk), None);
+                    $body
+                }
+            }
+            Format::Q5_0 => {
+                for $b in 0..k / QK {
+                    let blk = pb.add($b * bb);
+                    let $regs = with_fifth_bits(nibbles(blk.add(48)), blk.add(16));
+                    let ($a, $mn) = (scales(blk), None);
+                    $body
+                }
+            }
+            Format::Q8_0 => {
+                for $b in 0..k / QK {
+                    let blk = pb.add($b * bb);
+                    let ($regs, $a, $mn) = (q8_codes(blk.add(16)), scales(blk), None);
+                    $body
+                }
+            }
+            Format::Q4K => {
+                for s in 0..k / 256 {
+                    let blk = pb.add(s * bb);
+                    let (a, mn) = q4k_scales(blk);
+                    for c in 0..4 {
+                        let (lo, hi) = q4k_codes(blk.add(128 + 256 * c));
+                        let ($b, $regs, $a, $mn) = (s * 8 + 2 * c, lo, a[2 * c], Some(mn[2 * c]));
+                        $body
+                        let ($b, $regs, $a, $mn) = (s * 8 + 2 * c + 1, hi, a[2 * c + 1], Some(mn[2 * c + 1]));
+                        $body
+                    }
+                }
+            }
+        }
+    }};
+}
 
 /// u8 weight codes × i8 activations, four products a 32-bit lane, added to `acc`: exactly
 /// `Σ (u − CODE_OFFSET)·q` per lane. `prep` readies a weight register once for several dots.
@@ -98,8 +148,8 @@ impl Dot for VnniEvex {
 /// The kernels of one [`Dot`], compiled with its CPU features.
 trait Kernels {
     const CODE_OFFSET: i32;
-    /// See [`gemv8`].
-    unsafe fn gemv<const M: usize>(a: &Gemv, j: usize, rows: usize, buf: &mut RowBuf);
+    /// See [`gemv_panel`].
+    unsafe fn gemv<const M: usize>(a: &Gemv, panel: usize);
     /// See [`tile_dot`].
     unsafe fn tile<const MR: usize>(tile: &Tile, a: &Gemv, i0: usize, col0: usize);
 }
@@ -109,14 +159,14 @@ macro_rules! kernels_for {
         impl Kernels for $dot {
             const CODE_OFFSET: i32 = <$dot as Dot>::CODE_OFFSET;
             #[inline(always)]
-            unsafe fn gemv<const M: usize>(a: &Gemv, j: usize, rows: usize, buf: &mut RowBuf) {
+            unsafe fn gemv<const M: usize>(a: &Gemv, panel: usize) {
                 #[target_feature(enable = $features)]
-                unsafe fn inner<const M: usize>(a: &Gemv, j: usize, rows: usize, buf: &mut RowBuf) {
+                unsafe fn inner<const M: usize>(a: &Gemv, panel: usize) {
                     // SAFETY: passed on from the caller.
-                    unsafe { gemv8::<$dot, M>(a, j, rows, buf) }
+                    unsafe { gemv_panel::<$dot, M>(a, panel) }
                 }
                 // SAFETY: the caller checked the features and the bounds.
-                unsafe { inner::<M>(a, j, rows, buf) }
+                unsafe { inner::<M>(a, panel) }
             }
             #[inline(always)]
             unsafe fn tile<const MR: usize>(tile: &Tile, a: &Gemv, i0: usize, col0: usize) {
@@ -146,35 +196,20 @@ struct Gemv<'a> {
     out: SyncPtr,
 }
 
-/// Blocks decoded at a time per row when decoding: 1,024 values (four Q4_K super-blocks), so
-/// that each row is read in long runs (whole rows at the 0.5B's width of 896) and 8 rows'
-/// codes (8 KiB) stay in L1. Measured on the 0.5B, `avx2`: see the README.
-const CHUNK: usize = 32;
-
-/// A task's buffers for [`gemv8`]: 8 rows' codes for one chunk of blocks (`[row][codes]`),
-/// their scales and minimum terms as `[block][row]`, and one row's as it is decoded.
-struct RowBuf {
-    u: [u8; 8 * CHUNK * QK],
-    a: [f32; CHUNK * 8],
-    mn: [f32; CHUNK * 8],
-    row_a: [f32; CHUNK],
-    row_mn: [f32; CHUNK],
-}
-
 /// `out = acts · wᵀ` on a 256-bit path (or the 512-bit path's formats that [`super::avx512`]
 /// does not decode). The caller checked that the CPU has `path` and the shapes (m ≥ 1).
 pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     assert!(path.supported() && path != Path::Scalar);
     assert!(acts.m >= 1 && acts.k == w.k && out.len() == acts.m * w.n);
     match path {
-        Path::Avx2 if w.format.max_code() > 128 => run::<Avx2Signed>(path, acts, w, out),
-        Path::Avx2 => run::<Avx2>(path, acts, w, out),
-        Path::AvxVnni if is_x86_feature_detected!("avxvnni") => run::<VnniVex>(path, acts, w, out),
-        _ => run::<VnniEvex>(path, acts, w, out),
+        Path::Avx2 if w.format.max_code() > 128 => run::<Avx2Signed>(acts, w, out),
+        Path::Avx2 => run::<Avx2>(acts, w, out),
+        Path::AvxVnni if is_x86_feature_detected!("avxvnni") => run::<VnniVex>(acts, w, out),
+        _ => run::<VnniEvex>(acts, w, out),
     }
 }
 
-fn run<K: Kernels>(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
+fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     let (m, n, k) = (acts.m, w.n, w.k);
     let g = Gemv {
         acts,
@@ -188,26 +223,19 @@ fn run<K: Kernels>(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     };
     let pool = candle_core::utils::barrier_pool();
     if m < 4 {
-        let rows_per_task = 64;
-        pool.execute_chunked(n.div_ceil(rows_per_task), |tasks| {
-            let mut buf = RowBuf {
-                u: [0; 8 * CHUNK * QK],
-                a: [0.0; CHUNK * 8],
-                mn: [0.0; CHUNK * 8],
-                row_a: [0.0; CHUNK],
-                row_mn: [0.0; CHUNK],
-            };
+        // 8 panels (64 rows) a task.
+        let panels_per_task = 8;
+        let panels = w.panels();
+        pool.execute_chunked(panels.div_ceil(panels_per_task), |tasks| {
             for t in tasks {
-                let end = ((t + 1) * rows_per_task).min(n);
-                for j in (t * rows_per_task..end).step_by(8) {
-                    let rows = (end - j).min(8);
+                for p in t * panels_per_task..((t + 1) * panels_per_task).min(panels) {
                     // SAFETY: `matmul` checked the CPU features of K's path and the shapes;
-                    // rows j..j + rows < n, and their columns of `out` are this task's.
+                    // panel p < panels, and its rows' columns of `out` are this task's.
                     unsafe {
                         match m {
-                            1 => K::gemv::<1>(&g, j, rows, &mut buf),
-                            2 => K::gemv::<2>(&g, j, rows, &mut buf),
-                            _ => K::gemv::<3>(&g, j, rows, &mut buf),
+                            1 => K::gemv::<1>(&g, p),
+                            2 => K::gemv::<2>(&g, p),
+                            _ => K::gemv::<3>(&g, p),
                         }
                     }
                 }
@@ -219,7 +247,8 @@ fn run<K: Kernels>(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
         let mut tile = Tile::new(k, 8);
         for t in tasks {
             let rows = t * 16..((t + 1) * 16).min(n);
-            tile.fill(path, w, rows.clone());
+            // SAFETY: every path here has AVX2, FMA and F16C (checked by `matmul`).
+            unsafe { fill_tile(&mut tile, w, rows.clone()) };
             let mut i = 0;
             while i < m {
                 // SAFETY: as above; the kernel writes columns `rows` (this task's alone) of
@@ -238,96 +267,72 @@ fn run<K: Kernels>(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     });
 }
 
-/// Lane `r` of the result: the sum of `z[r]`'s 8 lanes.
+/// Panel `p`'s rows against the `M` (= m, < 4) activation rows; writes `out[i·n + 8p + r]` for
+/// the panel's rows below `n`.
 #[inline(always)]
-unsafe fn reduce8(z: &[__m256i; 8]) -> __m256i {
-    // SAFETY: callers run inside a function with the AVX2 feature.
+unsafe fn gemv_panel<D: Dot, const M: usize>(g: &Gemv, p: usize) {
+    let (acts, w) = (g.acts, g.w);
+    let n = w.n;
+    debug_assert!(acts.m == M && p < w.panels());
+    let rows = (n - p * PANEL).min(PANEL);
+    // SAFETY: the caller runs this with D's features and AVX2/FMA/F16C; panel p lies inside
+    // `w.data` (p < panels). `for_each_block` reads whole panel blocks; `dot_block` reads
+    // activations at i·k + b·32 + 32 ≤ m·k (b < k/32) and `corr`, `d`, `qsum` at i·nb + b.
+    // Stores: out[i·n + 8p + r] for r < rows (n − 8p rows at most).
     unsafe {
-        let t0 = _mm256_hadd_epi32(z[0], z[1]);
-        let t1 = _mm256_hadd_epi32(z[2], z[3]);
-        let t2 = _mm256_hadd_epi32(z[4], z[5]);
-        let t3 = _mm256_hadd_epi32(z[6], z[7]);
-        // Each 128-bit half: rows 0–3 (t0) or 4–7 (t2), one half of their lanes.
-        let t0 = _mm256_hadd_epi32(t0, t1);
-        let t2 = _mm256_hadd_epi32(t2, t3);
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(t0, t2),
-            _mm256_permute2x128_si256::<0x31>(t0, t2),
-        )
+        let mut f = [_mm256_setzero_ps(); M];
+        let pb = w.data.as_ptr().add(p * w.panel_bytes());
+        for_each_block!(w.format, pb, w.k, |b, regs, a, mn| {
+            dot_block::<D, M>(g, b, &regs, a, mn, &mut f)
+        });
+        let mut lanes = [0f32; PANEL];
+        for (i, f) in f.into_iter().enumerate() {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), f);
+            let o = g.out.0.add(i * n + p * PANEL);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, rows);
+        }
     }
 }
 
-/// Rows `j..j + rows` (`rows` ≤ 8, `j + rows` ≤ n) of the weights against the `M` (= m, < 4)
-/// activation rows; writes `out[i·n + j + r]`.
+/// 32-block `b` of a panel (`regs`: lane `r` holds row `r`'s codes `4t..4t + 4` in register
+/// `t`; scales `a`, minimum terms `mn`) against every activation row, in
+/// [`super::dot_scalar`]'s order: the exact integer `Σ u·q − c·Σq` per row (two partial sums,
+/// added: integers), then `fma(dot, a·d, acc)` and, with a minimum, `fma(Σq, mn·d, acc)`.
 #[inline(always)]
-unsafe fn gemv8<D: Dot, const M: usize>(g: &Gemv, j: usize, rows: usize, buf: &mut RowBuf) {
-    let (acts, w) = (g.acts, g.w);
-    let (k, nb, n) = (w.k, w.k / QK, w.n);
-    debug_assert!(acts.m == M && rows <= 8 && j + rows <= n);
-    let has_min = w.format.has_min();
-    // SAFETY: the caller runs this with D's features and AVX2/FMA/F16C. Loads: codes at
-    // r·CHUNK·32 + b·32 + 32 ≤ 8·CHUNK·32, scales at b·8 + 8 ≤ CHUNK·8 (b < CHUNK);
-    // activations at i·k + bb·32 + 32 ≤ m·k (bb < nb); `corr` and `d` at i·nb + bb.
-    // Stores: out[i·n + j + r] for r < rows.
+unsafe fn dot_block<D: Dot, const M: usize>(
+    g: &Gemv,
+    b: usize,
+    regs: &[__m256i; 8],
+    a: __m256,
+    mn: Option<__m256>,
+    f: &mut [__m256; M],
+) {
+    let (acts, k, nb) = (g.acts, g.w.k, g.w.k / QK);
+    // SAFETY: the caller's (see `gemv_panel`).
     unsafe {
-        let mut f = [_mm256_setzero_ps(); M];
-        for c in 0..nb.div_ceil(CHUNK) {
-            let (b0, b1) = (c * CHUNK, (c * CHUNK + CHUNK).min(nb));
-            let cb = b1 - b0;
-            for r in 0..8 {
-                let u = &mut buf.u[r * CHUNK * QK..(r + 1) * CHUNK * QK];
-                if r < rows {
-                    let row = w.row(j + r);
-                    let bytes = &row[w.format.bytes_for(b0 * QK)..w.format.bytes_for(b1 * QK)];
-                    expand_blocks(w.format, bytes, u, &mut buf.row_a, &mut buf.row_mn);
-                    for b in 0..cb {
-                        buf.a[b * 8 + r] = buf.row_a[b];
-                        buf.mn[b * 8 + r] = buf.row_mn[b];
-                    }
-                } else {
-                    // Rows past the end: zeros, never stored.
-                    u[..cb * QK].fill(0);
-                    for b in 0..cb {
-                        buf.a[b * 8 + r] = 0.0;
-                        buf.mn[b * 8 + r] = 0.0;
-                    }
-                }
-            }
-            for b in 0..cb {
-                let bb = b0 + b;
-                let mut qv = [_mm256_setzero_si256(); M];
-                for (i, qv) in qv.iter_mut().enumerate() {
-                    *qv = _mm256_loadu_si256(acts.q.as_ptr().add(i * k + bb * QK) as *const _);
-                }
-                let mut z = [[_mm256_setzero_si256(); 8]; M];
-                for r in 0..8 {
-                    let wv = _mm256_loadu_si256(buf.u.as_ptr().add(r * CHUNK * QK + b * QK) as _);
-                    let wv = D::prep(wv);
-                    for (z, qv) in z.iter_mut().zip(&qv) {
-                        z[r] = D::dot(_mm256_setzero_si256(), wv, *qv);
-                    }
-                }
-                let av = _mm256_loadu_ps(buf.a.as_ptr().add(b * 8));
-                let mv = _mm256_loadu_ps(buf.mn.as_ptr().add(b * 8));
-                for i in 0..M {
-                    let s = _mm256_add_epi32(
-                        reduce8(&z[i]),
-                        _mm256_set1_epi32(*g.corr.get_unchecked(i * nb + bb)),
-                    );
-                    let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + bb));
-                    f[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(av, d), f[i]);
-                    if has_min {
-                        let qs = _mm256_set1_ps(*acts.qsum.get_unchecked(i * nb + bb) as f32);
-                        f[i] = _mm256_fmadd_ps(qs, _mm256_mul_ps(mv, d), f[i]);
-                    }
-                }
-            }
+        let mut wp = [D::prep(regs[0]); 8];
+        for t in 1..8 {
+            wp[t] = D::prep(regs[t]);
         }
-        let mut lanes = [0f32; 8];
-        for (i, f) in f.into_iter().enumerate() {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), f);
-            let o = g.out.0.add(i * n + j);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, rows);
+        for (i, f) in f.iter_mut().enumerate() {
+            let q = acts.q.as_ptr().add(i * k + b * QK) as *const i32;
+            let mut s0 = _mm256_set1_epi32(*g.corr.get_unchecked(i * nb + b));
+            let mut s1 = _mm256_setzero_si256();
+            for t in (0..8).step_by(2) {
+                s0 = D::dot(s0, wp[t], _mm256_set1_epi32(q.add(t).read_unaligned()));
+                s1 = D::dot(
+                    s1,
+                    wp[t + 1],
+                    _mm256_set1_epi32(q.add(t + 1).read_unaligned()),
+                );
+            }
+            let s = _mm256_add_epi32(s0, s1);
+            let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + b));
+            *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(a, d), *f);
+            if let Some(mn) = mn {
+                let qs = _mm256_set1_ps(*acts.qsum.get_unchecked(i * nb + b) as f32);
+                *f = _mm256_fmadd_ps(qs, _mm256_mul_ps(mn, d), *f);
+            }
         }
     }
 }
@@ -401,122 +406,180 @@ unsafe fn tile_dot<D: Dot, const MR: usize>(tile: &Tile, g: &Gemv, i0: usize, co
     }
 }
 
-/// Decodes whole stored blocks of `format` with AVX2 (see [`super::expand`], which checks the
-/// buffers' sizes). The caller checked that the CPU has AVX2, FMA and F16C.
+/// Fills `tile` with weight rows `rows` (starting at a panel's first row, at most the tile's
+/// `2·lanes`), decoded by [`for_each_block`] as the decode path decodes them. The caller
+/// checked that the CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn expand_row(
-    format: Format,
-    bytes: &[u8],
-    u: &mut [u8],
-    a: &mut [f32],
-    mn: &mut [f32],
-) {
-    // SAFETY: passed on from the caller.
-    unsafe { expand_blocks(format, bytes, u, a, mn) }
-}
-
-/// A block's f16 scale as f32 (exact, like `half`'s conversion).
-#[inline(always)]
-unsafe fn block_scale(blk: *const u8) -> f32 {
-    // SAFETY: callers run with F16C and pass a pointer to 2 readable bytes.
-    unsafe {
-        let bits = (blk as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Range<usize>) {
+    let lanes = tile.lanes;
+    assert!(rows.start.is_multiple_of(PANEL) && rows.len() <= 2 * lanes);
+    assert!(rows.end <= w.n && w.k == tile.k);
+    let panels = rows.len().div_ceil(PANEL);
+    if panels * PANEL < 2 * lanes {
+        // Lanes past the last panel: zeros, never stored.
+        tile.u.fill(0);
+        tile.a.fill(0.0);
+        tile.mn.fill(0.0);
     }
-}
-
-/// Byte `i` of the result is 0xff where bit `i` of `x` is set, else 0.
-#[inline(always)]
-unsafe fn bytes_from_bits(x: u32) -> __m256i {
-    // SAFETY: callers run with AVX2.
-    unsafe {
-        let shuf = _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
+    tile.rows = rows.len();
+    for pl in 0..panels {
+        let p = rows.start / PANEL + pl;
+        let (half, lane0) = (pl * PANEL / lanes, pl * PANEL % lanes);
+        let (u, a, mn) = (
+            tile.u.as_mut_ptr(),
+            tile.a.as_mut_ptr(),
+            tile.mn.as_mut_ptr(),
         );
-        let v = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
-        let v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
-        _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
+        // SAFETY: panel p < w.panels() (rows.end ≤ n); the tile holds 2·lanes·k codes and
+        // 2·lanes·k/32 scales and minimums: block b's group g of half `half` is at
+        // ((8b + g)·2 + half)·lanes·4 + lane0·4, 32 bytes, below 64·(k/32)·lanes; its scales at
+        // (2b + half)·lanes + lane0, 8 of them, below 2·lanes·k/32.
+        unsafe {
+            let pb = w.data.as_ptr().add(p * w.panel_bytes());
+            for_each_block!(w.format, pb, w.k, |b, regs, av, mv| {
+                for (gi, r) in regs.iter().enumerate() {
+                    let at = ((b * 8 + gi) * 2 + half) * lanes * 4 + lane0 * 4;
+                    _mm256_storeu_si256(u.add(at) as *mut __m256i, *r);
+                }
+                let at = (b * 2 + half) * lanes + lane0;
+                _mm256_storeu_ps(a.add(at), av);
+                _mm256_storeu_ps(mn.add(at), mv.unwrap_or(_mm256_setzero_ps()));
+            });
+        }
     }
 }
 
-/// [`super::q4k_scales`] with AVX2: the 12 bytes of 6-bit scales and minimums unpacked into 8
-/// scale bytes and 8 minimum bytes (as ggml's dot products unpack them), then widened and
-/// multiplied by `d` and `dmin` 8 at a time. Writes `a[0..8]` and `mn[0..8]`.
+/// Q8_0's 8 code registers, 256 bytes at `codes`.
 #[inline(always)]
-unsafe fn q4k_scales(blk: &[u8], a: *mut f32, mn: *mut f32) {
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const LOW2: u32 = 0x0303_0303;
-    let w = |i: usize| u32::from_le_bytes([blk[4 + i], blk[5 + i], blk[6 + i], blk[7 + i]]);
-    let (w0, w1, w2) = (w(0), w(4), w(8));
-    // Scales 0–3 and 4–7, then minimums 0–3 and 4–7, one byte each.
-    let sc = [
-        w0 & LOW6,
-        (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4),
-        w1 & LOW6,
-        ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4),
-    ];
-    let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-    let dmin = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-    // SAFETY: callers run with AVX2 and pass room for 8 values at `a` and at `mn`.
+unsafe fn q8_codes(codes: *const u8) -> [__m256i; 8] {
+    // SAFETY: callers run with AVX and pass 256 readable bytes.
     unsafe {
-        let v = _mm_loadu_si128(sc.as_ptr() as *const __m128i);
-        let s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-        let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v)));
-        _mm256_storeu_ps(a, _mm256_mul_ps(_mm256_set1_ps(d), s));
-        let m = _mm256_mul_ps(_mm256_set1_ps(dmin), m);
-        _mm256_storeu_ps(mn, _mm256_xor_ps(m, _mm256_set1_ps(-0.0)));
+        let mut r = [_mm256_setzero_si256(); 8];
+        for (g, r) in r.iter_mut().enumerate() {
+            *r = _mm256_loadu_si256(codes.add(32 * g) as *const __m256i);
+        }
+        r
     }
 }
 
+/// A pair of Q4_K sub-blocks' codes, 256 bytes at `codes`: the low nibbles (the first
+/// sub-block) and the high ones.
 #[inline(always)]
-unsafe fn expand_blocks(format: Format, bytes: &[u8], u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
-    let bb = format.block_bytes();
-    let blocks = bytes.len() / bb;
-    debug_assert!(u.len() >= blocks * format.block_elems());
-    // SAFETY: callers run with AVX2 and F16C; `bytes` holds `blocks` whole blocks, and `u`, `a`
-    // (and `mn` for Q4_K) hold their codes and scales (checked by `super::expand`, or sized by
-    // `gemv8`'s buffers for one chunk of blocks).
+unsafe fn q4k_codes(codes: *const u8) -> ([__m256i; 8], [__m256i; 8]) {
+    // SAFETY: callers run with AVX2 and pass 256 readable bytes.
     unsafe {
         let low = _mm256_set1_epi8(0x0f);
-        let out = u.as_mut_ptr() as *mut __m256i;
-        for s in 0..blocks {
-            let blk = bytes.as_ptr().add(s * bb);
-            match format {
-                Format::Q4_0 | Format::Q5_0 => {
-                    *a.get_unchecked_mut(s) = block_scale(blk);
-                    let qs_at = if format == Format::Q4_0 { 2 } else { 6 };
-                    let qs = _mm_loadu_si128(blk.add(qs_at) as *const __m128i);
-                    let lo = _mm_and_si128(qs, _mm256_castsi256_si128(low));
-                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm256_castsi256_si128(low));
-                    let mut v = _mm256_set_m128i(hi, lo);
-                    if format == Format::Q5_0 {
-                        let qh = (blk.add(2) as *const u32).read_unaligned();
-                        let fifth = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-                        v = _mm256_or_si256(v, fifth);
-                    }
-                    _mm256_storeu_si256(out.add(s), v);
-                }
-                Format::Q8_0 => {
-                    *a.get_unchecked_mut(s) = block_scale(blk);
-                    let v = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                    _mm256_storeu_si256(out.add(s), _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
-                }
-                Format::Q4K => {
-                    let blk = std::slice::from_raw_parts(blk, bb);
-                    q4k_scales(blk, a.as_mut_ptr().add(s * 8), mn.as_mut_ptr().add(s * 8));
-                    for c in 0..4 {
-                        let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const _);
-                        let lo = _mm256_and_si256(q, low);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                        _mm256_storeu_si256(out.add(s * 8 + 2 * c), lo);
-                        _mm256_storeu_si256(out.add(s * 8 + 2 * c + 1), hi);
-                    }
-                }
-            }
+        let mut lo = [_mm256_setzero_si256(); 8];
+        let mut hi = lo;
+        for g in 0..8 {
+            let x = _mm256_loadu_si256(codes.add(32 * g) as *const __m256i);
+            lo[g] = _mm256_and_si256(x, low);
+            hi[g] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
         }
+        (lo, hi)
+    }
+}
+
+/// A panel block's 8 f16 scales (at `blk`) as f32, exact.
+#[inline(always)]
+unsafe fn scales(blk: *const u8) -> __m256 {
+    // SAFETY: callers run with F16C and pass 16 readable bytes.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i)) }
+}
+
+/// Q4_0's (and Q5_0's low) codes from 128 bytes at `codes`: register `g` the low nibbles of
+/// the `g`-th 32 bytes, register `g + 4` their high nibbles.
+#[inline(always)]
+unsafe fn nibbles(codes: *const u8) -> [__m256i; 8] {
+    // SAFETY: callers run with AVX2 and pass 128 readable bytes.
+    unsafe {
+        let low = _mm256_set1_epi8(0x0f);
+        let mut r = [_mm256_setzero_si256(); 8];
+        for g in 0..4 {
+            let x = _mm256_loadu_si256(codes.add(32 * g) as *const __m256i);
+            r[g] = _mm256_and_si256(x, low);
+            r[g + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+        }
+        r
+    }
+}
+
+/// Q5_0's fifth bits (the 32-byte plane at `plane`, bit `t` for register `t`) set as 0x10 in
+/// each code. A 16-bit shift brings bit `t` of each byte to bit 4; what crosses from the
+/// neighbouring byte lands below bit 4 (left shifts) or above it (right shifts) and is masked.
+#[inline(always)]
+unsafe fn with_fifth_bits(mut r: [__m256i; 8], plane: *const u8) -> [__m256i; 8] {
+    // SAFETY: callers run with AVX2 and pass 32 readable bytes.
+    unsafe {
+        let x = _mm256_loadu_si256(plane as *const __m256i);
+        let five = _mm256_set1_epi8(0x10);
+        let bits = [
+            _mm256_slli_epi16::<4>(x),
+            _mm256_slli_epi16::<3>(x),
+            _mm256_slli_epi16::<2>(x),
+            _mm256_slli_epi16::<1>(x),
+            x,
+            _mm256_srli_epi16::<1>(x),
+            _mm256_srli_epi16::<2>(x),
+            _mm256_srli_epi16::<3>(x),
+        ];
+        for (r, b) in r.iter_mut().zip(bits) {
+            *r = _mm256_or_si256(*r, _mm256_and_si256(b, five));
+        }
+        r
+    }
+}
+
+/// A Q4_K panel super-block's scales `a = d·sc` and minimum terms `mn = −(dmin·m)`, sub-block
+/// by sub-block, 8 rows a register: the three packed words of every row unpacked at once, as
+/// [`super::q4k_scales`] does one row (each value exact in f32).
+#[inline(always)]
+unsafe fn q4k_scales(blk: *const u8) -> ([__m256; 8], [__m256; 8]) {
+    // SAFETY: callers run with AVX2 and F16C and pass a panel super-block (128 bytes here).
+    unsafe {
+        let d = scales(blk);
+        let dmin = scales(blk.add(16));
+        let w0 = _mm256_loadu_si256(blk.add(32) as *const __m256i);
+        let w1 = _mm256_loadu_si256(blk.add(64) as *const __m256i);
+        let w2 = _mm256_loadu_si256(blk.add(96) as *const __m256i);
+        let low6 = _mm256_set1_epi8(0x3f);
+        let low4 = _mm256_set1_epi8(0x0f);
+        // Scales 0–3, 4–7, then minimums 0–3, 4–7: byte j of each row's 32-bit lane.
+        let sc = [
+            _mm256_and_si256(w0, low6),
+            _mm256_or_si256(_mm256_and_si256(w2, low4), top2(w0)),
+        ];
+        let m = [
+            _mm256_and_si256(w1, low6),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), low4), top2(w1)),
+        ];
+        let neg = _mm256_set1_ps(-0.0);
+        let mut a = [_mm256_setzero_ps(); 8];
+        let mut mn = a;
+        for j in 0..8 {
+            a[j] = _mm256_mul_ps(d, byte(sc[j / 4], j % 4));
+            mn[j] = _mm256_xor_ps(_mm256_mul_ps(dmin, byte(m[j / 4], j % 4)), neg);
+        }
+        (a, mn)
+    }
+}
+
+/// Each 32-bit lane's bits 6–7 of every byte, moved to bits 4–5.
+#[inline(always)]
+unsafe fn top2(w: __m256i) -> __m256i {
+    // SAFETY: callers run with AVX2.
+    unsafe {
+        let low2 = _mm256_set1_epi8(0x03);
+        _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), low2))
+    }
+}
+
+/// Byte `j` of each 32-bit lane, as f32.
+#[inline(always)]
+unsafe fn byte(v: __m256i, j: usize) -> __m256 {
+    // SAFETY: callers run with AVX2.
+    unsafe {
+        let shifted = _mm256_srlv_epi32(v, _mm256_set1_epi32(8 * j as i32));
+        _mm256_cvtepi32_ps(_mm256_and_si256(shifted, _mm256_set1_epi32(0xff)))
     }
 }

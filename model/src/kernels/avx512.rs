@@ -27,7 +27,8 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
         let mut tile = Tile::new(k, 16);
         for t in tasks {
             let rows = t * TILE_ROWS..((t + 1) * TILE_ROWS).min(n);
-            tile.fill(Path::Avx512Vnni, w, rows.clone());
+            // SAFETY: the AVX-512 VNNI path has AVX2, FMA and F16C (checked above).
+            unsafe { super::avx2::fill_tile(&mut tile, w, rows.clone()) };
             let mut i = 0;
             while i < m {
                 // SAFETY: the features are checked above; the kernel reads the tile (k
