@@ -25,11 +25,11 @@
 //!   `neon.rs`.
 //! - `scalar`: the reference, and the path of every other CPU.
 //!
-//! Prefill (4 or more activation rows) decodes a tile of weight rows once, laid out so that
-//! each 32-bit lane of a register belongs to one weight row, and dots it with every activation
-//! row while it sits in cache; decoding (fewer than 4 rows) decodes rows' blocks as it goes and
-//! sums each row's lanes into the same integers. The work runs on candle's worker pool, so the
-//! two never compete for the cores.
+//! The weights are stored in panels of 8 rows ([`QWeight`]), so that each 32-bit lane of a
+//! register belongs to one weight row. Prefill (4 or more activation rows) decodes a tile of
+//! panels once and dots it with every activation row while it sits in cache; decoding (fewer
+//! than 4 rows) dots each panel's blocks as it reads them, one row's integer per lane. The work
+//! runs on candle's worker pool, so the two never compete for the cores.
 //!
 //! Nothing here is unsound to call from safe code: the fields are private, the public
 //! functions check every length they rely on with `assert!`, and each unsafe block names the
@@ -766,9 +766,7 @@ pub fn matmul_on(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     }
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni if matches!(w.format, Format::Q5_0 | Format::Q8_0) && m >= 4 => {
-            avx512::matmul(acts, w, out)
-        }
+        Path::Avx512Vnni if m >= 4 => avx512::matmul(acts, w, out),
         #[cfg(target_arch = "x86_64")]
         Path::Avx512Vnni | Path::AvxVnni | Path::Avx2 => avx2::matmul(path, acts, w, out),
         #[cfg(target_arch = "aarch64")]

@@ -60,21 +60,84 @@ macro_rules! for_each_block {
     }};
 }
 
-/// u8 weight codes × i8 activations, four products a 32-bit lane, added to `acc`: exactly
-/// `Σ (u − CODE_OFFSET)·q` per lane. `prep` readies a weight register once for several dots.
+/// u8 weight codes × i8 activations, four products a 32-bit lane, added to an accumulator:
+/// exactly `Σ (u − CODE_OFFSET)·q` per lane once `total` turns it into 32-bit integers (at most
+/// one 32-block's 8 groups go into one accumulator, or two merged). `prep` readies a weight
+/// register once for several dots.
 trait Dot {
     const CODE_OFFSET: i32;
     type W: Copy;
+    type Acc: Copy;
     unsafe fn prep(w: __m256i) -> Self::W;
-    unsafe fn dot(acc: __m256i, w: Self::W, x: __m256i) -> __m256i;
+    unsafe fn zero() -> Self::Acc;
+    unsafe fn dot(acc: Self::Acc, w: Self::W, x: __m256i) -> Self::Acc;
+    unsafe fn merge(a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    unsafe fn total(acc: Self::Acc) -> __m256i;
 }
 
-/// AVX2: pairs of u8×i8 products summed to i16 (saturating), then pairs of those to i32.
+/// The accumulator of the dots that give 32-bit lanes at once.
+macro_rules! acc_i32 {
+    () => {
+        type Acc = __m256i;
+        #[inline(always)]
+        unsafe fn zero() -> __m256i {
+            // SAFETY: callers run inside a function with the AVX2 feature.
+            unsafe { _mm256_setzero_si256() }
+        }
+        #[inline(always)]
+        unsafe fn merge(a: __m256i, b: __m256i) -> __m256i {
+            // SAFETY: as above.
+            unsafe { _mm256_add_epi32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn total(acc: __m256i) -> __m256i {
+            acc
+        }
+    };
+}
+
+/// AVX2 for 4-bit codes (Q4_0, Q4_K): pairs of u8×i8 products summed to i16 and those added in
+/// i16 over a whole 32-block, then pairs to i32 once. Exact: a 16-bit lane sums 16 products of
+/// at most 15·127, 30,480 < 2¹⁵.
+struct Avx2Nibbles;
+impl Dot for Avx2Nibbles {
+    const CODE_OFFSET: i32 = 0;
+    type W = __m256i;
+    type Acc = __m256i;
+    #[inline(always)]
+    unsafe fn prep(w: __m256i) -> __m256i {
+        w
+    }
+    #[inline(always)]
+    unsafe fn zero() -> __m256i {
+        // SAFETY: callers run inside a function with the AVX2 feature.
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: as above.
+        unsafe { _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x)) }
+    }
+    #[inline(always)]
+    unsafe fn merge(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: as above.
+        unsafe { _mm256_add_epi16(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn total(acc: __m256i) -> __m256i {
+        // SAFETY: as above.
+        unsafe { _mm256_madd_epi16(acc, _mm256_set1_epi16(1)) }
+    }
+}
+
+/// AVX2: pairs of u8×i8 products summed to i16 (saturating), then pairs of those to i32 at
+/// each dot.
 /// Exact for codes up to 128 (2·128·127 < 2¹⁵).
 struct Avx2;
 impl Dot for Avx2 {
     const CODE_OFFSET: i32 = 0;
     type W = __m256i;
+    acc_i32!();
     #[inline(always)]
     unsafe fn prep(w: __m256i) -> __m256i {
         w
@@ -95,6 +158,7 @@ struct Avx2Signed;
 impl Dot for Avx2Signed {
     const CODE_OFFSET: i32 = 128;
     type W = (__m256i, __m256i);
+    acc_i32!();
     #[inline(always)]
     unsafe fn prep(w: __m256i) -> (__m256i, __m256i) {
         // SAFETY: callers run inside a function with the AVX2 feature.
@@ -118,6 +182,7 @@ struct VnniVex;
 impl Dot for VnniVex {
     const CODE_OFFSET: i32 = 0;
     type W = __m256i;
+    acc_i32!();
     #[inline(always)]
     unsafe fn prep(w: __m256i) -> __m256i {
         w
@@ -134,6 +199,7 @@ struct VnniEvex;
 impl Dot for VnniEvex {
     const CODE_OFFSET: i32 = 0;
     type W = __m256i;
+    acc_i32!();
     #[inline(always)]
     unsafe fn prep(w: __m256i) -> __m256i {
         w
@@ -183,6 +249,7 @@ macro_rules! kernels_for {
 }
 
 kernels_for!(Avx2, "avx2,fma,f16c");
+kernels_for!(Avx2Nibbles, "avx2,fma,f16c");
 kernels_for!(Avx2Signed, "avx2,fma,f16c");
 kernels_for!(VnniVex, "avx2,fma,f16c,avxvnni");
 kernels_for!(VnniEvex, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
@@ -203,6 +270,7 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     assert!(acts.m >= 1 && acts.k == w.k && out.len() == acts.m * w.n);
     match path {
         Path::Avx2 if w.format.max_code() > 128 => run::<Avx2Signed>(acts, w, out),
+        Path::Avx2 if w.format.max_code() <= 15 => run::<Avx2Nibbles>(acts, w, out),
         Path::Avx2 => run::<Avx2>(acts, w, out),
         Path::AvxVnni if is_x86_feature_detected!("avxvnni") => run::<VnniVex>(acts, w, out),
         _ => run::<VnniEvex>(acts, w, out),
@@ -316,8 +384,7 @@ unsafe fn dot_block<D: Dot, const M: usize>(
         }
         for (i, f) in f.iter_mut().enumerate() {
             let q = acts.q.as_ptr().add(i * k + b * QK) as *const i32;
-            let mut s0 = _mm256_set1_epi32(*g.corr.get_unchecked(i * nb + b));
-            let mut s1 = _mm256_setzero_si256();
+            let (mut s0, mut s1) = (D::zero(), D::zero());
             for t in (0..8).step_by(2) {
                 s0 = D::dot(s0, wp[t], _mm256_set1_epi32(q.add(t).read_unaligned()));
                 s1 = D::dot(
@@ -326,7 +393,8 @@ unsafe fn dot_block<D: Dot, const M: usize>(
                     _mm256_set1_epi32(q.add(t + 1).read_unaligned()),
                 );
             }
-            let s = _mm256_add_epi32(s0, s1);
+            let corr = _mm256_set1_epi32(*g.corr.get_unchecked(i * nb + b));
+            let s = _mm256_add_epi32(corr, D::total(D::merge(s0, s1)));
             let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + b));
             *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(a, d), *f);
             if let Some(mn) = mn {
@@ -359,10 +427,7 @@ unsafe fn tile_dot<D: Dot, const MR: usize>(tile: &Tile, g: &Gemv, i0: usize, co
         let mut f0 = [_mm256_setzero_ps(); MR];
         let mut f1 = [_mm256_setzero_ps(); MR];
         for b in 0..nb {
-            let mut s0 = [_mm256_setzero_si256(); MR];
-            for (r, s) in s0.iter_mut().enumerate() {
-                *s = _mm256_set1_epi32(*g.corr.get_unchecked((i0 + r) * nb + b));
-            }
+            let mut s0 = [D::zero(); MR];
             let mut s1 = s0;
             let ub = u.add(b * 8 * 64);
             for gi in 0..8 {
@@ -380,9 +445,12 @@ unsafe fn tile_dot<D: Dot, const MR: usize>(tile: &Tile, g: &Gemv, i0: usize, co
                 _mm256_loadu_ps(a.add(b * 16 + 8)),
             );
             for r in 0..MR {
+                let corr = _mm256_set1_epi32(*g.corr.get_unchecked((i0 + r) * nb + b));
+                let s0 = _mm256_add_epi32(corr, D::total(s0[r]));
+                let s1 = _mm256_add_epi32(corr, D::total(s1[r]));
                 let d = _mm256_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
-                f0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0[r]), _mm256_mul_ps(a0, d), f0[r]);
-                f1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[r]), _mm256_mul_ps(a1, d), f1[r]);
+                f0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(a0, d), f0[r]);
+                f1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(a1, d), f1[r]);
             }
             if has_min {
                 let m0 = _mm256_loadu_ps(mn.add(b * 16));

@@ -1,23 +1,24 @@
-//! The AVX-512 VNNI prefill kernel for Q5_0 and Q8_0: 16 lanes, tiles of 32 weight rows.
+//! The AVX-512 VNNI prefill kernel, every format: 16 lanes, tiles of 32 weight rows (4 panels).
 //! Decoding (fewer than 4 activation rows) takes the 256-bit kernels of `avx2.rs`, which
 //! measured faster here than decoding 16 rows' blocks in 512-bit registers (0.5B decode 30.3
 //! tok/s before, 35.5 after, `nib bench --threads 2`, 2026-12-05).
 
-use super::{Format, Path, QActs, QWeight, SyncPtr, Tile, QK};
+use super::{Path, QActs, QWeight, SyncPtr, Tile, QK};
 use std::arch::x86_64::*;
 
 /// Weight rows per prefill tile: two registers of 16 lanes, one lane per row.
 const TILE_ROWS: usize = 32;
 
-/// `out = acts · wᵀ` for Q5_0 and Q8_0 weights and 4 activation rows or more. The caller
+/// `out = acts · wᵀ` for 4 activation rows or more. The caller
 /// checked that the CPU has the path's features and that `acts` is m × k, `w` n × k and `out`
 /// m × n.
 pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
-    assert!(Path::Avx512Vnni.supported() && matches!(w.format, Format::Q5_0 | Format::Q8_0));
+    assert!(Path::Avx512Vnni.supported());
     let (m, n, k) = (acts.m, w.n, w.k);
     assert!(m >= 4 && acts.k == k && out.len() == m * n);
     // The unsigned codes' offset, taken off each block's integer dot.
     let corr: Vec<i32> = acts.qsum.iter().map(|s| -w.format.offset() * s).collect();
+    let has_min = w.format.has_min();
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let pool = candle_core::utils::barrier_pool();
     // Each task owns a tile of 32 weight rows: decode them once, dot them with every
@@ -37,10 +38,10 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 unsafe {
                     let (o, c) = (out_ptr.0, rows.start);
                     match m - i {
-                        1 => tile_dot::<1>(&tile, acts, &corr, i, o, n, c),
-                        2 => tile_dot::<2>(&tile, acts, &corr, i, o, n, c),
-                        3 => tile_dot::<3>(&tile, acts, &corr, i, o, n, c),
-                        _ => tile_dot::<4>(&tile, acts, &corr, i, o, n, c),
+                        1 => tile_dot::<1>(&tile, acts, &corr, has_min, i, o, n, c),
+                        2 => tile_dot::<2>(&tile, acts, &corr, has_min, i, o, n, c),
+                        3 => tile_dot::<3>(&tile, acts, &corr, has_min, i, o, n, c),
+                        _ => tile_dot::<4>(&tile, acts, &corr, has_min, i, o, n, c),
                     }
                 }
                 i += 4;
@@ -60,12 +61,14 @@ fn lanes(rows: usize) -> __mmask16 {
 
 /// The tile's rows against activation rows `i0..i0 + MR`, written to columns `col0..` of
 /// `out` (`n` wide): per block and group of 4 codes, two loads of weights meet `MR`
-/// broadcast activation groups in `2·MR` VNNI dots.
+/// broadcast activation groups in `2·MR` VNNI dots; then `dot_scalar`'s float steps, with the
+/// minimum terms where the format has them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_dot<const MR: usize>(
     tile: &Tile,
     acts: &QActs,
     corr: &[i32],
+    has_min: bool,
     i0: usize,
     out: *mut f32,
     n: usize,
@@ -75,7 +78,7 @@ unsafe fn tile_dot<const MR: usize>(
     unsafe {
         let (k, nb) = (tile.k, tile.k / QK);
         let u = tile.u.as_ptr();
-        let a = tile.a.as_ptr();
+        let (a, mn) = (tile.a.as_ptr(), tile.mn.as_ptr());
         let mut q = [acts.q.as_ptr(); MR];
         for (r, q) in q.iter_mut().enumerate() {
             *q = acts.q.as_ptr().add((i0 + r) * k);
@@ -105,6 +108,17 @@ unsafe fn tile_dot<const MR: usize>(
                 let d = _mm512_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
                 f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(a0, d), f0[r]);
                 f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(a1, d), f1[r]);
+            }
+            if has_min {
+                let m0 = _mm512_loadu_ps(mn.add(b * 32));
+                let m1 = _mm512_loadu_ps(mn.add(b * 32 + 16));
+                for r in 0..MR {
+                    let i = (i0 + r) * nb + b;
+                    let d = _mm512_set1_ps(*acts.d.get_unchecked(i));
+                    let qs = _mm512_set1_ps(*acts.qsum.get_unchecked(i) as f32);
+                    f0[r] = _mm512_fmadd_ps(qs, _mm512_mul_ps(m0, d), f0[r]);
+                    f1[r] = _mm512_fmadd_ps(qs, _mm512_mul_ps(m1, d), f1[r]);
+                }
             }
         }
         let (m0, m1) = (lanes(tile.rows), lanes(tile.rows.saturating_sub(16)));

@@ -112,6 +112,40 @@ fn every_path_equals_the_scalar_reference_bit_for_bit() {
     }
 }
 
+/// The largest sums the integer dots can meet: every code at its largest (and smallest), every
+/// activation at ±127; AVX2's 16-bit partial sums must not wrap.
+#[test]
+fn extreme_codes_and_activations_stay_exact() {
+    for format in FORMATS {
+        let (n, k) = (16, format.block_elems() * 2);
+        for fill in [0xffu8, 0x00, 0x77] {
+            let mut data = vec![fill; n * format.bytes_for(k)];
+            let scales: &[usize] = if format == Format::Q4K { &[0, 2] } else { &[0] };
+            for blk in data.chunks_exact_mut(format.block_bytes()) {
+                for &at in scales {
+                    blk[at..at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                }
+            }
+            let w = QWeight::new(format, n, k, data).unwrap();
+            for sign in [1.0f32, -1.0] {
+                for m in [1, 5] {
+                    let acts = quantize_acts(&vec![sign; m * k], m, k);
+                    let want = reference(&acts, &w);
+                    for path in Path::available() {
+                        let mut got = vec![f32::NAN; m * n];
+                        matmul_on(path, &acts, &w, &mut got);
+                        assert_bits(
+                            &got,
+                            &want,
+                            &format!("{path:?} {format:?} {fill:#x} {sign} m={m}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The panels hold the GGUF blocks byte for byte: each row comes back as it was given, on
 /// panel boundaries and in a padded last panel.
 #[test]
