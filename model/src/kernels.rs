@@ -704,6 +704,8 @@ struct Tile {
     lanes: usize,
     /// Rows of the weights in the tile (the rest of its lanes are zeros, never stored).
     rows: usize,
+    /// Whether the rows' format has minimum terms (`mn` holds them).
+    has_min: bool,
     /// Codes, `[block][group of 4][half][lane][4]`.
     u: Vec<u8>,
     /// Scales and minimum terms, `[block][half][lane]`.
@@ -720,6 +722,7 @@ impl Tile {
             k,
             lanes,
             rows: 0,
+            has_min: false,
             u: vec![0; 2 * lanes * k],
             a: vec![0.0; 2 * lanes * nb],
             mn: vec![0.0; 2 * lanes * nb],

@@ -490,6 +490,7 @@ pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Ran
         tile.mn.fill(0.0);
     }
     tile.rows = rows.len();
+    tile.has_min = w.format.has_min();
     for pl in 0..panels {
         let p = rows.start / PANEL + pl;
         let (half, lane0) = (pl * PANEL / lanes, pl * PANEL % lanes);

@@ -18,7 +18,6 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     assert!(m >= 4 && acts.k == k && out.len() == m * n);
     // The unsigned codes' offset, taken off each block's integer dot.
     let corr: Vec<i32> = acts.qsum.iter().map(|s| -w.format.offset() * s).collect();
-    let has_min = w.format.has_min();
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let pool = candle_core::utils::barrier_pool();
     // Each task owns a tile of 32 weight rows: decode them once, dot them with every
@@ -38,10 +37,10 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 unsafe {
                     let (o, c) = (out_ptr.0, rows.start);
                     match m - i {
-                        1 => tile_dot::<1>(&tile, acts, &corr, has_min, i, o, n, c),
-                        2 => tile_dot::<2>(&tile, acts, &corr, has_min, i, o, n, c),
-                        3 => tile_dot::<3>(&tile, acts, &corr, has_min, i, o, n, c),
-                        _ => tile_dot::<4>(&tile, acts, &corr, has_min, i, o, n, c),
+                        1 => tile_dot::<1>(&tile, acts, &corr, i, o, n, c),
+                        2 => tile_dot::<2>(&tile, acts, &corr, i, o, n, c),
+                        3 => tile_dot::<3>(&tile, acts, &corr, i, o, n, c),
+                        _ => tile_dot::<4>(&tile, acts, &corr, i, o, n, c),
                     }
                 }
                 i += 4;
@@ -68,7 +67,6 @@ unsafe fn tile_dot<const MR: usize>(
     tile: &Tile,
     acts: &QActs,
     corr: &[i32],
-    has_min: bool,
     i0: usize,
     out: *mut f32,
     n: usize,
@@ -109,7 +107,7 @@ unsafe fn tile_dot<const MR: usize>(
                 f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(a0, d), f0[r]);
                 f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(a1, d), f1[r]);
             }
-            if has_min {
+            if tile.has_min {
                 let m0 = _mm512_loadu_ps(mn.add(b * 32));
                 let m1 = _mm512_loadu_ps(mn.add(b * 32 + 16));
                 for r in 0..MR {
