@@ -48,8 +48,12 @@ fn attention(c: &mut Criterion) {
     for l in [1usize, 128] {
         let t = pos + l;
         let q: Vec<f32> = (0..n_head * l * hd).map(|i| (i % 7) as f32 * 0.1).collect();
-        let kv: Vec<Vec<f32>> = (0..n_kv)
-            .map(|g| (0..t * hd).map(|i| ((i + g) % 5) as f32 * 0.1).collect())
+        let kv: Vec<Vec<half::f16>> = (0..n_kv)
+            .map(|g| {
+                (0..t * hd)
+                    .map(|i| half::f16::from_f32(((i + g) % 5) as f32 * 0.1))
+                    .collect()
+            })
             .collect();
         group.bench_with_input(BenchmarkId::new("nib", l), &l, |b, &l| {
             b.iter(|| kernels::attention(&q, l, pos, &kv, &kv, n_head, hd))

@@ -79,7 +79,7 @@ impl GenerateParams {
             stops,
             banned,
             single_line,
-            prefill_chunk: 256,
+            prefill_chunk: 128,
             stop_check: None,
             draft_len: 0,
             on_first_line: None,

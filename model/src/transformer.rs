@@ -12,6 +12,7 @@ use crate::gguf::GgufFile;
 use crate::kernels::{self, Format, QWeight};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
+use half::f16;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,12 +234,13 @@ pub struct Transformer {
 }
 
 /// Keys and values of every layer for the tokens seen so far. On the CPU: per layer, per KV
-/// head, one `len × head_dim` run of f32 that nib's attention kernel reads in place (appending is
-/// amortised O(1); cutting back is free). On a GPU: per layer, one `(1, n_kv_head, len, head_dim)`
+/// head, one `len × head_dim` run of f16 (rounded to nearest from the f32 the layer computes,
+/// as llama.cpp's default cache does: half the memory) that nib's attention kernel reads in
+/// place (room grows 256 positions at a time; cutting back is free). On a GPU: per layer, one `(1, n_kv_head, len, head_dim)`
 /// tensor each for keys and values, on the device.
 pub struct KvCache {
-    k: Vec<Vec<Vec<f32>>>,
-    v: Vec<Vec<Vec<f32>>>,
+    k: Vec<Vec<Vec<f16>>>,
+    v: Vec<Vec<Vec<f16>>>,
     dev: Vec<Option<(Tensor, Tensor)>>,
     head_dim: usize,
     len: usize,
@@ -285,9 +287,18 @@ impl KvCache {
     /// Appends `l` new positions of layer `layer` from `(n_kv_head, l, head_dim)` data.
     fn append(&mut self, layer: usize, k: &[f32], v: &[f32], l: usize) {
         let run = l * self.head_dim;
+        // Room in steps of 256 positions rather than doubling: at most 255 idle positions per
+        // head instead of as many as it holds.
+        let step = 256 * self.head_dim;
         for (g, (kh, vh)) in self.k[layer].iter_mut().zip(&mut self.v[layer]).enumerate() {
-            kh.extend_from_slice(&k[g * run..(g + 1) * run]);
-            vh.extend_from_slice(&v[g * run..(g + 1) * run]);
+            for x in [&mut *kh, &mut *vh] {
+                let want = (x.len() + run).div_ceil(step) * step;
+                if x.capacity() < want {
+                    x.reserve_exact(want - x.len());
+                }
+            }
+            kh.extend(k[g * run..(g + 1) * run].iter().map(|&x| f16::from_f32(x)));
+            vh.extend(v[g * run..(g + 1) * run].iter().map(|&x| f16::from_f32(x)));
         }
     }
 

@@ -1,11 +1,12 @@
-//! The causal attention over the KV cache, one query at a time.
+//! The causal attention over the KV cache (keys and values in f16), one query at a time.
 
 use super::SyncPtr;
+use half::f16;
 
 /// Causal attention of `l` new queries (positions `pos..pos + l`) over the cached keys.
 ///
 /// `q` is `(n_head, l, head_dim)`; `k[g]` and `v[g]` hold KV head `g`'s cached positions,
-/// `(pos + l) × head_dim`; query head `h` reads KV head `h / (n_head / k.len())`. Returns
+/// `(pos + l) × head_dim`, in f16 (each read as the f32 it stands for, exactly); query head `h` reads KV head `h / (n_head / k.len())`. Returns
 /// `(l, n_head × head_dim)`, the layout the output projection takes. Each task takes a block of
 /// queries of one head, and each query alone over exactly the keys it sees: scores `q·Kᵀ`
 /// ([`query_scores`]), softmax in place (with a vectorisable `exp`), then `p·V`
@@ -16,8 +17,8 @@ pub fn attention(
     q: &[f32],
     l: usize,
     pos: usize,
-    k: &[Vec<f32>],
-    v: &[Vec<f32>],
+    k: &[Vec<f16>],
+    v: &[Vec<f16>],
     n_head: usize,
     head_dim: usize,
 ) -> Vec<f32> {
@@ -84,7 +85,7 @@ pub fn attention(
 /// after checking that the CPU has the path: what the unsafe calls below rely on.
 #[derive(Debug, Clone, Copy)]
 enum Floats {
-    /// AVX2 and FMA: every x86 path but scalar implies them (`Path::supported`).
+    /// AVX2, FMA and F16C: every x86 path but scalar implies them (`Path::supported`).
     #[cfg(target_arch = "x86_64")]
     X86Fma,
     /// NEON: both aarch64 paths but scalar.
@@ -109,7 +110,7 @@ impl Floats {
 /// `scores[j] = scale · (q · K[j])` for every row `j` of `k` (rows of `q.len()`), in the order
 /// every path follows: eight lanes, lane `c` summing `q[d]·k[d]` for `d ≡ c (mod 8)` by fused
 /// multiply-adds in increasing `d` (from 0), then `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-fn query_scores(floats: Floats, q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
+fn query_scores(floats: Floats, q: &[f32], k: &[f16], scale: f32, scores: &mut [f32]) {
     let hd = q.len();
     assert!(
         hd.is_multiple_of(8) && k.len() == scores.len() * hd,
@@ -118,7 +119,7 @@ fn query_scores(floats: Floats, q: &[f32], k: &[f32], scale: f32, scores: &mut [
         scores.len()
     );
     match floats {
-        // SAFETY: `Floats::X86Fma` means the CPU has AVX2 and FMA (checked by `Floats::of`);
+        // SAFETY: `Floats::X86Fma` means the CPU has AVX2, FMA and F16C (`Floats::of`);
         // the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
         Floats::X86Fma => unsafe { x86::scores(q, k, scale, scores) },
@@ -134,10 +135,11 @@ fn query_scores(floats: Floats, q: &[f32], k: &[f32], scale: f32, scores: &mut [
                     .enumerate()
                 {
                     for t in 0..8 {
+                        let kc = kc[t].to_f32();
                         lanes[t] = if c == 0 {
-                            qc[t] * kc[t]
+                            qc[t] * kc
                         } else {
-                            qc[t].mul_add(kc[t], lanes[t])
+                            qc[t].mul_add(kc, lanes[t])
                         };
                     }
                 }
@@ -155,7 +157,7 @@ fn reduce8(l: &[f32; 8]) -> f32 {
 
 /// `out[d] = Σ_j p[j] · v[j][d]` (rows of `out.len()`), each `d` by fused multiply-adds in
 /// increasing `j`, the first a plain product: the order every path follows.
-fn weighted_sum(floats: Floats, p: &[f32], v: &[f32], out: &mut [f32]) {
+fn weighted_sum(floats: Floats, p: &[f32], v: &[f16], out: &mut [f32]) {
     let hd = out.len();
     assert!(
         hd.is_multiple_of(8) && v.len() == p.len() * hd,
@@ -174,11 +176,8 @@ fn weighted_sum(floats: Floats, p: &[f32], v: &[f32], out: &mut [f32]) {
             for (d, o) in out.iter_mut().enumerate() {
                 let mut acc = 0f32;
                 for (j, &pj) in p.iter().enumerate() {
-                    acc = if j == 0 {
-                        pj * v[d]
-                    } else {
-                        pj.mul_add(v[j * hd + d], acc)
-                    };
+                    let x = v[j * hd + d].to_f32();
+                    acc = if j == 0 { pj * x } else { pj.mul_add(x, acc) };
                 }
                 *o = acc;
             }
@@ -188,16 +187,24 @@ fn weighted_sum(floats: Floats, p: &[f32], v: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use half::f16;
     use std::arch::x86_64::*;
+
+    /// Eight f16 at `p` as f32 (exact).
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: callers run with F16C and pass 8 readable values.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
 
     /// See `query_scores`. Eight keys at a time, their lane sums reduced together by `hadd`s,
     /// whose pairing is the reference tree.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `q.len()` is a multiple of 8 and `k.len() == scores.len() ·
-    /// q.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores(q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
+    /// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 8 and `k.len() ==
+    /// scores.len() · q.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores(q: &[f32], k: &[f16], scale: f32, scores: &mut [f32]) {
         let hd = q.len();
         let n = scores.len();
         let (qp, kp) = (q.as_ptr(), k.as_ptr());
@@ -205,15 +212,10 @@ mod x86 {
         // One key's eight lanes.
         let lanes = |j: usize| {
             // SAFETY (for the closure's loads): row j < n of k, and q, hold `hd` floats.
-            let mut acc =
-                unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp), _mm256_loadu_ps(kp.add(j * hd))) };
+            let mut acc = unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp), load8(kp.add(j * hd))) };
             for c in (8..hd).step_by(8) {
                 acc = unsafe {
-                    _mm256_fmadd_ps(
-                        _mm256_loadu_ps(qp.add(c)),
-                        _mm256_loadu_ps(kp.add(j * hd + c)),
-                        acc,
-                    )
+                    _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), load8(kp.add(j * hd + c)), acc)
                 };
             }
             acc
@@ -247,10 +249,10 @@ mod x86 {
     /// See `weighted_sum`: 64 output floats (eight registers) at a time over every row of `v`.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `out.len()` is a multiple of 8 and `v.len() == p.len() ·
-    /// out.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+    /// The CPU has AVX2, FMA and F16C; `out.len()` is a multiple of 8 and `v.len() == p.len()
+    /// · out.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum(p: &[f32], v: &[f16], out: &mut [f32]) {
         let hd = out.len();
         let vp = v.as_ptr();
         if p.is_empty() {
@@ -264,17 +266,13 @@ mod x86 {
             let p0 = _mm256_set1_ps(p[0]);
             for (t, a) in acc.iter_mut().enumerate().take(w) {
                 // SAFETY: row 0 of v holds hd floats; d0 + 8t + 8 <= hd.
-                *a = _mm256_mul_ps(p0, unsafe { _mm256_loadu_ps(vp.add(d0 + 8 * t)) });
+                *a = _mm256_mul_ps(p0, unsafe { load8(vp.add(d0 + 8 * t)) });
             }
             for (j, &pj) in p.iter().enumerate().skip(1) {
                 let pj = _mm256_set1_ps(pj);
                 for (t, a) in acc.iter_mut().enumerate().take(w) {
                     // SAFETY: row j < p.len() of v; d0 + 8t + 8 <= hd.
-                    *a = _mm256_fmadd_ps(
-                        pj,
-                        unsafe { _mm256_loadu_ps(vp.add(j * hd + d0 + 8 * t)) },
-                        *a,
-                    );
+                    *a = _mm256_fmadd_ps(pj, unsafe { load8(vp.add(j * hd + d0 + 8 * t)) }, *a);
                 }
             }
             for (t, a) in acc.iter().enumerate().take(w) {
@@ -288,28 +286,43 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
+    use half::f16;
     use std::arch::aarch64::*;
+
+    /// Four f16 at `p` as f32 (exact): `fcvtl`, written as assembly because Rust's f16 vector
+    /// types are unstable.
+    #[inline(always)]
+    unsafe fn load4(p: *const f16) -> float32x4_t {
+        // SAFETY: callers run with NEON and pass 4 readable values.
+        unsafe {
+            let h = vld1_u16(p as *const u16);
+            let out: float32x4_t;
+            std::arch::asm!(
+                "fcvtl {o:v}.4s, {h:v}.4h",
+                o = out(vreg) out,
+                h = in(vreg) h,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+            out
+        }
+    }
 
     /// See `query_scores`: lanes 0–3 and 4–7 in two registers, the tree in scalar code.
     ///
     /// # Safety
     /// The CPU has NEON; `q.len()` is a multiple of 8 and `k.len() == scores.len() · q.len()`.
     #[target_feature(enable = "neon")]
-    pub unsafe fn scores(q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
+    pub unsafe fn scores(q: &[f32], k: &[f16], scale: f32, scores: &mut [f32]) {
         let hd = q.len();
         let (qp, kp) = (q.as_ptr(), k.as_ptr());
         for (j, s) in scores.iter_mut().enumerate() {
             // SAFETY: row j of k, and q, hold hd floats; c + 8 <= hd.
             unsafe {
-                let mut lo = vmulq_f32(vld1q_f32(qp), vld1q_f32(kp.add(j * hd)));
-                let mut hi = vmulq_f32(vld1q_f32(qp.add(4)), vld1q_f32(kp.add(j * hd + 4)));
+                let mut lo = vmulq_f32(vld1q_f32(qp), load4(kp.add(j * hd)));
+                let mut hi = vmulq_f32(vld1q_f32(qp.add(4)), load4(kp.add(j * hd + 4)));
                 for c in (8..hd).step_by(8) {
-                    lo = vfmaq_f32(lo, vld1q_f32(qp.add(c)), vld1q_f32(kp.add(j * hd + c)));
-                    hi = vfmaq_f32(
-                        hi,
-                        vld1q_f32(qp.add(c + 4)),
-                        vld1q_f32(kp.add(j * hd + c + 4)),
-                    );
+                    lo = vfmaq_f32(lo, vld1q_f32(qp.add(c)), load4(kp.add(j * hd + c)));
+                    hi = vfmaq_f32(hi, vld1q_f32(qp.add(c + 4)), load4(kp.add(j * hd + c + 4)));
                 }
                 let mut l = [0f32; 8];
                 vst1q_f32(l.as_mut_ptr(), lo);
@@ -324,7 +337,7 @@ mod neon {
     /// # Safety
     /// The CPU has NEON; `out.len()` is a multiple of 8 and `v.len() == p.len() · out.len()`.
     #[target_feature(enable = "neon")]
-    pub unsafe fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+    pub unsafe fn weighted_sum(p: &[f32], v: &[f16], out: &mut [f32]) {
         let hd = out.len();
         let vp = v.as_ptr();
         if p.is_empty() {
@@ -338,11 +351,11 @@ mod neon {
             unsafe {
                 let mut acc = [vdupq_n_f32(0.0); 8];
                 for (t, a) in acc.iter_mut().enumerate().take(w) {
-                    *a = vmulq_n_f32(vld1q_f32(vp.add(d0 + 4 * t)), p[0]);
+                    *a = vmulq_n_f32(load4(vp.add(d0 + 4 * t)), p[0]);
                 }
                 for (j, &pj) in p.iter().enumerate().skip(1) {
                     for (t, a) in acc.iter_mut().enumerate().take(w) {
-                        *a = vfmaq_n_f32(*a, vld1q_f32(vp.add(j * hd + d0 + 4 * t)), pj);
+                        *a = vfmaq_n_f32(*a, load4(vp.add(j * hd + d0 + 4 * t)), pj);
                     }
                 }
                 for (t, a) in acc.iter().enumerate().take(w) {
@@ -417,11 +430,11 @@ mod attention_tests {
         let t = pos + l;
         let f = |i: usize| (i * 7919 % 1000) as f32 / 1000.0 - 0.5;
         let q: Vec<f32> = (0..n_head * l * hd).map(|i| f(i * 3 + 1)).collect();
-        let k: Vec<Vec<f32>> = (0..2)
-            .map(|g| (0..t * hd).map(|i| f(i * 5 + g)).collect())
+        let k: Vec<Vec<f16>> = (0..2)
+            .map(|g| (0..t * hd).map(|i| f16::from_f32(f(i * 5 + g))).collect())
             .collect();
-        let v: Vec<Vec<f32>> = (0..2)
-            .map(|g| (0..t * hd).map(|i| f(i * 11 + g)).collect())
+        let v: Vec<Vec<f16>> = (0..2)
+            .map(|g| (0..t * hd).map(|i| f16::from_f32(f(i * 11 + g))).collect())
             .collect();
         let all = attention(&q, l, pos, &k, &v, n_head, hd);
         // Queries a..b alone, over the cache as it stands after query b - 1.
@@ -429,7 +442,7 @@ mod attention_tests {
             let qp: Vec<f32> = (0..n_head)
                 .flat_map(|h| q[(h * l + a) * hd..(h * l + b) * hd].to_vec())
                 .collect();
-            let cut = |x: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            let cut = |x: &Vec<Vec<f16>>| -> Vec<Vec<f16>> {
                 x.iter().map(|g| g[..(pos + b) * hd].to_vec()).collect()
             };
             attention(&qp, b - a, pos + a, &cut(&k), &cut(&v), n_head, hd)
@@ -456,7 +469,7 @@ mod attention_tests {
         for hd in [8usize, 64, 128] {
             for n in 1..=40usize {
                 let q: Vec<f32> = (0..hd).map(|_| r()).collect();
-                let k: Vec<f32> = (0..n * hd).map(|_| r()).collect();
+                let k: Vec<f16> = (0..n * hd).map(|_| f16::from_f32(r())).collect();
                 let p: Vec<f32> = (0..n).map(|_| r().abs() / 4.0).collect();
                 let reference = |path| {
                     let mut s = vec![0f32; n];
@@ -494,27 +507,27 @@ mod attention_tests {
         assert!(refused(&|| query_scores(
             path,
             &[0.0; 12],
-            &[0.0; 24],
+            &[f16::ZERO; 24],
             1.0,
             &mut [0.0; 2]
         )));
         assert!(refused(&|| query_scores(
             path,
             &[0.0; 8],
-            &[0.0; 16],
+            &[f16::ZERO; 16],
             1.0,
             &mut [0.0; 3]
         )));
         assert!(refused(&|| weighted_sum(
             path,
             &[0.0; 3],
-            &[0.0; 16],
+            &[f16::ZERO; 16],
             &mut [0.0; 8]
         )));
         assert!(refused(&|| weighted_sum(
             path,
             &[0.0; 2],
-            &[0.0; 20],
+            &[f16::ZERO; 20],
             &mut [0.0; 10]
         )));
         for p in crate::kernels::Path::available() {
@@ -522,14 +535,14 @@ mod attention_tests {
             assert!(refused(&|| query_scores(
                 p,
                 &[0.0; 8],
-                &[0.0; 8],
+                &[f16::ZERO; 8],
                 1.0,
                 &mut [0.0; 2]
             )));
             assert!(refused(&|| weighted_sum(
                 p,
                 &[0.0; 2],
-                &[0.0; 8],
+                &[f16::ZERO; 8],
                 &mut [0.0; 8]
             )));
         }
@@ -547,11 +560,11 @@ mod attention_tests {
             (seed >> 11) as f32 / (1u64 << 53) as f32 - 0.5
         };
         let q: Vec<f32> = (0..n_head * l * hd).map(|_| r() * 4.0).collect();
-        let k: Vec<Vec<f32>> = (0..n_kv)
-            .map(|_| (0..t * hd).map(|_| r()).collect())
+        let k: Vec<Vec<f16>> = (0..n_kv)
+            .map(|_| (0..t * hd).map(|_| f16::from_f32(r())).collect())
             .collect();
-        let v: Vec<Vec<f32>> = (0..n_kv)
-            .map(|_| (0..t * hd).map(|_| r()).collect())
+        let v: Vec<Vec<f16>> = (0..n_kv)
+            .map(|_| (0..t * hd).map(|_| f16::from_f32(r())).collect())
             .collect();
         let got = attention(&q, l, pos, &k, &v, n_head, hd);
         for h in 0..n_head {
@@ -562,7 +575,7 @@ mod attention_tests {
                 let s: Vec<f64> = (0..keys)
                     .map(|j| {
                         (0..hd)
-                            .map(|d| (qi[d] * k[g][j * hd + d]) as f64)
+                            .map(|d| (qi[d] * k[g][j * hd + d].to_f32()) as f64)
                             .sum::<f64>()
                             / (hd as f64).sqrt()
                     })
@@ -571,7 +584,7 @@ mod attention_tests {
                 let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
                 for d in 0..hd {
                     let want: f64 = (0..keys)
-                        .map(|j| (s[j] - m).exp() / z * v[g][j * hd + d] as f64)
+                        .map(|j| (s[j] - m).exp() / z * v[g][j * hd + d].to_f64())
                         .sum();
                     let have = got[(i * n_head + h) * hd + d] as f64;
                     assert!(

@@ -312,7 +312,7 @@ fn the_public_kernels_refuse_mismatched_inputs() {
         quantize_acts(&[0.0; 64], 3, 32);
     }));
     // Attention: heads, cache lengths and the query's size are checked.
-    let kv = vec![vec![0f32; 4 * 8]; 2];
+    let kv = vec![vec![f16::ZERO; 4 * 8]; 2];
     assert_eq!(attention(&[0.5; 4 * 8], 1, 3, &kv, &kv, 4, 8).len(), 4 * 8);
     assert!(refuses(|| {
         attention(&[0.5; 4 * 8], 1, 4, &kv, &kv, 4, 8);
