@@ -57,6 +57,7 @@ pub enum Format {
     Q5_0,
     Q8_0,
     Q4K,
+    Q6K,
 }
 
 impl Format {
@@ -67,13 +68,14 @@ impl Format {
             Format::Q5_0 => 22,
             Format::Q8_0 => 34,
             Format::Q4K => 144,
+            Format::Q6K => 210,
         }
     }
 
     /// Values in one stored block.
     pub fn block_elems(self) -> usize {
         match self {
-            Format::Q4K => 256,
+            Format::Q4K | Format::Q6K => 256,
             _ => QK,
         }
     }
@@ -90,6 +92,15 @@ impl Format {
             Format::Q5_0 => 16,
             Format::Q8_0 => 128,
             Format::Q4K => 0,
+            Format::Q6K => 32,
+        }
+    }
+
+    /// Values per scale `a`: 32, or 16 for Q6_K (two scales per 32-block).
+    pub fn span(self) -> usize {
+        match self {
+            Format::Q6K => 16,
+            _ => QK,
         }
     }
 
@@ -108,6 +119,7 @@ impl Format {
         match self {
             Format::Q4_0 | Format::Q4K => 15,
             Format::Q5_0 => 31,
+            Format::Q6K => 63,
             Format::Q8_0 => 255,
         }
     }
@@ -364,24 +376,30 @@ impl QWeight {
         out
     }
 
-    /// Decodes row `j` into codes `u` (`k` bytes), scales `a` and minimum terms `mn` (`k/32`
-    /// each; `mn` is left alone for formats without one), block by block as GGUF defines them:
-    /// the reference every path is held to.
+    /// Decodes row `j` into codes `u` (`k` bytes), scales `a` (one per [`Format::span`]
+    /// values) and minimum terms `mn` (one per 32; left alone for formats without one), block
+    /// by block as GGUF defines them: the reference every path is held to.
     pub fn expand_row(&self, j: usize, u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
         assert!(j < self.n, "row {j} of {}", self.n);
-        let (bb, be) = (self.format.block_bytes(), self.format.block_elems());
-        let nb = self.k / QK;
-        assert!(u.len() >= self.k && a.len() >= nb, "buffers too small");
+        let (bb, be, span) = (
+            self.format.block_bytes(),
+            self.format.block_elems(),
+            self.format.span(),
+        );
         assert!(
-            !self.format.has_min() || mn.len() >= nb,
+            u.len() >= self.k && a.len() >= self.k / span,
             "buffers too small"
         );
-        let mut blk = [0u8; 144];
-        let sub = be / QK;
+        assert!(
+            !self.format.has_min() || mn.len() >= self.k / QK,
+            "buffers too small"
+        );
+        let mut blk = [0u8; 210];
+        let (units, mins) = (be / span, be / QK);
         for b in 0..self.k / be {
             self.gguf_block(j, b, &mut blk[..bb]);
             let mn = if self.format.has_min() {
-                &mut mn[b * sub..(b + 1) * sub]
+                &mut mn[b * mins..(b + 1) * mins]
             } else {
                 &mut []
             };
@@ -389,7 +407,7 @@ impl QWeight {
                 self.format,
                 &blk[..bb],
                 &mut u[b * be..(b + 1) * be],
-                &mut a[b * sub..(b + 1) * sub],
+                &mut a[b * units..(b + 1) * units],
                 mn,
             );
         }
@@ -398,12 +416,13 @@ impl QWeight {
     /// Row `j` as floats: `x = a·(u − c) + mn`, what ggml's dequantization gives.
     pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.k, "a row has {} values", self.k);
-        let nb = self.k / QK;
-        let (mut u, mut a, mut mn) = (vec![0u8; self.k], vec![0f32; nb], vec![0f32; nb]);
+        let (nb, span) = (self.k / QK, self.format.span());
+        let mut u = vec![0u8; self.k];
+        let (mut a, mut mn) = (vec![0f32; self.k / span], vec![0f32; nb]);
         self.expand_row(j, &mut u, &mut a, &mut mn);
         let c = self.format.offset();
         for (i, x) in out.iter_mut().enumerate() {
-            let v = a[i / QK] * (u[i] as i32 - c) as f32;
+            let v = a[i / span] * (u[i] as i32 - c) as f32;
             *x = if self.format.has_min() {
                 v + mn[i / QK]
             } else {
@@ -427,6 +446,69 @@ fn panel_runs(format: Format, r: usize, mut f: impl FnMut(usize, usize, usize)) 
             (0..3).for_each(|w| f(32 + 32 * w + 4 * r, 4 + 4 * w, 4));
             (0..32).for_each(|cg| f(128 + 32 * cg + 4 * r, 16 + 4 * cg, 4));
         }
+        Format::Q6K => unreachable!("Q6_K panels are rearranged code by code"),
+    }
+}
+
+/// Q6_K's 6-bit code `v` (0..256) of a GGUF block, as ggml packs them: the low 4 bits in
+/// `ql`, the top 2 in `qh`.
+fn q6k_code(blk: &[u8], v: usize) -> u8 {
+    let (n, l, r) = (v / 128, v % 32, v % 128 / 32);
+    let low = blk[64 * n + l + 32 * (r & 1)];
+    let low = if r >= 2 { low >> 4 } else { low & 0x0f };
+    low | (((blk[128 + 32 * n + l] >> (2 * r)) & 3) << 4)
+}
+
+/// Q6_K's panel layout (per super-block of 8 rows, 8 × 210 bytes): the 8 f16 `d`; the 16 i8
+/// scales of each row as `[unit of 16][row]`; then for each 32-block, 192 bytes read in one
+/// run: 4 × 32 bytes of code nibbles (byte `4r + e` of group `g`: row `r`'s code `4g + e` low,
+/// `16 + 4g + e` high), then 2 × 32 bytes of top bits (byte `4r + e` of plane `p`: bits `2t',
+/// 2t' + 1` are those of row `r`'s code `4(4p + t') + e`).
+pub(crate) const Q6K_SCALES: usize = 16;
+
+/// Where 32-block `beta`'s nibbles start in a Q6_K panel super-block; its top bits follow at
+/// +128.
+pub(crate) const fn q6k_codes_at(beta: usize) -> usize {
+    144 + 192 * beta
+}
+
+/// Row `r`'s Q6_K block `src` into a panel super-block `pb` (`to_panel`'s work for Q6_K).
+fn q6k_to_panel(src: &[u8], r: usize, pb: &mut [u8]) {
+    pb[2 * r..2 * r + 2].copy_from_slice(&src[208..210]);
+    for unit in 0..16 {
+        pb[Q6K_SCALES + 8 * unit + r] = src[192 + unit];
+    }
+    for beta in 0..8 {
+        for e in 0..4 {
+            for g in 0..4 {
+                let lo = q6k_code(src, 32 * beta + 4 * g + e);
+                let hi = q6k_code(src, 32 * beta + 16 + 4 * g + e);
+                pb[q6k_codes_at(beta) + 32 * g + 4 * r + e] = (lo & 0x0f) | (hi << 4);
+            }
+            for t in 0..8 {
+                let top = q6k_code(src, 32 * beta + 4 * t + e) >> 4;
+                pb[q6k_codes_at(beta) + 128 + 32 * (t / 4) + 4 * r + e] |= top << (2 * (t % 4));
+            }
+        }
+    }
+}
+
+/// Row `r`'s Q6_K block from a panel super-block: the inverse of [`q6k_to_panel`].
+fn q6k_from_panel(pb: &[u8], r: usize, out: &mut [u8]) {
+    out[208..210].copy_from_slice(&pb[2 * r..2 * r + 2]);
+    for unit in 0..16 {
+        out[192 + unit] = pb[Q6K_SCALES + 8 * unit + r];
+    }
+    out[..192].fill(0);
+    for v in 0..256 {
+        let (beta, w) = (v / 32, v % 32);
+        let (t, e) = (w / 4, w % 4);
+        let nib = pb[q6k_codes_at(beta) + 32 * (t % 4) + 4 * r + e];
+        let low = if t < 4 { nib & 0x0f } else { nib >> 4 };
+        let top = (pb[q6k_codes_at(beta) + 128 + 32 * (t / 4) + 4 * r + e] >> (2 * (t % 4))) & 3;
+        let (n, l, rr) = (v / 128, v % 32, v % 128 / 32);
+        out[64 * n + l + 32 * (rr & 1)] |= if rr >= 2 { low << 4 } else { low };
+        out[128 + 32 * n + l] |= top << (2 * rr);
     }
 }
 
@@ -438,6 +520,10 @@ fn to_panel(format: Format, blocks: usize, rows: &[u8], out: &mut [u8]) {
         pb.fill(0);
         for r in 0..PANEL {
             let src = &rows[(r * blocks + b) * bb..(r * blocks + b + 1) * bb];
+            if format == Format::Q6K {
+                q6k_to_panel(src, r, pb);
+                continue;
+            }
             panel_runs(format, r, |p, s, len| {
                 pb[p..p + len].copy_from_slice(&src[s..s + len])
             });
@@ -465,6 +551,9 @@ fn to_panel(format: Format, blocks: usize, rows: &[u8], out: &mut [u8]) {
 /// Row `r`'s stored block from a panel's block `pb` (`8 × block_bytes`): the inverse of
 /// [`to_panel`].
 fn from_panel(format: Format, pb: &[u8], r: usize, out: &mut [u8]) {
+    if format == Format::Q6K {
+        return q6k_from_panel(pb, r, out);
+    }
     panel_runs(format, r, |p, s, len| {
         out[s..s + len].copy_from_slice(&pb[p..p + len])
     });
@@ -509,6 +598,19 @@ fn q4k_scales(blk: &[u8], a: &mut [f32], mn: &mut [f32]) {
 
 fn expand_scalar(format: Format, bytes: &[u8], u: &mut [u8], a: &mut [f32], mn: &mut [f32]) {
     let bb = format.block_bytes();
+    if format == Format::Q6K {
+        // a = d·sc: exact in f32 (an f16 times a signed 8-bit integer).
+        for (s, blk) in bytes.chunks_exact(bb).enumerate() {
+            let d = f16::from_le_bytes([blk[208], blk[209]]).to_f32();
+            for unit in 0..16 {
+                a[s * 16 + unit] = d * blk[192 + unit] as i8 as f32;
+            }
+            for v in 0..256 {
+                u[s * 256 + v] = q6k_code(blk, v);
+            }
+        }
+        return;
+    }
     if format == Format::Q4K {
         for (s, blk) in bytes.chunks_exact(bb).enumerate() {
             q4k_scales(blk, &mut a[s * 8..s * 8 + 8], &mut mn[s * 8..s * 8 + 8]);
@@ -545,52 +647,9 @@ fn expand_scalar(format: Format, bytes: &[u8], u: &mut [u8], a: &mut [f32], mn: 
                     out[j] = blk[2 + j] ^ 0x80;
                 }
             }
-            Format::Q4K => unreachable!("handled above"),
+            Format::Q4K | Format::Q6K => unreachable!("handled above"),
         }
     }
-}
-
-/// Q6_K blocks (210 bytes per 256 values) as floats, as ggml dequantizes them.
-pub fn dequantize_q6_k(blocks: &[u8], out: &mut [f32]) {
-    const BB: usize = 210;
-    assert!(blocks.len().is_multiple_of(BB) && out.len() == blocks.len() / BB * 256);
-    for (blk, y) in blocks.chunks_exact(BB).zip(out.chunks_exact_mut(256)) {
-        let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
-        let d = f16::from_le_bytes([blk[208], blk[209]]).to_f32();
-        for half in 0..2 {
-            let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
-            let (sc, y) = (&sc[8 * half..], &mut y[128 * half..]);
-            for l in 0..32 {
-                let is = l / 16;
-                let q = [
-                    (ql[l] & 0xf) | ((qh[l] & 3) << 4),
-                    (ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4),
-                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                ];
-                for (r, q) in q.into_iter().enumerate() {
-                    let scale = sc[is + 2 * r] as i8 as f32;
-                    y[l + 32 * r] = d * scale * (q as i8 - 32) as f32;
-                }
-            }
-        }
-    }
-}
-
-/// Q6_K weights (`n` rows of `k`) requantized to Q8_0, a row at a time: no float copy of the
-/// whole tensor, even for a moment.
-pub fn q6_k_to_q8_0(blocks: &[u8], n: usize, k: usize) -> Option<QWeight> {
-    let row_bytes = k / 256 * 210;
-    if !k.is_multiple_of(256) || Some(blocks.len()) != n.checked_mul(row_bytes) {
-        return None;
-    }
-    let mut data = Vec::with_capacity(n * Format::Q8_0.bytes_for(k));
-    let mut row = vec![0f32; k];
-    for j in 0..n {
-        dequantize_q6_k(&blocks[j * row_bytes..(j + 1) * row_bytes], &mut row);
-        data.extend_from_slice(&quantize_q8_0(&row));
-    }
-    QWeight::new(Format::Q8_0, n, k, data)
 }
 
 /// Quantizes weights to GGUF Q8_0 blocks (an f16 scale `amax/127`, then 32 i8 codes, rounded
@@ -617,11 +676,30 @@ pub struct QActs {
     d: Vec<f32>,
     /// `Σq` per block, `m × k/32`: with a weight format's offset it corrects the unsigned codes.
     qsum: Vec<i32>,
+    /// `Σq` per half block, `m × k/16` (Q6_K's scales span 16 values).
+    qsum16: Vec<i32>,
 }
 
 impl QActs {
     pub fn m(&self) -> usize {
         self.m
+    }
+
+    /// What each scale's integer dot starts from for `format`'s codes read with `read_offset`
+    /// taken off already: `−(c − read_offset)·Σq` per span of a scale (`m × k/span`).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    fn corrections(&self, format: Format, read_offset: i32) -> Vec<i32> {
+        let sums = if format.span() == QK {
+            &self.qsum
+        } else {
+            &self.qsum16
+        };
+        sums.iter()
+            .map(|s| -(format.offset() - read_offset) * s)
+            .collect()
     }
 
     pub fn k(&self) -> usize {
@@ -650,43 +728,53 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
     let mut q = vec![0i8; m * k];
     let mut d = vec![0f32; m * nb];
     let mut qsum = vec![0i32; m * nb];
+    let mut qsum16 = vec![0i32; 2 * m * nb];
     for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut sum = 0i32;
-        for (o, v) in qb.iter_mut().zip(blk) {
+        let mut sums = [0i32; 2];
+        for (j, (o, v)) in qb.iter_mut().zip(blk).enumerate() {
             // Clamped: the kernels rely on |q| ≤ 127 (AVX2's pair sums), whatever `x` holds.
             let r = round_i32(v * inv).clamp(-127, 127);
             *o = r as i8;
-            sum += r;
+            sums[j / 16] += r;
         }
         d[i] = scale;
-        qsum[i] = sum;
+        qsum[i] = sums[0] + sums[1];
+        qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
     }
-    QActs { m, k, q, d, qsum }
+    QActs {
+        m,
+        k,
+        q,
+        d,
+        qsum,
+        qsum16,
+    }
 }
 
-/// One decoded weight row (codes `u`, scales `a`, minimum terms `mn` where `format` has them)
-/// against one activation row, in the order every path follows: per block an exact integer
-/// `Σ u·q − c·Σq`, then `acc = fma(dot, a·d, acc)` and, with a minimum, `acc = fma(Σq, mn·d,
-/// acc)`, block after block.
-pub fn dot_scalar(
-    format: Format,
-    u: &[u8],
-    a: &[f32],
-    mn: &[f32],
-    q: &[i8],
-    d: &[f32],
-    qsum: &[i32],
-) -> f32 {
+/// One decoded weight row (codes `u`, scales `a` per [`Format::span`], minimum terms `mn` where
+/// `format` has them) against activation row `i` of `acts`, in the order every path follows: per scale's span an exact integer
+/// `Σ u·q − c·Σq`, then `acc = fma(dot, a·d, acc)`; after each 32-block with a minimum,
+/// `acc = fma(Σq, mn·d, acc)`; block after block.
+pub fn dot_scalar(format: Format, row: &Decoded, acts: &QActs, i: usize) -> f32 {
+    let (k, nb) = (acts.k, acts.k / QK);
+    let (u, a, mn) = (row.u, row.a, row.mn);
+    let q = &acts.q[i * k..(i + 1) * k];
+    let d = &acts.d[i * nb..(i + 1) * nb];
+    let qsum = &acts.qsum[i * nb..(i + 1) * nb];
+    let qsum16 = &acts.qsum16[2 * i * nb..2 * (i + 1) * nb];
+    let span = format.span();
     let mut acc = 0f32;
-    for b in 0..a.len() {
-        let mut s = -format.offset() * qsum[b];
-        for j in b * QK..(b + 1) * QK {
-            s += u[j] as i32 * q[j] as i32;
+    for (s, &a) in a.iter().enumerate() {
+        let b = s * span / QK;
+        let sum = if span == QK { qsum[b] } else { qsum16[s] };
+        let mut dot = -format.offset() * sum;
+        for j in s * span..(s + 1) * span {
+            dot += u[j] as i32 * q[j] as i32;
         }
-        acc = (s as f32).mul_add(a[b] * d[b], acc);
+        acc = (dot as f32).mul_add(a * d[b], acc);
         if format.has_min() {
             acc = (qsum[b] as f32).mul_add(mn[b] * d[b], acc);
         }
@@ -706,9 +794,11 @@ struct Tile {
     rows: usize,
     /// Whether the rows' format has minimum terms (`mn` holds them).
     has_min: bool,
+    /// Scales per 32-block: 1, or 2 for Q6_K.
+    units: usize,
     /// Codes, `[block][group of 4][half][lane][4]`.
     u: Vec<u8>,
-    /// Scales and minimum terms, `[block][half][lane]`.
+    /// Scales, `[block][unit][half][lane]`, and minimum terms, `[block][half][lane]`.
     a: Vec<f32>,
     mn: Vec<f32>,
 }
@@ -723,8 +813,9 @@ impl Tile {
             lanes,
             rows: 0,
             has_min: false,
+            units: 1,
             u: vec![0; 2 * lanes * k],
-            a: vec![0.0; 2 * lanes * nb],
+            a: vec![0.0; 4 * lanes * nb],
             mn: vec![0.0; 2 * lanes * nb],
         }
     }
@@ -780,31 +871,20 @@ pub fn matmul_on(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
 
 /// The reference: each row decoded, then [`dot_scalar`] with each activation row.
 fn matmul_scalar(acts: &QActs, w: &QWeight, out: &mut [f32]) {
-    let (k, nb) = (acts.k, acts.k / QK);
     row_by_row(
         acts,
         w,
         out,
         |_| {},
-        |row, i| {
-            dot_scalar(
-                w.format,
-                row.u,
-                row.a,
-                row.mn,
-                &acts.q[i * k..(i + 1) * k],
-                &acts.d[i * nb..(i + 1) * nb],
-                &acts.qsum[i * nb..(i + 1) * nb],
-            )
-        },
+        |row, i| dot_scalar(w.format, row, acts, i),
     );
 }
 
-/// One decoded weight row.
-struct Decoded<'a> {
-    u: &'a [u8],
-    a: &'a [f32],
-    mn: &'a [f32],
+/// One decoded weight row: codes, scales, minimum terms (see [`QWeight::expand_row`]).
+pub struct Decoded<'a> {
+    pub u: &'a [u8],
+    pub a: &'a [f32],
+    pub mn: &'a [f32],
 }
 
 /// `out[i·n + j] = dot(row j, i)`: each weight row decoded once by the scalar code (then
@@ -823,7 +903,8 @@ fn row_by_row(
     let rows_per_task = 16;
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
         let out_ptr = &out_ptr;
-        let (mut u, mut a, mut mn) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
+        let mut u = vec![0u8; k];
+        let (mut a, mut mn) = (vec![0f32; k / w.format.span()], vec![0f32; nb]);
         for t in tasks {
             for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
                 w.expand_row(j, &mut u, &mut a, &mut mn);

@@ -92,7 +92,7 @@ pub enum Linear {
 impl Linear {
     /// Loads tensor `name`. On the CPU every format of the shipped models runs on nib's
     /// kernels, read straight into their own buffer (no second copy of the weights, even for a
-    /// moment); Q6_K is requantized to Q8_0 first. On a GPU, and on CPUs where nib has no SIMD
+    /// moment), every shipped format (Q6_K too) in the panels of `QWeight`. On a GPU, and on CPUs where nib has no SIMD
     /// kernels yet (the `scalar` path, unless `NIB_KERNELS=scalar` asks for it), candle's.
     pub fn load(g: &mut GgufFile, name: &str, device: &Device) -> Result<Self> {
         let ours = device.is_cpu() && kernels::serve_models().map_err(ModelError::Inference)?;
@@ -101,6 +101,7 @@ impl Linear {
             Some(GgmlDType::Q5_0) => Some(Format::Q5_0),
             Some(GgmlDType::Q8_0) => Some(Format::Q8_0),
             Some(GgmlDType::Q4K) => Some(Format::Q4K),
+            Some(GgmlDType::Q6K) => Some(Format::Q6K),
             _ => None,
         };
         if let (true, Some(format)) = (ours, format) {
@@ -110,20 +111,6 @@ impl Linear {
                     return Ok(Linear::Fast(w));
                 }
             }
-        }
-        // Q6_K: requantized to Q8_0 (whose steps are four times finer than Q6_K's) a row at a
-        // time, it runs on nib's kernels at 1.3× the compact size and nothing else; candle would
-        // keep a repacked copy beside the compact one, about three times the tensor's size.
-        if ours && g.dtype(name) == Some(GgmlDType::Q6K) {
-            let (_, dims, bytes) = g.raw(name)?;
-            if let [n, k] = dims[..] {
-                if let Some(w) = kernels::q6_k_to_q8_0(&bytes, n, k) {
-                    return Ok(Linear::Fast(w));
-                }
-            }
-            return Err(ModelError::Inference(format!(
-                "{name}: a Q6_K tensor of shape {dims:?}"
-            )));
         }
         let t = g.tensor(name, device)?;
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))

@@ -1,5 +1,5 @@
 //! nib's quantized matmul agrees with candle's on the real model's weights of every format it
-//! holds (Q5_0, Q8_0, Q4_K; Q6_K requantized), and every kernel path this CPU has gives the same
+//! holds (Q5_0, Q8_0, Q4_K, Q6_K), and every kernel path this CPU has gives the same
 //! bits on them.
 
 mod common;
@@ -51,46 +51,7 @@ fn q5_0_kernel_matches_candle_on_real_weights() {
     }
 }
 
-/// The real model's Q6_K tensors run as Q8_0 on nib's kernels (candle would keep a second,
-/// repacked copy of them): the requantized weights must agree with candle's Q6_K matmul, and
-/// the f32 reference, to well within the model's own quantization error.
-#[test]
-fn q6_k_requantized_to_q8_0_matches_candle_on_real_weights() {
-    let mut g = GgufFile::open(&common::real_model()).expect("open model");
-    let dev = Device::Cpu;
-    let names: Vec<String> = g
-        .content
-        .tensor_infos
-        .iter()
-        .filter(|(_, i)| i.ggml_dtype == candle_core::quantized::GgmlDType::Q6K)
-        .map(|(n, _)| n.clone())
-        .take(3)
-        .collect();
-    assert!(!names.is_empty(), "the default model has Q6_K tensors");
-    for name in names {
-        let t = g.tensor(&name, &dev).unwrap();
-        let (n, k) = t.shape().dims2().unwrap();
-        let w = t.dequantize(&dev).unwrap();
-        let ours = QWeight::new(Format::Q8_0, n, k, kernels::quantize_q8_0(&flat(&w))).unwrap();
-        let theirs = QMatMul::from_qtensor(t).unwrap();
-        let m = 5;
-        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-        let want = flat(&theirs.forward(&x).unwrap());
-        let exact = flat(&x.matmul(&w.t().unwrap()).unwrap());
-        let got = nib_matmul(&x, &ours);
-        let (vs_candle, vs_exact, candle_vs_exact) =
-            (rel(&want, &got), rel(&exact, &got), rel(&exact, &want));
-        eprintln!("{name}: vs candle {vs_candle:.2e}, vs f32 {vs_exact:.2e} (candle vs f32 {candle_vs_exact:.2e})");
-        assert!(vs_candle <= 2e-2, "{name}: {vs_candle}");
-        // Both round the activations to 8 bits; the requantization adds little to that.
-        assert!(
-            vs_exact <= 2.0 * candle_vs_exact + 1e-3,
-            "{name}: {vs_exact} vs {candle_vs_exact}"
-        );
-    }
-}
-
-/// A Q4_K, a Q5_0 and two Q8_0 tensors of the real model, on every kernel path of this CPU: as
+/// A Q4_K, a Q5_0, a Q6_K and two Q8_0 tensors of the real model, on every kernel path of this CPU: as
 /// close to the exact product as candle's quantized matmul (both round activations to 8 bits),
 /// and the paths bit-identical.
 #[test]
@@ -116,6 +77,7 @@ fn every_path_agrees_on_real_weights() {
         (T::Q4K, Format::Q4K),
         (T::Q8_0, Format::Q8_0),
         (T::Q5_0, Format::Q5_0),
+        (T::Q6K, Format::Q6K),
     ] {
         let name =
             first_of(dtype).unwrap_or_else(|| panic!("the default model has {dtype:?} tensors"));

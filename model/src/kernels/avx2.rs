@@ -12,12 +12,13 @@ use super::{Format, Path, QActs, QWeight, SyncPtr, Tile, PANEL, QK};
 use std::arch::x86_64::*;
 
 /// Runs `$body` for each 32-block `$b` of the panel at `$pb` (`$k` columns), in order, with
-/// `$regs` its 8 code registers (lane `r`: row `r`), `$a` the 8 rows' scales and `$mn`, for
-/// Q4_K, their minimum terms. A macro, not a function taking a closure: a closure does not
+/// `$regs` its 8 code registers (lane `r`: row `r`), `$a` the 8 rows' scales (of the first 16
+/// values for Q6_K, whose `$a2` has those of the last 16) and `$mn`, for Q4_K, their minimum
+/// terms. A macro, not a function taking a closure: a closure does not
 /// take the `#[target_feature]`s of the function it is written in, and its intrinsics would
 /// become calls. Callers run with AVX2 and F16C and pass a whole panel of `$k` columns.
 macro_rules! for_each_block {
-    ($format:expr, $pb:expr, $k:expr, |$b:ident, $regs:ident, $a:ident, $mn:ident| $body:block) => {{
+    ($format:expr, $pb:expr, $k:expr, |$b:ident, $regs:ident, $a:ident, $a2:ident, $mn:ident| $body:block) => {{
         let (format, pb, k): (Format, *const u8, usize) = ($format, $pb, $k);
         let bb = PANEL * format.block_bytes();
         match format {
@@ -25,6 +26,7 @@ macro_rules! for_each_block {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
                     let ($regs, $a, $mn) = (nibbles(blk.add(16)), scales(blk), None);
+                    let $a2: Option<__m256> = None;
                     $body
                 }
             }
@@ -32,7 +34,7 @@ macro_rules! for_each_block {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
                     let $regs = with_fifth_bits(nibbles(blk.add(48)), blk.add(16));
-                    let ($a, $mn) = (scales(blk), None);
+                    let ($a, $a2, $mn): (_, Option<__m256>, _) = (scales(blk), None, None);
                     $body
                 }
             }
@@ -40,6 +42,7 @@ macro_rules! for_each_block {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
                     let ($regs, $a, $mn) = (q8_codes(blk.add(16)), scales(blk), None);
+                    let $a2: Option<__m256> = None;
                     $body
                 }
             }
@@ -50,8 +53,23 @@ macro_rules! for_each_block {
                     for c in 0..4 {
                         let (lo, hi) = q4k_codes(blk.add(128 + 256 * c));
                         let ($b, $regs, $a, $mn) = (s * 8 + 2 * c, lo, a[2 * c], Some(mn[2 * c]));
+                        let $a2: Option<__m256> = None;
                         $body
                         let ($b, $regs, $a, $mn) = (s * 8 + 2 * c + 1, hi, a[2 * c + 1], Some(mn[2 * c + 1]));
+                        let $a2: Option<__m256> = None;
+                        $body
+                    }
+                }
+            }
+            Format::Q6K => {
+                for s in 0..k / 256 {
+                    let blk = pb.add(s * bb);
+                    let d = scales(blk);
+                    for beta in 0..8 {
+                        let ($b, $regs) = (s * 8 + beta, q6k_codes(blk, beta));
+                        let $a = q6k_scale(blk, d, 2 * beta);
+                        let $a2 = Some(q6k_scale(blk, d, 2 * beta + 1));
+                        let $mn: Option<__m256> = None;
                         $body
                     }
                 }
@@ -217,7 +235,12 @@ trait Kernels {
     /// See [`gemv_panel`].
     unsafe fn gemv<const M: usize>(a: &Gemv, panel: usize);
     /// See [`tile_dot`].
-    unsafe fn tile<const MR: usize>(tile: &Tile, a: &Gemv, i0: usize, col0: usize);
+    unsafe fn tile<const MR: usize, const UNITS: usize>(
+        tile: &Tile,
+        a: &Gemv,
+        i0: usize,
+        col0: usize,
+    );
 }
 
 macro_rules! kernels_for {
@@ -235,14 +258,24 @@ macro_rules! kernels_for {
                 unsafe { inner::<M>(a, panel) }
             }
             #[inline(always)]
-            unsafe fn tile<const MR: usize>(tile: &Tile, a: &Gemv, i0: usize, col0: usize) {
+            unsafe fn tile<const MR: usize, const UNITS: usize>(
+                tile: &Tile,
+                a: &Gemv,
+                i0: usize,
+                col0: usize,
+            ) {
                 #[target_feature(enable = $features)]
-                unsafe fn inner<const MR: usize>(tile: &Tile, a: &Gemv, i0: usize, col0: usize) {
+                unsafe fn inner<const MR: usize, const UNITS: usize>(
+                    tile: &Tile,
+                    a: &Gemv,
+                    i0: usize,
+                    col0: usize,
+                ) {
                     // SAFETY: passed on from the caller.
-                    unsafe { tile_dot::<$dot, MR>(tile, a, i0, col0) }
+                    unsafe { tile_dot::<$dot, MR, UNITS>(tile, a, i0, col0) }
                 }
                 // SAFETY: the caller checked the features and the bounds.
-                unsafe { inner::<MR>(tile, a, i0, col0) }
+                unsafe { inner::<MR, UNITS>(tile, a, i0, col0) }
             }
         }
     };
@@ -258,7 +291,8 @@ kernels_for!(VnniEvex, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
 struct Gemv<'a> {
     acts: &'a QActs,
     w: &'a QWeight,
-    /// Per activation block, what the integer dot starts from: `−(c − CODE_OFFSET)·Σq`.
+    /// Per activation row and scale's span, what the integer dot starts from:
+    /// `−(c − CODE_OFFSET)·Σq` (`QActs::corrections`).
     corr: Vec<i32>,
     out: SyncPtr,
 }
@@ -282,11 +316,7 @@ fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     let g = Gemv {
         acts,
         w,
-        corr: acts
-            .qsum
-            .iter()
-            .map(|s| -(w.format.offset() - K::CODE_OFFSET) * s)
-            .collect(),
+        corr: acts.corrections(w.format, K::CODE_OFFSET),
         out: SyncPtr(out.as_mut_ptr()),
     };
     let pool = candle_core::utils::barrier_pool();
@@ -322,11 +352,16 @@ fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 // SAFETY: as above; the kernel writes columns `rows` (this task's alone) of
                 // activation rows i..i + 4, clamped to m.
                 unsafe {
-                    match m - i {
-                        1 => K::tile::<1>(&tile, &g, i, rows.start),
-                        2 => K::tile::<2>(&tile, &g, i, rows.start),
-                        3 => K::tile::<3>(&tile, &g, i, rows.start),
-                        _ => K::tile::<4>(&tile, &g, i, rows.start),
+                    let c = rows.start;
+                    match (m - i, tile.units) {
+                        (1, 1) => K::tile::<1, 1>(&tile, &g, i, c),
+                        (2, 1) => K::tile::<2, 1>(&tile, &g, i, c),
+                        (3, 1) => K::tile::<3, 1>(&tile, &g, i, c),
+                        (_, 1) => K::tile::<4, 1>(&tile, &g, i, c),
+                        (1, _) => K::tile::<1, 2>(&tile, &g, i, c),
+                        (2, _) => K::tile::<2, 2>(&tile, &g, i, c),
+                        (3, _) => K::tile::<3, 2>(&tile, &g, i, c),
+                        _ => K::tile::<4, 2>(&tile, &g, i, c),
                     }
                 }
                 i += 4;
@@ -350,8 +385,8 @@ unsafe fn gemv_panel<D: Dot, const M: usize>(g: &Gemv, p: usize) {
     unsafe {
         let mut f = [_mm256_setzero_ps(); M];
         let pb = w.data.as_ptr().add(p * w.panel_bytes());
-        for_each_block!(w.format, pb, w.k, |b, regs, a, mn| {
-            dot_block::<D, M>(g, b, &regs, a, mn, &mut f)
+        for_each_block!(w.format, pb, w.k, |b, regs, a, a2, mn| {
+            dot_block::<D, M>(g, b, &regs, a, a2, mn, &mut f)
         });
         let mut lanes = [0f32; PANEL];
         for (i, f) in f.into_iter().enumerate() {
@@ -363,15 +398,17 @@ unsafe fn gemv_panel<D: Dot, const M: usize>(g: &Gemv, p: usize) {
 }
 
 /// 32-block `b` of a panel (`regs`: lane `r` holds row `r`'s codes `4t..4t + 4` in register
-/// `t`; scales `a`, minimum terms `mn`) against every activation row, in
-/// [`super::dot_scalar`]'s order: the exact integer `Σ u·q − c·Σq` per row (two partial sums,
-/// added: integers), then `fma(dot, a·d, acc)` and, with a minimum, `fma(Σq, mn·d, acc)`.
+/// `t`; scales `a`, with `a2` those of codes 16..32 for Q6_K; minimum terms `mn`) against every
+/// activation row, in [`super::dot_scalar`]'s order: the exact integer `Σ u·q − c·Σq` per row
+/// and span of a scale (two partial sums, added: integers), then `fma(dot, a·d, acc)` and,
+/// with a minimum, `fma(Σq, mn·d, acc)`.
 #[inline(always)]
 unsafe fn dot_block<D: Dot, const M: usize>(
     g: &Gemv,
     b: usize,
     regs: &[__m256i; 8],
     a: __m256,
+    a2: Option<__m256>,
     mn: Option<__m256>,
     f: &mut [__m256; M],
 ) {
@@ -384,18 +421,27 @@ unsafe fn dot_block<D: Dot, const M: usize>(
         }
         for (i, f) in f.iter_mut().enumerate() {
             let q = acts.q.as_ptr().add(i * k + b * QK) as *const i32;
+            // Codes 0..16 and 16..32: the two spans of Q6_K's scales.
             let (mut s0, mut s1) = (D::zero(), D::zero());
-            for t in (0..8).step_by(2) {
+            for t in 0..4 {
                 s0 = D::dot(s0, wp[t], _mm256_set1_epi32(q.add(t).read_unaligned()));
                 s1 = D::dot(
                     s1,
-                    wp[t + 1],
-                    _mm256_set1_epi32(q.add(t + 1).read_unaligned()),
+                    wp[t + 4],
+                    _mm256_set1_epi32(q.add(t + 4).read_unaligned()),
                 );
+            }
+            let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + b));
+            if let Some(a2) = a2 {
+                let c = g.corr.as_ptr().add(2 * (i * nb + b));
+                let lo = _mm256_add_epi32(_mm256_set1_epi32(*c), D::total(s0));
+                let hi = _mm256_add_epi32(_mm256_set1_epi32(*c.add(1)), D::total(s1));
+                *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(a, d), *f);
+                *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(a2, d), *f);
+                continue;
             }
             let corr = _mm256_set1_epi32(*g.corr.get_unchecked(i * nb + b));
             let s = _mm256_add_epi32(corr, D::total(D::merge(s0, s1)));
-            let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + b));
             *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(a, d), *f);
             if let Some(mn) = mn {
                 let qs = _mm256_set1_ps(*acts.qsum.get_unchecked(i * nb + b) as f32);
@@ -409,13 +455,20 @@ unsafe fn dot_block<D: Dot, const M: usize>(
 /// `out`: per block and group of 4 codes, two loads of weights meet `MR` broadcast activation
 /// groups in `2·MR` dots.
 #[inline(always)]
-unsafe fn tile_dot<D: Dot, const MR: usize>(tile: &Tile, g: &Gemv, i0: usize, col0: usize) {
+unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
+    tile: &Tile,
+    g: &Gemv,
+    i0: usize,
+    col0: usize,
+) {
     let acts = g.acts;
     let (k, nb, n) = (tile.k, tile.k / QK, g.w.n);
     debug_assert!(tile.lanes == 8 && i0 + MR <= acts.m && col0 + tile.rows <= n);
+    debug_assert!(tile.units == UNITS);
     let has_min = g.w.format.has_min();
     // SAFETY: the caller runs this with D's features and AVX2/FMA/F16C. The tile holds
-    // nb·8·64 code bytes and nb·16 scales; activations are m × k with i0 + MR ≤ m; stores go to
+    // nb·8·64 code bytes and nb·UNITS·16 scales (`corr` m·nb·UNITS); activations are m × k
+    // with i0 + MR ≤ m; stores go to
     // out[(i0 + r)·n + col0 + l] for l < tile.rows.
     unsafe {
         let u = tile.u.as_ptr();
@@ -427,30 +480,32 @@ unsafe fn tile_dot<D: Dot, const MR: usize>(tile: &Tile, g: &Gemv, i0: usize, co
         let mut f0 = [_mm256_setzero_ps(); MR];
         let mut f1 = [_mm256_setzero_ps(); MR];
         for b in 0..nb {
-            let mut s0 = [D::zero(); MR];
-            let mut s1 = s0;
-            let ub = u.add(b * 8 * 64);
-            for gi in 0..8 {
-                let w0 = D::prep(_mm256_loadu_si256(ub.add(gi * 64) as *const _));
-                let w1 = D::prep(_mm256_loadu_si256(ub.add(gi * 64 + 32) as *const _));
-                for r in 0..MR {
-                    let x = (q[r].add(b * QK + gi * 4) as *const i32).read_unaligned();
-                    let x = _mm256_set1_epi32(x);
-                    s0[r] = D::dot(s0[r], w0, x);
-                    s1[r] = D::dot(s1[r], w1, x);
+            // One scale's span at a time: the whole block, or Q6_K's two halves.
+            for unit in 0..UNITS {
+                let mut s0 = [D::zero(); MR];
+                let mut s1 = s0;
+                let ub = u.add(b * 8 * 64);
+                for gi in unit * 8 / UNITS..(unit + 1) * 8 / UNITS {
+                    let w0 = D::prep(_mm256_loadu_si256(ub.add(gi * 64) as *const _));
+                    let w1 = D::prep(_mm256_loadu_si256(ub.add(gi * 64 + 32) as *const _));
+                    for r in 0..MR {
+                        let x = (q[r].add(b * QK + gi * 4) as *const i32).read_unaligned();
+                        let x = _mm256_set1_epi32(x);
+                        s0[r] = D::dot(s0[r], w0, x);
+                        s1[r] = D::dot(s1[r], w1, x);
+                    }
                 }
-            }
-            let (a0, a1) = (
-                _mm256_loadu_ps(a.add(b * 16)),
-                _mm256_loadu_ps(a.add(b * 16 + 8)),
-            );
-            for r in 0..MR {
-                let corr = _mm256_set1_epi32(*g.corr.get_unchecked((i0 + r) * nb + b));
-                let s0 = _mm256_add_epi32(corr, D::total(s0[r]));
-                let s1 = _mm256_add_epi32(corr, D::total(s1[r]));
-                let d = _mm256_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
-                f0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(a0, d), f0[r]);
-                f1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(a1, d), f1[r]);
+                let at = (b * UNITS + unit) * 16;
+                let (a0, a1) = (_mm256_loadu_ps(a.add(at)), _mm256_loadu_ps(a.add(at + 8)));
+                for r in 0..MR {
+                    let c = *g.corr.get_unchecked(((i0 + r) * nb + b) * UNITS + unit);
+                    let corr = _mm256_set1_epi32(c);
+                    let s0 = _mm256_add_epi32(corr, D::total(s0[r]));
+                    let s1 = _mm256_add_epi32(corr, D::total(s1[r]));
+                    let d = _mm256_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
+                    f0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(a0, d), f0[r]);
+                    f1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(a1, d), f1[r]);
+                }
             }
             if has_min {
                 let m0 = _mm256_loadu_ps(mn.add(b * 16));
@@ -491,6 +546,8 @@ pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Ran
     }
     tile.rows = rows.len();
     tile.has_min = w.format.has_min();
+    tile.units = QK / w.format.span();
+    let units = tile.units;
     for pl in 0..panels {
         let p = rows.start / PANEL + pl;
         let (half, lane0) = (pl * PANEL / lanes, pl * PANEL % lanes);
@@ -499,19 +556,24 @@ pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Ran
             tile.a.as_mut_ptr(),
             tile.mn.as_mut_ptr(),
         );
-        // SAFETY: panel p < w.panels() (rows.end ≤ n); the tile holds 2·lanes·k codes and
-        // 2·lanes·k/32 scales and minimums: block b's group g of half `half` is at
+        // SAFETY: panel p < w.panels() (rows.end ≤ n); the tile holds 2·lanes·k codes,
+        // 4·lanes·k/32 scales and 2·lanes·k/32 minimums: block b's group g of half `half` is at
         // ((8b + g)·2 + half)·lanes·4 + lane0·4, 32 bytes, below 64·(k/32)·lanes; its scales at
-        // (2b + half)·lanes + lane0, 8 of them, below 2·lanes·k/32.
+        // ((b·units + unit)·2 + half)·lanes + lane0, 8 of them, below 2·units·lanes·k/32; its
+        // minimums at (2b + half)·lanes + lane0.
         unsafe {
             let pb = w.data.as_ptr().add(p * w.panel_bytes());
-            for_each_block!(w.format, pb, w.k, |b, regs, av, mv| {
+            for_each_block!(w.format, pb, w.k, |b, regs, av, av2, mv| {
                 for (gi, r) in regs.iter().enumerate() {
                     let at = ((b * 8 + gi) * 2 + half) * lanes * 4 + lane0 * 4;
                     _mm256_storeu_si256(u.add(at) as *mut __m256i, *r);
                 }
-                let at = (b * 2 + half) * lanes + lane0;
+                let at = ((b * units) * 2 + half) * lanes + lane0;
                 _mm256_storeu_ps(a.add(at), av);
+                if let Some(av2) = av2 {
+                    _mm256_storeu_ps(a.add(at + 2 * lanes), av2);
+                }
+                let at = (b * 2 + half) * lanes + lane0;
                 _mm256_storeu_ps(mn.add(at), mv.unwrap_or(_mm256_setzero_ps()));
             });
         }
@@ -650,5 +712,43 @@ unsafe fn byte(v: __m256i, j: usize) -> __m256 {
     unsafe {
         let shifted = _mm256_srlv_epi32(v, _mm256_set1_epi32(8 * j as i32));
         _mm256_cvtepi32_ps(_mm256_and_si256(shifted, _mm256_set1_epi32(0xff)))
+    }
+}
+
+/// Q6_K scale `unit` (0..16) of a panel super-block's 8 rows, times their `d`: `a = d·sc`,
+/// exact in f32 as [`super::expand_scalar`] computes it.
+#[inline(always)]
+unsafe fn q6k_scale(blk: *const u8, d: __m256, unit: usize) -> __m256 {
+    // SAFETY: callers run with AVX2 and pass a panel super-block.
+    unsafe {
+        let sc = _mm_loadl_epi64(blk.add(super::Q6K_SCALES + 8 * unit) as *const __m128i);
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)))
+    }
+}
+
+/// The 8 code registers of 32-block `beta` of a Q6_K panel super-block: the nibbles as Q4_0's,
+/// then the top two bits of register `t` brought from bits `2t', 2t' + 1` (`t' = t mod 4`) of
+/// plane `t / 4` to bits 4–5 by a 16-bit shift (what crosses from the neighbouring byte lands
+/// outside bits 4–5 and is masked).
+#[inline(always)]
+unsafe fn q6k_codes(blk: *const u8, beta: usize) -> [__m256i; 8] {
+    // SAFETY: callers run with AVX2 and pass a panel super-block (beta < 8).
+    unsafe {
+        let mut r = nibbles(blk.add(super::q6k_codes_at(beta)));
+        let tops = blk.add(super::q6k_codes_at(beta) + 128);
+        let mask = _mm256_set1_epi8(0x30);
+        for p in 0..2 {
+            let x = _mm256_loadu_si256(tops.add(32 * p) as *const __m256i);
+            let bits = [
+                _mm256_slli_epi16::<4>(x),
+                _mm256_slli_epi16::<2>(x),
+                x,
+                _mm256_srli_epi16::<2>(x),
+            ];
+            for (t, b) in bits.into_iter().enumerate() {
+                r[4 * p + t] = _mm256_or_si256(r[4 * p + t], _mm256_and_si256(b, mask));
+            }
+        }
+        r
     }
 }

@@ -17,7 +17,7 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     let (m, n, k) = (acts.m, w.n, w.k);
     assert!(m >= 4 && acts.k == k && out.len() == m * n);
     // The unsigned codes' offset, taken off each block's integer dot.
-    let corr: Vec<i32> = acts.qsum.iter().map(|s| -w.format.offset() * s).collect();
+    let corr = acts.corrections(w.format, 0);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let pool = candle_core::utils::barrier_pool();
     // Each task owns a tile of 32 weight rows: decode them once, dot them with every
@@ -36,11 +36,15 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 // activation rows i..i + 4 (clamped to m).
                 unsafe {
                     let (o, c) = (out_ptr.0, rows.start);
-                    match m - i {
-                        1 => tile_dot::<1>(&tile, acts, &corr, i, o, n, c),
-                        2 => tile_dot::<2>(&tile, acts, &corr, i, o, n, c),
-                        3 => tile_dot::<3>(&tile, acts, &corr, i, o, n, c),
-                        _ => tile_dot::<4>(&tile, acts, &corr, i, o, n, c),
+                    match (m - i, tile.units) {
+                        (1, 1) => tile_dot::<1, 1>(&tile, acts, &corr, i, o, n, c),
+                        (1, _) => tile_dot::<1, 2>(&tile, acts, &corr, i, o, n, c),
+                        (2, 1) => tile_dot::<2, 1>(&tile, acts, &corr, i, o, n, c),
+                        (2, _) => tile_dot::<2, 2>(&tile, acts, &corr, i, o, n, c),
+                        (3, 1) => tile_dot::<3, 1>(&tile, acts, &corr, i, o, n, c),
+                        (3, _) => tile_dot::<3, 2>(&tile, acts, &corr, i, o, n, c),
+                        (_, 1) => tile_dot::<4, 1>(&tile, acts, &corr, i, o, n, c),
+                        (_, _) => tile_dot::<4, 2>(&tile, acts, &corr, i, o, n, c),
                     }
                 }
                 i += 4;
@@ -63,7 +67,7 @@ fn lanes(rows: usize) -> __mmask16 {
 /// broadcast activation groups in `2·MR` VNNI dots; then `dot_scalar`'s float steps, with the
 /// minimum terms where the format has them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_dot<const MR: usize>(
+unsafe fn tile_dot<const MR: usize, const UNITS: usize>(
     tile: &Tile,
     acts: &QActs,
     corr: &[i32],
@@ -75,6 +79,7 @@ unsafe fn tile_dot<const MR: usize>(
     // SAFETY: the caller guarantees the CPU features and the bounds this function states.
     unsafe {
         let (k, nb) = (tile.k, tile.k / QK);
+        debug_assert!(tile.units == UNITS);
         let u = tile.u.as_ptr();
         let (a, mn) = (tile.a.as_ptr(), tile.mn.as_ptr());
         let mut q = [acts.q.as_ptr(); MR];
@@ -84,28 +89,34 @@ unsafe fn tile_dot<const MR: usize>(
         let mut f0 = [_mm512_setzero_ps(); MR];
         let mut f1 = [_mm512_setzero_ps(); MR];
         for b in 0..nb {
-            let mut s0 = [_mm512_setzero_si512(); MR];
-            for (r, s) in s0.iter_mut().enumerate() {
-                *s = _mm512_set1_epi32(*corr.get_unchecked((i0 + r) * nb + b));
-            }
-            let mut s1 = s0;
-            let ub = u.add(b * 8 * 128);
-            for g in 0..8 {
-                let w0 = _mm512_loadu_si512(ub.add(g * 128) as *const _);
-                let w1 = _mm512_loadu_si512(ub.add(g * 128 + 64) as *const _);
-                for r in 0..MR {
-                    let x = (q[r].add(b * QK + g * 4) as *const i32).read_unaligned();
-                    let x = _mm512_set1_epi32(x);
-                    s0[r] = _mm512_dpbusd_epi32(s0[r], w0, x);
-                    s1[r] = _mm512_dpbusd_epi32(s1[r], w1, x);
+            // One scale's span at a time: the whole block, or Q6_K's two halves.
+            for unit in 0..UNITS {
+                let mut s0 = [_mm512_setzero_si512(); MR];
+                for (r, s) in s0.iter_mut().enumerate() {
+                    let c = *corr.get_unchecked(((i0 + r) * nb + b) * UNITS + unit);
+                    *s = _mm512_set1_epi32(c);
                 }
-            }
-            let a0 = _mm512_loadu_ps(a.add(b * 32));
-            let a1 = _mm512_loadu_ps(a.add(b * 32 + 16));
-            for r in 0..MR {
-                let d = _mm512_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
-                f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(a0, d), f0[r]);
-                f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(a1, d), f1[r]);
+                let mut s1 = s0;
+                let ub = u.add(b * 8 * 128);
+                for g in unit * 8 / UNITS..(unit + 1) * 8 / UNITS {
+                    let w0 = _mm512_loadu_si512(ub.add(g * 128) as *const _);
+                    let w1 = _mm512_loadu_si512(ub.add(g * 128 + 64) as *const _);
+                    for r in 0..MR {
+                        let x = (q[r].add(b * QK + g * 4) as *const i32).read_unaligned();
+                        let x = _mm512_set1_epi32(x);
+                        s0[r] = _mm512_dpbusd_epi32(s0[r], w0, x);
+                        s1[r] = _mm512_dpbusd_epi32(s1[r], w1, x);
+                    }
+                }
+                let at = (b * UNITS + unit) * 32;
+                let a0 = _mm512_loadu_ps(a.add(at));
+                let a1 = _mm512_loadu_ps(a.add(at + 16));
+                for r in 0..MR {
+                    let d = _mm512_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
+                    let (s0, s1) = (_mm512_cvtepi32_ps(s0[r]), _mm512_cvtepi32_ps(s1[r]));
+                    f0[r] = _mm512_fmadd_ps(s0, _mm512_mul_ps(a0, d), f0[r]);
+                    f1[r] = _mm512_fmadd_ps(s1, _mm512_mul_ps(a1, d), f1[r]);
+                }
             }
             if tile.has_min {
                 let m0 = _mm512_loadu_ps(mn.add(b * 32));

@@ -1,9 +1,9 @@
 //! The aarch64 kernels: NEON with `sdot` (the dotprod extension: Apple Silicon, Graviton 2 and
 //! later, Cortex-A76 and later), or plain NEON (`smull` + `sadalp`).
 //!
-//! Each weight row is decoded once (codes in L1), then dotted with every activation row, a block
-//! at a time: 32 i8×i8 products summed exactly into 4 lanes, the lanes added (`addv`), then the
-//! same float steps as [`super::dot_scalar`]. The codes are taken as signed bytes: as they are for
+//! Each weight row is decoded once (codes in L1), then dotted with every activation row, 16
+//! values at a time (the span of a Q6_K scale): 16 i8×i8 products summed exactly into 4 lanes,
+//! the lanes added (`addv`), then the same float steps as [`super::dot_scalar`]. The codes are taken as signed bytes: as they are for
 //! formats whose codes fit 7 bits, and as `u − 128` for Q8_0 (whose offset correction shrinks by
 //! as much), so that one `i8 × i8` product serves every format.
 
@@ -18,11 +18,8 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     assert!(m >= 1 && acts.k == k && out.len() == m * n);
     // Codes above 127 are taken as u − 128.
     let shift = if w.format.max_code() > 127 { 128 } else { 0 };
-    let corr: Vec<i32> = acts
-        .qsum
-        .iter()
-        .map(|s| -(w.format.offset() - shift) * s)
-        .collect();
+    let corr = acts.corrections(w.format, shift);
+    let units = QK / w.format.span();
     let has_min = w.format.has_min();
     let prep = |u: &mut [u8]| {
         if shift != 0 {
@@ -37,7 +34,8 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
             q: &acts.q[i * k..(i + 1) * k],
             d: &acts.d[i * nb..(i + 1) * nb],
             qsum: &acts.qsum[i * nb..(i + 1) * nb],
-            corr: &corr[i * nb..(i + 1) * nb],
+            corr: &corr[i * nb * units..(i + 1) * nb * units],
+            units,
         };
         // SAFETY: the path's features were checked above; `Row::dot` checks the lengths it
         // reads.
@@ -59,23 +57,39 @@ struct Row<'a> {
     q: &'a [i8],
     d: &'a [f32],
     qsum: &'a [i32],
+    /// Per scale's span (`units` a block).
     corr: &'a [i32],
+    /// Scales per 32-block: 1, or 2 for Q6_K (`a` and `corr` hold `units` per block).
+    units: usize,
 }
 
 impl Row<'_> {
-    /// The float steps of [`super::dot_scalar`], with each block's integer from `block`.
+    /// The float steps of [`super::dot_scalar`], with the integer of each 16 values from
+    /// `half`.
     #[inline(always)]
-    fn dot(&self, block: impl Fn(*const i8, *const i8) -> i32) -> f32 {
-        let nb = self.a.len();
+    fn dot(&self, half: impl Fn(*const i8, *const i8) -> i32) -> f32 {
+        let units = self.units;
+        assert!(units == 1 || units == 2);
+        let nb = self.a.len() / units;
         assert!(self.u.len() >= nb * QK && self.q.len() >= nb * QK);
-        assert!(self.d.len() >= nb && self.qsum.len() >= nb && self.corr.len() >= nb);
+        assert!(self.d.len() >= nb && self.qsum.len() >= nb && self.corr.len() >= nb * units);
         assert!(self.mn.is_none_or(|m| m.len() >= nb));
         let mut acc = 0f32;
         for b in 0..nb {
-            let s = block(
+            let (u, q) = (
                 self.u[b * QK..].as_ptr() as *const i8,
                 self.q[b * QK..].as_ptr(),
-            ) + self.corr[b];
+            );
+            // SAFETY: 32 values are readable at both (asserted above).
+            let (lo, hi) = unsafe { (half(u, q), half(u.add(16), q.add(16))) };
+            if units == 2 {
+                for (h, s) in [lo, hi].into_iter().enumerate() {
+                    let s = s + self.corr[2 * b + h];
+                    acc = (s as f32).mul_add(self.a[2 * b + h] * self.d[b], acc);
+                }
+                continue;
+            }
+            let s = lo + hi + self.corr[b];
             acc = (s as f32).mul_add(self.a[b] * self.d[b], acc);
             if let Some(mn) = self.mn {
                 acc = (self.qsum[b] as f32).mul_add(mn[b] * self.d[b], acc);
@@ -107,12 +121,9 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn dot_sdot(row: &Row) -> f32 {
     row.dot(|w, x| {
-        // SAFETY: `Row::dot` checked that 32 bytes are readable at both pointers; the feature
+        // SAFETY: `Row::dot` checked that 16 bytes are readable at both pointers; the feature
         // is this function's.
-        unsafe {
-            let s = sdot(vdupq_n_s32(0), vld1q_s8(w), vld1q_s8(x));
-            vaddvq_s32(sdot(s, vld1q_s8(w.add(16)), vld1q_s8(x.add(16))))
-        }
+        unsafe { vaddvq_s32(sdot(vdupq_n_s32(0), vld1q_s8(w), vld1q_s8(x))) }
     })
 }
 
@@ -121,13 +132,9 @@ unsafe fn dot_neon(row: &Row) -> f32 {
     row.dot(|w, x| {
         // SAFETY: as above. Each i8 × i8 product fits 16 bits (128 · 127).
         unsafe {
-            let mut s = vdupq_n_s32(0);
-            for h in [0, 16] {
-                let (wv, xv) = (vld1q_s8(w.add(h)), vld1q_s8(x.add(h)));
-                s = vpadalq_s16(s, vmull_s8(vget_low_s8(wv), vget_low_s8(xv)));
-                s = vpadalq_s16(s, vmull_high_s8(wv, xv));
-            }
-            vaddvq_s32(s)
+            let (wv, xv) = (vld1q_s8(w), vld1q_s8(x));
+            let s = vpaddlq_s16(vmull_s8(vget_low_s8(wv), vget_low_s8(xv)));
+            vaddvq_s32(vpadalq_s16(s, vmull_high_s8(wv, xv)))
         }
     })
 }

@@ -5,7 +5,13 @@ use super::*;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
-const FORMATS: [Format; 4] = [Format::Q4_0, Format::Q5_0, Format::Q8_0, Format::Q4K];
+const FORMATS: [Format; 5] = [
+    Format::Q4_0,
+    Format::Q5_0,
+    Format::Q8_0,
+    Format::Q4K,
+    Format::Q6K,
+];
 
 /// A small xorshift generator: the cases are the same on every run and machine.
 struct Rng(u64);
@@ -32,7 +38,7 @@ fn random_weights(rng: &mut Rng, format: Format, n: usize, k: usize) -> QWeight 
     let mut data: Vec<u8> = (0..n * format.bytes_for(k))
         .map(|_| rng.next() as u8)
         .collect();
-    let scales: &[usize] = if format == Format::Q4K { &[0, 2] } else { &[0] };
+    let scales = scale_offsets(format);
     for blk in data.chunks_exact_mut(format.block_bytes()) {
         for &at in scales {
             let s = f16::from_f32(rng.unit() * 0.05);
@@ -40,6 +46,15 @@ fn random_weights(rng: &mut Rng, format: Format, n: usize, k: usize) -> QWeight 
         }
     }
     QWeight::new(format, n, k, data).unwrap()
+}
+
+/// Where a stored block keeps its f16 scales.
+fn scale_offsets(format: Format) -> &'static [usize] {
+    match format {
+        Format::Q4K => &[0, 2],
+        Format::Q6K => &[208],
+        _ => &[0],
+    }
 }
 
 /// `m` rows of activations, some rows of wide range, one all zeros.
@@ -57,20 +72,18 @@ fn random_acts(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
 /// The reference: every row decoded by the scalar code, then [`dot_scalar`].
 fn reference(acts: &QActs, w: &QWeight) -> Vec<f32> {
     let (m, n, k, nb) = (acts.m, w.n, w.k, w.k / QK);
-    let (mut u, mut a, mut mn) = (vec![0u8; k], vec![0f32; nb], vec![0f32; nb]);
+    let mut u = vec![0u8; k];
+    let (mut a, mut mn) = (vec![0f32; k / w.format.span()], vec![0f32; nb]);
     let mut out = vec![0f32; m * n];
     for j in 0..n {
         expand_scalar(w.format, &w.gguf_row(j), &mut u, &mut a, &mut mn);
         for i in 0..m {
-            out[i * n + j] = dot_scalar(
-                w.format,
-                &u,
-                &a,
-                &mn,
-                &acts.q[i * k..(i + 1) * k],
-                &acts.d[i * nb..(i + 1) * nb],
-                &acts.qsum[i * nb..(i + 1) * nb],
-            );
+            let row = Decoded {
+                u: &u,
+                a: &a,
+                mn: &mn,
+            };
+            out[i * n + j] = dot_scalar(w.format, &row, acts, i);
         }
     }
     out
@@ -120,7 +133,7 @@ fn extreme_codes_and_activations_stay_exact() {
         let (n, k) = (16, format.block_elems() * 2);
         for fill in [0xffu8, 0x00, 0x77] {
             let mut data = vec![fill; n * format.bytes_for(k)];
-            let scales: &[usize] = if format == Format::Q4K { &[0, 2] } else { &[0] };
+            let scales = scale_offsets(format);
             for blk in data.chunks_exact_mut(format.block_bytes()) {
                 for &at in scales {
                     blk[at..at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
@@ -197,6 +210,7 @@ fn ggml(format: Format) -> GgmlDType {
         Format::Q5_0 => GgmlDType::Q5_0,
         Format::Q8_0 => GgmlDType::Q8_0,
         Format::Q4K => GgmlDType::Q4K,
+        Format::Q6K => GgmlDType::Q6K,
     }
 }
 
@@ -329,32 +343,6 @@ fn the_public_kernels_refuse_mismatched_inputs() {
     assert!(refuses(|| {
         attention(&[0.5; 4 * 8], 1, 3, &kv, &kv[..1], 4, 8);
     }));
-}
-
-/// Q6_K rows dequantize as candle does, bit for bit, and requantize row by row to what the
-/// whole tensor quantized at once gives.
-#[test]
-fn q6_k_dequantizes_like_candle_and_requantizes_by_row() {
-    let dev = Device::Cpu;
-    let (n, k) = (5, 512);
-    let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
-    let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
-    let bytes = q.data().unwrap().into_owned();
-    let want = q
-        .dequantize(&dev)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let mut got = vec![0f32; n * k];
-    dequantize_q6_k(&bytes, &mut got);
-    assert_bits(&got, &want, "Q6_K dequantized");
-    let by_row = q6_k_to_q8_0(&bytes, n, k).unwrap();
-    let rows: Vec<u8> = (0..n).flat_map(|j| by_row.gguf_row(j)).collect();
-    assert_eq!(rows, quantize_q8_0(&want));
-    assert!(q6_k_to_q8_0(&bytes[1..], n, k).is_none());
-    assert!(q6_k_to_q8_0(&bytes, n, k + 32).is_none());
 }
 
 /// `round_i32` is `round() as i32` on every kind of input: halves both ways, values just under
