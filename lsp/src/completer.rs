@@ -1,7 +1,7 @@
 //! The completion pipeline, one function from (text, cursor) to a completion. The CLI, the server
 //! and the eval harness all call [`Completer::complete`].
 
-use crate::postprocess::{limit_to_block, postprocess, Surroundings};
+use crate::postprocess::{cut_at_outer_closer, limit_to_block, postprocess, Surroundings};
 use nib_model::prompt::{self, FimTokens, PromptParts};
 use nib_model::remote::{self, RemoteConfig, RemoteRequest};
 use nib_model::{
@@ -609,9 +609,10 @@ impl Completer {
         if multiline {
             // Stop decoding as soon as the block is complete.
             let head = line_prefix;
-            let next = Surroundings::of(req.text, cursor, false).next_code_line();
+            let around = Surroundings::of(req.text, cursor, false);
+            let (next, closer) = (around.next_code_line(), around.closer_after());
             params.stop_check = Some(Arc::new(move |text: &str| {
-                let kept = limit_to_block(text, &head, &next).len();
+                let kept = cut_at_outer_closer(&limit_to_block(text, &head, &next), closer).len();
                 (kept < text.len()).then_some(kept)
             }));
             if let Some(tell) = first_line {

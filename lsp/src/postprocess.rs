@@ -29,6 +29,17 @@ impl<'a> Surroundings<'a> {
         }
     }
 
+    /// The first character after the cursor, past whitespace and line breaks, when it is a
+    /// closing bracket: the file closes that bracket already.
+    pub fn closer_after(&self) -> Option<char> {
+        let c = self
+            .line_suffix
+            .chars()
+            .chain(self.next_lines.chars())
+            .find(|c| !c.is_whitespace())?;
+        ")]}".contains(c).then_some(c)
+    }
+
     /// Reads the surroundings of byte offset `cursor` in `text`.
     pub fn of(text: &'a str, cursor: usize, single_line: bool) -> Self {
         let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
@@ -90,6 +101,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
         text = first_line(&text);
     } else {
         text = limit_to_block(&text, s.line_prefix, &s.next_code_line());
+        text = cut_at_outer_closer(&text, s.closer_after());
     }
     text = trim_line_ends(&text);
     text = drop_suffix_overlap(&text, s.line_suffix);
@@ -146,6 +158,56 @@ pub fn cut_at_closer_the_suffix_has(text: &str, line_prefix: &str, line_suffix: 
                 return text[..i].trim_end().to_string();
             }
         }
+    }
+    text.to_string()
+}
+
+/// In a block: where the completion closes a bracket it did not open (one opened before the
+/// cursor) with the very closer the file has right after the cursor (`closer_after`), the block
+/// ends before it, since the file closes that bracket already: `f(` + `\n    a,\n    b)` before
+/// a line `)` gives `\n    a,\n    b`. Brackets inside string and character literals do not
+/// count (a Rust lifetime such as `'a` is not a quote).
+pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
+    let Some(closer) = closer_after else {
+        return text.to_string();
+    };
+    if !text.contains('\n') {
+        return text.to_string();
+    }
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let (mut depth, mut quote, mut i) = (0usize, None::<char>, 0);
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        let next = |k: usize| chars.get(i + k).map(|&(_, c)| c);
+        match quote {
+            _ if c == '\n' => quote = None,
+            Some(q) => {
+                if c == '\\' {
+                    i += 1; // the escaped character
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '`' => quote = Some(c),
+                // A character literal or a string, not a lifetime or a label (`'a`, `'outer:`).
+                '\'' if !(next(1).is_some_and(is_word) && next(2) != Some('\'')) => {
+                    quote = Some(c)
+                }
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' if depth > 0 => depth -= 1,
+                ')' | ']' | '}' => {
+                    return if c == closer {
+                        text[..at].trim_end().to_string()
+                    } else {
+                        text.to_string()
+                    };
+                }
+                _ => {}
+            },
+        }
+        i += 1;
     }
     text.to_string()
 }

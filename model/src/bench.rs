@@ -181,10 +181,11 @@ pub fn memory_read_gb_s() -> f64 {
     (words * 8) as f64 / best / 1e9
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MB.
+/// Peak resident memory of this process (Linux `VmHWM`), in MB of 10⁶ bytes: the unit of the
+/// model file sizes it is set beside.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / 1e6)
 }

@@ -1,13 +1,13 @@
 //! Quantized weights × activations on the CPU, and the causal attention over the KV cache.
 //!
-//! Every weight format of the shipped models runs here (Q4_0, Q5_0, Q8_0, Q4_K; Q6_K tensors
-//! are requantized to Q8_0 at load, see `transformer.rs`). A weight row is decoded into unsigned
-//! 8-bit codes `u`, one scale `a` per 32 values and, for Q4_K, one minimum term `mn` per 32:
-//! `x = a·(u − c) + mn`, with `c` the format's offset (Q4_0: 8, Q5_0: 16, Q8_0: 128, Q4_K: 0).
-//! Activations are quantized per 32-block as `y = d·q` (`q` i8, |q| ≤ 127). So one block gives
+//! Every weight format of the shipped models runs here: Q4_0, Q5_0, Q8_0, Q4_K and Q6_K. A
+//! weight row is decoded into unsigned 8-bit codes `u`, one scale `a` per 32 values (per 16 for
+//! Q6_K) and, for Q4_K, one minimum term `mn` per 32: `x = a·(u − c) + mn`, with `c` the
+//! format's offset (Q4_0: 8, Q5_0: 16, Q6_K: 32, Q8_0: 128, Q4_K: 0). Activations are
+//! quantized per 32-block as `y = d·q` (`q` i8, |q| ≤ 127). So a scale's span gives
 //! `Σ x·y = a·d·(Σ u·q − c·Σq) + mn·d·Σq`: an exact integer dot, then
-//! `acc = fma(dot, a·d, acc)` and, with a minimum, `acc = fma(Σq, mn·d, acc)`, block after
-//! block. [`dot_scalar`] is that order written plainly; every SIMD path computes the same
+//! `acc = fma(dot, a·d, acc)` and, with a minimum, `acc = fma(Σq, mn·d, acc)`, span after
+//! span. [`dot_scalar`] is that order written plainly; every SIMD path computes the same
 //! integers and the same float operations in the same order, so every path equals it bit for
 //! bit, and one activation row gives what it gives inside a batch (speculative decoding and
 //! prompt-cache reuse rely on that).
