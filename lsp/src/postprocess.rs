@@ -192,9 +192,7 @@ pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
             None => match c {
                 '"' | '`' => quote = Some(c),
                 // A character literal or a string, not a lifetime or a label (`'a`, `'outer:`).
-                '\'' if !(next(1).is_some_and(is_word) && next(2) != Some('\'')) => {
-                    quote = Some(c)
-                }
+                '\'' if !(next(1).is_some_and(is_word) && next(2) != Some('\'')) => quote = Some(c),
                 '(' | '[' | '{' => depth += 1,
                 ')' | ']' | '}' if depth > 0 => depth -= 1,
                 ')' | ']' | '}' => {
