@@ -223,8 +223,9 @@ pub struct Transformer {
 /// Keys and values of every layer for the tokens seen so far. On the CPU: per layer, per KV
 /// head, one `len × head_dim` run of f16 (rounded to nearest from the f32 the layer computes,
 /// as llama.cpp's default cache does: half the memory) that nib's attention kernel reads in
-/// place (room grows 256 positions at a time; cutting back is free). On a GPU: per layer, one `(1, n_kv_head, len, head_dim)`
-/// tensor each for keys and values, on the device.
+/// place (room grows 256 positions at a time; cutting back is free). On a GPU: per layer, one
+/// `(1, n_kv_head, len, head_dim)` tensor each for keys and values, on the device, in f32 but
+/// rounded to f16 values like the CPU's.
 pub struct KvCache {
     k: Vec<Vec<Vec<f16>>>,
     v: Vec<Vec<Vec<f16>>>,
@@ -470,7 +471,12 @@ impl Transformer {
                 );
                 Tensor::from_vec(y, (1, l, cfg.n_head * cfg.head_dim), &self.device)?
             } else {
-                let (k, v) = cache.append_device(i, k, v)?;
+                // Rounded to f16 as the CPU cache stores them, so that both attend to the
+                // same keys and values.
+                let f16_round = |t: Tensor| -> Result<Tensor> {
+                    Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+                };
+                let (k, v) = cache.append_device(i, f16_round(k)?, f16_round(v)?)?;
                 self.device_attention(&q, &k, &v, mask.as_ref())?
             };
             x = (x + layer.wo.forward(&y)?)?;
