@@ -110,6 +110,10 @@ struct BenchArgs {
     /// Speculation: draft tokens at most (0: off); by prompt lookup, or by --draft-model.
     #[arg(long, default_value_t = 0)]
     draft: usize,
+    /// Prompt tokens per forward pass while prefilling (`nib serve` uses 16 for editor
+    /// requests, so that a keystroke cancels within one small pass).
+    #[arg(long, default_value_t = 128)]
+    prefill_chunk: usize,
     /// A smaller model of the same vocabulary that drafts for --model (e.g. the 0.5B for the
     /// 1.5B); --draft defaults to 4 with it.
     #[arg(long)]
@@ -461,6 +465,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         draft_len: args.draft,
+        prefill_chunk: args.prefill_chunk,
         ..Default::default()
     };
     let drafter = match &args.draft_model {

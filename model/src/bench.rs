@@ -29,6 +29,8 @@ pub struct BenchParams {
     /// Speculation, draft tokens at most (0: off): from a draft model when [`run`] is given one,
     /// else by prompt lookup.
     pub draft_len: usize,
+    /// Prompt tokens per forward pass while prefilling (the server's editor requests use 16).
+    pub prefill_chunk: usize,
 }
 
 impl Default for BenchParams {
@@ -38,6 +40,7 @@ impl Default for BenchParams {
             gen_tokens: 128,
             suffix_tokens: 64,
             draft_len: 0,
+            prefill_chunk: 128,
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn run(
     let mut params = GenerateParams::new(&tok, Vec::new(), p.gen_tokens.max(1), false);
     params.banned = tok.special_ids().to_vec();
     params.draft_len = p.draft_len;
+    params.prefill_chunk = p.prefill_chunk.max(1);
     let cancel = CancelToken::new();
 
     let mut session = backend.new_session();
