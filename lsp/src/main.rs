@@ -110,8 +110,8 @@ struct BenchArgs {
     /// Speculation: draft tokens at most (0: off); by prompt lookup, or by --draft-model.
     #[arg(long, default_value_t = 0)]
     draft: usize,
-    /// Prompt tokens per forward pass while prefilling (`nib serve` uses 16 for editor
-    /// requests, so that a keystroke cancels within one small pass).
+    /// Prompt tokens per forward pass while prefilling (a prompt of up to twice that goes in
+    /// one pass); 128 is what `nib serve`'s requests use.
     #[arg(long, default_value_t = 128)]
     prefill_chunk: usize,
     /// A smaller model of the same vocabulary that drafts for --model (e.g. the 0.5B for the

@@ -29,7 +29,7 @@ pub struct BenchParams {
     /// Speculation, draft tokens at most (0: off): from a draft model when [`run`] is given one,
     /// else by prompt lookup.
     pub draft_len: usize,
-    /// Prompt tokens per forward pass while prefilling (the server's editor requests use 16).
+    /// Prompt tokens per forward pass while prefilling (as `GenerateParams::prefill_chunk`).
     pub prefill_chunk: usize,
 }
 

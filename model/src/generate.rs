@@ -202,7 +202,9 @@ pub fn generate(
 
 /// Brings `session` to `tokens`: the cached common prefix stays (at least the last token is fed,
 /// for its logits), the rest is prefilled in chunks of `chunk`, with `cancel` checked between
-/// them. Returns the tokens reused and the logits after the last token.
+/// them; a rest of at most two chunks goes in one pass (no small trailing piece, which would
+/// stream the weights once more for a few tokens). Returns the tokens reused and the logits
+/// after the last token.
 fn prefill(
     session: &mut dyn Session,
     tokens: &[u32],
@@ -212,7 +214,13 @@ fn prefill(
     let common = crate::pool::common_prefix(session.tokens(), tokens).min(tokens.len() - 1);
     session.truncate(common)?;
     let mut logits = Vec::new();
-    let chunks: Vec<&[u32]> = tokens[common..].chunks(chunk.max(1)).collect();
+    let rest = &tokens[common..];
+    let chunk = if rest.len() <= 2 * chunk {
+        rest.len()
+    } else {
+        chunk.max(1)
+    };
+    let chunks: Vec<&[u32]> = rest.chunks(chunk).collect();
     for (c, piece) in chunks.iter().enumerate() {
         if cancel.is_cancelled() {
             return Err(ModelError::Cancelled);
