@@ -174,17 +174,17 @@ pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
     if !text.contains('\n') {
         return text.to_string();
     }
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let (mut depth, mut quote, mut i) = (0usize, None::<char>, 0);
-    while i < chars.len() {
-        let (at, c) = chars[i];
-        let next = |k: usize| chars.get(i + k).map(|&(_, c)| c);
+    let (mut depth, mut quote, mut escaped) = (0usize, None::<char>, false);
+    for (at, c) in text.char_indices() {
+        let mut ahead = text[at + c.len_utf8()..].chars();
+        let (next1, next2) = (ahead.next(), ahead.next());
         match quote {
             _ if c == '\n' => quote = None,
+            Some(_) if escaped => escaped = false,
             Some(q) => {
                 if c == '\\' {
-                    i += 1; // the escaped character
+                    escaped = true;
                 } else if c == q {
                     quote = None;
                 }
@@ -192,7 +192,7 @@ pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
             None => match c {
                 '"' | '`' => quote = Some(c),
                 // A character literal or a string, not a lifetime or a label (`'a`, `'outer:`).
-                '\'' if !(next(1).is_some_and(is_word) && next(2) != Some('\'')) => quote = Some(c),
+                '\'' if !(next1.is_some_and(is_word) && next2 != Some('\'')) => quote = Some(c),
                 '(' | '[' | '{' => depth += 1,
                 ')' | ']' | '}' if depth > 0 => depth -= 1,
                 ')' | ']' | '}' => {
@@ -205,7 +205,6 @@ pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
                 _ => {}
             },
         }
-        i += 1;
     }
     text.to_string()
 }

@@ -792,10 +792,8 @@ struct Tile {
     lanes: usize,
     /// Rows of the weights in the tile (the rest of its lanes are zeros, never stored).
     rows: usize,
-    /// Whether the rows' format has minimum terms (`mn` holds them).
-    has_min: bool,
-    /// Scales per 32-block: 1, or 2 for Q6_K.
-    units: usize,
+    /// The rows' format (Q4_0 until filled).
+    format: Format,
     /// Codes, `[block][group of 4][half][lane][4]`.
     u: Vec<u8>,
     /// Scales, `[block][unit][half][lane]`, and minimum terms, `[block][half][lane]`.
@@ -805,6 +803,11 @@ struct Tile {
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Tile {
+    /// Scales per 32-block: 1, or 2 for Q6_K.
+    fn units(&self) -> usize {
+        QK / self.format.span()
+    }
+
     fn new(k: usize, lanes: usize) -> Self {
         assert!(lanes.is_multiple_of(PANEL));
         let nb = k / QK;
@@ -812,8 +815,7 @@ impl Tile {
             k,
             lanes,
             rows: 0,
-            has_min: false,
-            units: 1,
+            format: Format::Q4_0,
             u: vec![0; 2 * lanes * k],
             a: vec![0.0; 4 * lanes * nb],
             mn: vec![0.0; 2 * lanes * nb],

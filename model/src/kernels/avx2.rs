@@ -353,7 +353,7 @@ fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 // activation rows i..i + 4, clamped to m.
                 unsafe {
                     let c = rows.start;
-                    match (m - i, tile.units) {
+                    match (m - i, tile.units()) {
                         (1, 1) => K::tile::<1, 1>(&tile, &g, i, c),
                         (2, 1) => K::tile::<2, 1>(&tile, &g, i, c),
                         (3, 1) => K::tile::<3, 1>(&tile, &g, i, c),
@@ -464,7 +464,7 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
     let acts = g.acts;
     let (k, nb, n) = (tile.k, tile.k / QK, g.w.n);
     debug_assert!(tile.lanes == 8 && i0 + MR <= acts.m && col0 + tile.rows <= n);
-    debug_assert!(tile.units == UNITS);
+    debug_assert!(tile.units() == UNITS);
     let has_min = g.w.format.has_min();
     // SAFETY: the caller runs this with D's features and AVX2/FMA/F16C. The tile holds
     // nb·8·64 code bytes and nb·UNITS·16 scales (`corr` m·nb·UNITS); activations are m × k
@@ -545,9 +545,8 @@ pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Ran
         tile.mn.fill(0.0);
     }
     tile.rows = rows.len();
-    tile.has_min = w.format.has_min();
-    tile.units = QK / w.format.span();
-    let units = tile.units;
+    tile.format = w.format;
+    let units = tile.units();
     for pl in 0..panels {
         let p = rows.start / PANEL + pl;
         let (half, lane0) = (pl * PANEL / lanes, pl * PANEL % lanes);

@@ -36,7 +36,7 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                 // activation rows i..i + 4 (clamped to m).
                 unsafe {
                     let (o, c) = (out_ptr.0, rows.start);
-                    match (m - i, tile.units) {
+                    match (m - i, tile.units()) {
                         (1, 1) => tile_dot::<1, 1>(&tile, acts, &corr, i, o, n, c),
                         (1, _) => tile_dot::<1, 2>(&tile, acts, &corr, i, o, n, c),
                         (2, 1) => tile_dot::<2, 1>(&tile, acts, &corr, i, o, n, c),
@@ -79,7 +79,7 @@ unsafe fn tile_dot<const MR: usize, const UNITS: usize>(
     // SAFETY: the caller guarantees the CPU features and the bounds this function states.
     unsafe {
         let (k, nb) = (tile.k, tile.k / QK);
-        debug_assert!(tile.units == UNITS);
+        debug_assert!(tile.units() == UNITS);
         let u = tile.u.as_ptr();
         let (a, mn) = (tile.a.as_ptr(), tile.mn.as_ptr());
         let mut q = [acts.q.as_ptr(); MR];
@@ -118,7 +118,7 @@ unsafe fn tile_dot<const MR: usize, const UNITS: usize>(
                     f1[r] = _mm512_fmadd_ps(s1, _mm512_mul_ps(a1, d), f1[r]);
                 }
             }
-            if tile.has_min {
+            if tile.format.has_min() {
                 let m0 = _mm512_loadu_ps(mn.add(b * 32));
                 let m1 = _mm512_loadu_ps(mn.add(b * 32 + 16));
                 for r in 0..MR {

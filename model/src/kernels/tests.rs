@@ -89,6 +89,16 @@ fn reference(acts: &QActs, w: &QWeight) -> Vec<f32> {
     out
 }
 
+/// Every path this CPU has gives [`reference`]'s bits.
+fn every_path_gives_the_reference(acts: &QActs, w: &QWeight, what: &str) {
+    let want = reference(acts, w);
+    for path in Path::available() {
+        let mut got = vec![f32::NAN; acts.m * w.n];
+        matmul_on(path, acts, w, &mut got);
+        assert_bits(&got, &want, &format!("{path:?} {what}"));
+    }
+}
+
 fn assert_bits(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -111,16 +121,7 @@ fn every_path_equals_the_scalar_reference_bit_for_bit() {
             let m = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13][rng.below(10)];
             let w = random_weights(&mut rng, format, n, k);
             let acts = quantize_acts(&random_acts(&mut rng, m, k), m, k);
-            let want = reference(&acts, &w);
-            for &path in &paths {
-                let mut got = vec![f32::NAN; m * n];
-                matmul_on(path, &acts, &w, &mut got);
-                assert_bits(
-                    &got,
-                    &want,
-                    &format!("{path:?} {format:?} n={n} k={k} m={m}"),
-                );
-            }
+            every_path_gives_the_reference(&acts, &w, &format!("{format:?} n={n} k={k} m={m}"));
         }
     }
 }
@@ -143,16 +144,8 @@ fn extreme_codes_and_activations_stay_exact() {
             for sign in [1.0f32, -1.0] {
                 for m in [1, 5] {
                     let acts = quantize_acts(&vec![sign; m * k], m, k);
-                    let want = reference(&acts, &w);
-                    for path in Path::available() {
-                        let mut got = vec![f32::NAN; m * n];
-                        matmul_on(path, &acts, &w, &mut got);
-                        assert_bits(
-                            &got,
-                            &want,
-                            &format!("{path:?} {format:?} {fill:#x} {sign} m={m}"),
-                        );
-                    }
+                    let what = format!("{format:?} {fill:#x} {sign} m={m}");
+                    every_path_gives_the_reference(&acts, &w, &what);
                 }
             }
         }
