@@ -21,7 +21,8 @@
 //!   Lake; EVEX through AVX-512 VL on CPUs that have that instead); `avx2.rs`.
 //! - `avx2`: 8 lanes, `vpmaddubsw` + `vpmaddwd` (exact while a pair of products fits 16 bits:
 //!   codes up to 63; Q8_0's codes are taken signed, `|w|·sign(q, w)`); `avx2.rs`.
-//! - `neon-dotprod`, `neon` (aarch64): `sdot`, or `smull` + `sadalp`, on rows decoded once;
+//! - `neon-i8mm`, `neon-dotprod`, `neon` (aarch64): `smmla` on two activation rows at a time
+//!   (prefill), `sdot` by element, or `smull` + `sadalp`, on each panel's blocks decoded once;
 //!   `neon.rs`.
 //! - `scalar`: the reference, and the path of every other CPU.
 //!
@@ -131,6 +132,7 @@ pub enum Path {
     Avx512Vnni,
     AvxVnni,
     Avx2,
+    NeonI8mm,
     NeonDotprod,
     Neon,
     Scalar,
@@ -138,10 +140,11 @@ pub enum Path {
 
 impl Path {
     /// Every path, fastest first.
-    pub const ALL: [Path; 6] = [
+    pub const ALL: [Path; 7] = [
         Path::Avx512Vnni,
         Path::AvxVnni,
         Path::Avx2,
+        Path::NeonI8mm,
         Path::NeonDotprod,
         Path::Neon,
         Path::Scalar,
@@ -153,6 +156,7 @@ impl Path {
             Path::Avx512Vnni => "avx512vnni",
             Path::AvxVnni => "avxvnni",
             Path::Avx2 => "avx2",
+            Path::NeonI8mm => "neon-i8mm",
             Path::NeonDotprod => "neon-dotprod",
             Path::Neon => "neon",
             Path::Scalar => "scalar",
@@ -179,15 +183,17 @@ impl Path {
                 Path::Avx512Vnni => avx512vnni,
                 Path::AvxVnni => avx2 && (is_x86_feature_detected!("avxvnni") || avx512vnni),
                 Path::Avx2 => avx2,
-                Path::NeonDotprod | Path::Neon => false,
+                Path::NeonI8mm | Path::NeonDotprod | Path::Neon => false,
                 Path::Scalar => true,
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
             let neon = std::arch::is_aarch64_feature_detected!("neon");
+            let dotprod = neon && std::arch::is_aarch64_feature_detected!("dotprod");
             match self {
-                Path::NeonDotprod => neon && std::arch::is_aarch64_feature_detected!("dotprod"),
+                Path::NeonI8mm => dotprod && std::arch::is_aarch64_feature_detected!("i8mm"),
+                Path::NeonDotprod => dotprod,
                 Path::Neon => neon,
                 Path::Scalar => true,
                 _ => false,
@@ -413,6 +419,101 @@ impl QWeight {
         }
     }
 
+    /// Stored block `sb` of panel `p`'s 8 rows, decoded straight from the panel into one
+    /// [`Lanes`] per 32-block (`out`: 1, or 8 for Q4_K and Q6_K's super-blocks): the codes,
+    /// scales and minimum terms [`QWeight::expand_row`] gives for those rows, laid out as the
+    /// SIMD registers take them. Portable code over runs of 32 bytes, which compilers
+    /// vectorise; the NEON paths decode with it.
+    #[cfg_attr(not(any(target_arch = "aarch64", test)), allow(dead_code))]
+    fn lanes(&self, p: usize, sb: usize, out: &mut [Lanes]) {
+        let blocks = self.k / self.format.block_elems();
+        assert!(p < self.panels() && sb < blocks, "block {sb} of panel {p}");
+        assert_eq!(
+            out.len(),
+            self.format.block_elems() / QK,
+            "32-blocks a stored block"
+        );
+        let bb = PANEL * self.format.block_bytes();
+        let at = p * self.panel_bytes() + sb * bb;
+        let blk = &self.data[at..at + bb];
+        let f16_at = |i: usize| f16::from_le_bytes([blk[i], blk[i + 1]]).to_f32();
+        // Q4_0 and Q5_0's codes, and Q6_K's low 4 bits: group `g`'s byte `4r + e` holds codes
+        // `4g + e` (low nibble) and `16 + 4g + e` (high) of row `r`.
+        let nibbles = |u: &mut [u8; 256], from: &[u8]| {
+            for g in 0..4 {
+                for i in 0..32 {
+                    let x = from[32 * g + i];
+                    u[32 * g + i] = x & 0x0f;
+                    u[32 * (g + 4) + i] = x >> 4;
+                }
+            }
+        };
+        match self.format {
+            Format::Q4_0 | Format::Q5_0 | Format::Q8_0 => {
+                let out = &mut out[0];
+                for r in 0..PANEL {
+                    out.a[r] = f16_at(2 * r);
+                }
+                match self.format {
+                    Format::Q4_0 => nibbles(&mut out.u, &blk[16..144]),
+                    Format::Q5_0 => {
+                        nibbles(&mut out.u, &blk[48..176]);
+                        for t in 0..8 {
+                            for i in 0..32 {
+                                out.u[32 * t + i] |= ((blk[16 + i] >> t) & 1) << 4;
+                            }
+                        }
+                    }
+                    _ => out.u.copy_from_slice(&blk[16..272]),
+                }
+            }
+            Format::Q4K => {
+                for r in 0..PANEL {
+                    let mut q = [0u8; 12];
+                    for w in 0..3 {
+                        q[4 * w..4 * w + 4].copy_from_slice(&blk[32 + 32 * w + 4 * r..][..4]);
+                    }
+                    let (d, dmin) = (f16_at(2 * r), f16_at(16 + 2 * r));
+                    for (beta, out) in out.iter_mut().enumerate() {
+                        let (sc, m) = scale_min_k4(beta, &q);
+                        out.a[r] = d * sc as f32;
+                        out.mn[r] = -(dmin * m as f32);
+                    }
+                }
+                for (beta, out) in out.iter_mut().enumerate() {
+                    let codes = &blk[128 + 256 * (beta / 2)..][..256];
+                    let shift = 4 * (beta % 2);
+                    for (o, &x) in out.u.iter_mut().zip(codes) {
+                        *o = (x >> shift) & 0x0f;
+                    }
+                }
+            }
+            Format::Q6K => {
+                for r in 0..PANEL {
+                    let d = f16_at(2 * r);
+                    for (unit, &sc) in blk[Q6K_SCALES..Q6K_SCALES + 128]
+                        .iter()
+                        .skip(r)
+                        .step_by(PANEL)
+                        .enumerate()
+                    {
+                        out[unit / 2].a[8 * (unit % 2) + r] = d * sc as i8 as f32;
+                    }
+                }
+                for (beta, out) in out.iter_mut().enumerate() {
+                    let codes = &blk[q6k_codes_at(beta)..][..192];
+                    nibbles(&mut out.u, &codes[..128]);
+                    for t in 0..8 {
+                        let plane = &codes[128 + 32 * (t / 4)..][..32];
+                        for (u, &x) in out.u[32 * t..32 * t + 32].iter_mut().zip(plane) {
+                            *u |= ((x >> (2 * (t % 4))) & 3) << 4;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Row `j` as floats: `x = a·(u − c) + mn`, what ggml's dequantization gives.
     pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.k, "a row has {} values", self.k);
@@ -428,6 +529,28 @@ impl QWeight {
             } else {
                 v
             };
+        }
+    }
+}
+
+/// One 32-block of a panel's 8 rows, decoded ([`QWeight::lanes`]): `u[32t + 4r + e]` is row
+/// `r`'s code `4t + e` (so 16 bytes hold 4 rows' codes of a group, one row a 32-bit lane);
+/// `a[8·unit + r]` row `r`'s scale of span `unit` (1, or 2 for Q6_K); `mn[r]` its minimum term
+/// (Q4_K).
+#[cfg_attr(not(any(target_arch = "aarch64", test)), allow(dead_code))]
+pub(crate) struct Lanes {
+    pub(crate) u: [u8; 256],
+    pub(crate) a: [f32; 16],
+    pub(crate) mn: [f32; 8],
+}
+
+#[cfg_attr(not(any(target_arch = "aarch64", test)), allow(dead_code))]
+impl Lanes {
+    pub(crate) fn new() -> Self {
+        Self {
+            u: [0; 256],
+            a: [0.0; 16],
+            mn: [0.0; 8],
         }
     }
 }
@@ -866,7 +989,7 @@ pub fn matmul_on(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         Path::Avx512Vnni | Path::AvxVnni | Path::Avx2 => avx2::matmul(path, acts, w, out),
         #[cfg(target_arch = "aarch64")]
-        Path::NeonDotprod | Path::Neon => neon::matmul(path, acts, w, out),
+        Path::NeonI8mm | Path::NeonDotprod | Path::Neon => neon::matmul(path, acts, w, out),
         _ => matmul_scalar(acts, w, out),
     }
 }

@@ -171,6 +171,44 @@ fn panels_give_back_every_gguf_row() {
     }
 }
 
+/// The NEON paths' decoding straight from the panels ([`QWeight::lanes`]) gives every real row's
+/// codes, scales and minimum terms as the reference decodes them; portable code, so it is held
+/// to the reference on every machine.
+#[test]
+fn panel_lanes_decode_as_the_reference() {
+    let mut rng = Rng(23);
+    for format in FORMATS {
+        for n in [1, 8, 13, 24] {
+            let k = format.block_elems() * (1 + rng.below(3));
+            let w = random_weights(&mut rng, format, n, k);
+            let (span, nb, per) = (format.span(), k / QK, format.block_elems() / QK);
+            let mut lanes: Vec<Lanes> = (0..per).map(|_| Lanes::new()).collect();
+            for j in 0..n {
+                let mut u = vec![0u8; k];
+                let (mut a, mut mn) = (vec![0f32; k / span], vec![0f32; nb]);
+                w.expand_row(j, &mut u, &mut a, &mut mn);
+                let (p, r) = (j / PANEL, j % PANEL);
+                for b in 0..nb {
+                    w.lanes(p, b / per, &mut lanes);
+                    let lanes = &lanes[b % per];
+                    let what = format!("{format:?} n={n} k={k} row {j} block {b}");
+                    for v in 0..QK {
+                        let got = lanes.u[32 * (v / 4) + 4 * r + v % 4];
+                        assert_eq!(got, u[b * QK + v], "{what}: code {v}");
+                    }
+                    for unit in 0..QK / span {
+                        let want = a[b * QK / span + unit];
+                        assert_eq!(lanes.a[8 * unit + r].to_bits(), want.to_bits(), "{what}");
+                    }
+                    if format.has_min() {
+                        assert_eq!(lanes.mn[r].to_bits(), mn[b].to_bits(), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What speculative decoding and cache reuse rely on: a row alone gives what it gives inside
 /// a batch, on every path.
 #[test]
