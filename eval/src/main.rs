@@ -347,13 +347,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 let p = reports.join(format!("{n}.json"));
                 // llama.cpp's run of the same tasks, where there is one, goes beside nib's.
                 let anchor = reports.join(format!("{n}-llama.json"));
+                // And the larger model's run of the same tasks (`nib model pull large`).
+                let large = reports.join(format!("{n}-1.5b.json"));
                 if p.exists() {
-                    let s = report::Summary::read(&p)?;
-                    summaries.push(if anchor.exists() {
-                        s.beside(&report::Summary::read(&anchor)?, "llama.cpp")
-                    } else {
-                        s
-                    });
+                    let mut s = report::Summary::read(&p)?;
+                    if anchor.exists() {
+                        s = s.beside(&report::Summary::read(&anchor)?, "llama.cpp");
+                    }
+                    if large.exists() {
+                        s = s.beside_model(&report::Summary::read(&large)?, "1.5B");
+                    }
+                    summaries.push(s);
                 } else {
                     eprintln!("{} is missing: run that benchmark first", p.display());
                 }

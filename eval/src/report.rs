@@ -100,19 +100,9 @@ impl Summary {
     /// and the anchor's command and task-by-task comparison under it.
     pub fn beside(&self, anchor: &Summary, anchor_name: &str) -> Summary {
         let mut out = self.clone();
-        let Some(headline) = self.columns.first().cloned() else {
+        let Some(differ) = out.add_headline_of(anchor, anchor_name) else {
             return out;
         };
-        let column = format!("{headline}, {anchor_name}");
-        out.columns.insert(1, column.clone());
-        let mut differ = false;
-        for r in &mut out.rows {
-            let a = anchor.rows.iter().find(|a| a.label == r.label);
-            if let Some(v) = a.and_then(|a| a.metrics.get(&headline)) {
-                r.metrics.insert(column.clone(), *v);
-            }
-            differ |= a.is_some_and(|a| a.tasks != r.tasks);
-        }
         // Which server and endpoint answered, as the anchor's run recorded it.
         let who = anchor.meta["model"]["anchor"]
             .as_str()
@@ -129,6 +119,48 @@ impl Summary {
         }
         out.notes.push(note);
         out
+    }
+
+    /// This table with another model's figure, from its run of the same tasks, beside each
+    /// headline figure (rows matched by label), and that run's command under it.
+    pub fn beside_model(&self, other: &Summary, model_name: &str) -> Summary {
+        let mut out = self.clone();
+        let Some(differ) = out.add_headline_of(other, model_name) else {
+            return out;
+        };
+        let file = other.meta["model"]["model"].as_str().unwrap_or(model_name);
+        out.notes.push(format!(
+            "{model_name}: `{file}`, the same tasks{} (`{}`).",
+            if differ {
+                " (on a different number of tasks: the run is not complete)"
+            } else {
+                ""
+            },
+            other.command
+        ));
+        out
+    }
+
+    /// Adds a column `HEADLINE, NAME` with `other`'s headline figure in each row of the same
+    /// label; whether some row's task count differs (`None`: this table has no columns).
+    fn add_headline_of(&mut self, other: &Summary, name: &str) -> Option<bool> {
+        let headline = self.columns.first().cloned()?;
+        let column = format!("{headline}, {name}");
+        // After the headline and the columns added beside it before.
+        let at = 1 + self.columns[1..]
+            .iter()
+            .take_while(|c| c.starts_with(&format!("{headline}, ")))
+            .count();
+        self.columns.insert(at, column.clone());
+        let mut differ = false;
+        for r in &mut self.rows {
+            let a = other.rows.iter().find(|a| a.label == r.label);
+            if let Some(v) = a.and_then(|a| a.metrics.get(&headline)) {
+                r.metrics.insert(column.clone(), *v);
+            }
+            differ |= a.is_some_and(|a| a.tasks != r.tasks);
+        }
+        Some(differ)
     }
 
     /// Writes `NAME.json`, `NAME.md`, `NAME.svg` (and `NAME-latency.svg`) into `dir`.
@@ -626,6 +658,26 @@ mod tests {
             md.contains("Task by task, 3 tasks") && md.contains("/infill"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_larger_model_goes_after_the_anchor() {
+        let anchor = summary("a-llama", 40.0);
+        let mut large = summary("a-1.5b", 60.0);
+        large.meta = serde_json::json!({"model": {"model": "big.gguf"}});
+        let t = summary("a", 50.0)
+            .beside(&anchor, "llama.cpp")
+            .beside_model(&large, "1.5B");
+        assert_eq!(
+            t.columns[..3],
+            ["exact match", "exact match, llama.cpp", "exact match, 1.5B"].map(String::from)
+        );
+        let md = t.markdown();
+        assert!(
+            md.contains("| all | 3 | 50.0 | 40.0 | 60.0 | 812 |"),
+            "{md}"
+        );
+        assert!(md.contains("1.5B: `big.gguf`, the same tasks (`"), "{md}");
     }
 
     #[test]
