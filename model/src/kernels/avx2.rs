@@ -84,6 +84,14 @@ macro_rules! for_each_block {
 /// register once for several dots.
 trait Dot {
     const CODE_OFFSET: i32;
+    /// Whether the prefill tile keeps its float sums in memory (read and written at each float
+    /// step, volatile so that they are not promoted to registers) rather than in 2·MR of
+    /// AVX2's 16 registers. Where the dots need the most registers (`Avx2Nibbles`' 16-bit
+    /// sums), the registers otherwise spill the weights instead: a 128 × 1536 · (8960 ×
+    /// 1536)ᵀ Q4_K matmul took 10.5–10.9 ms with the sums in memory against 11.5–12.4 ms
+    /// (`examples/matmul_once.rs`, 2026-12-06); for the other dots it was slower (Q6_K on
+    /// `avxvnni`: 10.4–10.7 against 8.9–9.4 ms).
+    const SUMS_IN_MEMORY: bool = false;
     type W: Copy;
     type Acc: Copy;
     unsafe fn prep(w: __m256i) -> Self::W;
@@ -120,6 +128,7 @@ macro_rules! acc_i32 {
 struct Avx2Nibbles;
 impl Dot for Avx2Nibbles {
     const CODE_OFFSET: i32 = 0;
+    const SUMS_IN_MEMORY: bool = true;
     type W = __m256i;
     type Acc = __m256i;
     #[inline(always)]
@@ -477,8 +486,23 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
         for (r, q) in q.iter_mut().enumerate() {
             *q = acts.q.as_ptr().add((i0 + r) * k);
         }
-        let mut f0 = [_mm256_setzero_ps(); MR];
-        let mut f1 = [_mm256_setzero_ps(); MR];
+        let mut sums = [[_mm256_setzero_ps(); 2]; MR];
+        // `sum = fma(x, y, sum)` (a macro: a closure would not take this function's target
+        // features); see `Dot::SUMS_IN_MEMORY`.
+        macro_rules! fma {
+            ($sum:expr, $x:expr, $y:expr) => {{
+                let at: &mut __m256 = $sum;
+                if D::SUMS_IN_MEMORY {
+                    let at = at as *mut __m256;
+                    std::ptr::write_volatile(
+                        at,
+                        _mm256_fmadd_ps($x, $y, std::ptr::read_volatile(at)),
+                    );
+                } else {
+                    *at = _mm256_fmadd_ps($x, $y, *at);
+                }
+            }};
+        }
         for b in 0..nb {
             // One scale's span at a time: the whole block, or Q6_K's two halves.
             for unit in 0..UNITS {
@@ -497,32 +521,32 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
                 }
                 let at = (b * UNITS + unit) * 16;
                 let (a0, a1) = (_mm256_loadu_ps(a.add(at)), _mm256_loadu_ps(a.add(at + 8)));
-                for r in 0..MR {
+                for (r, sum) in sums.iter_mut().enumerate() {
                     let c = *g.corr.get_unchecked(((i0 + r) * nb + b) * UNITS + unit);
                     let corr = _mm256_set1_epi32(c);
                     let s0 = _mm256_add_epi32(corr, D::total(s0[r]));
                     let s1 = _mm256_add_epi32(corr, D::total(s1[r]));
                     let d = _mm256_set1_ps(*acts.d.get_unchecked((i0 + r) * nb + b));
-                    f0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(a0, d), f0[r]);
-                    f1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(a1, d), f1[r]);
+                    fma!(&mut sum[0], _mm256_cvtepi32_ps(s0), _mm256_mul_ps(a0, d));
+                    fma!(&mut sum[1], _mm256_cvtepi32_ps(s1), _mm256_mul_ps(a1, d));
                 }
             }
             if has_min {
                 let m0 = _mm256_loadu_ps(mn.add(b * 16));
                 let m1 = _mm256_loadu_ps(mn.add(b * 16 + 8));
-                for r in 0..MR {
+                for (r, sum) in sums.iter_mut().enumerate() {
                     let i = (i0 + r) * nb + b;
                     let d = _mm256_set1_ps(*acts.d.get_unchecked(i));
                     let qs = _mm256_set1_ps(*acts.qsum.get_unchecked(i) as f32);
-                    f0[r] = _mm256_fmadd_ps(qs, _mm256_mul_ps(m0, d), f0[r]);
-                    f1[r] = _mm256_fmadd_ps(qs, _mm256_mul_ps(m1, d), f1[r]);
+                    fma!(&mut sum[0], qs, _mm256_mul_ps(m0, d));
+                    fma!(&mut sum[1], qs, _mm256_mul_ps(m1, d));
                 }
             }
         }
         let mut lanes = [0f32; 16];
-        for r in 0..MR {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), f0[r]);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), f1[r]);
+        for (r, [f0, f1]) in sums.into_iter().enumerate() {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), f0);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), f1);
             let o = g.out.0.add((i0 + r) * n + col0);
             std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, tile.rows);
         }
