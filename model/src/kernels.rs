@@ -843,38 +843,109 @@ pub(crate) fn round_i32(x: f32) -> i32 {
 }
 
 /// Quantizes `m` rows of `k` activations (round half away from zero, as ggml does; a value
-/// that is not finite counts as 0).
+/// that is not finite counts as 0). Blocks are independent: a prompt's go to the worker pool
+/// in runs, each quantized by the AVX2 code where the CPU has it, which gives the scalar
+/// code's bits ([`quantize_blocks`]; test).
 pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
     assert!(k.is_multiple_of(QK), "k = {k} is not whole blocks of 32");
     assert_eq!(Some(x.len()), m.checked_mul(k), "activations are not m × k");
-    let nb = k / QK;
-    let mut q = vec![0i8; m * k];
-    let mut d = vec![0f32; m * nb];
-    let mut qsum = vec![0i32; m * nb];
-    let mut qsum16 = vec![0i32; 2 * m * nb];
-    for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-        let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut sums = [0i32; 2];
-        for (j, (o, v)) in qb.iter_mut().zip(blk).enumerate() {
-            // Clamped: the kernels rely on |q| ≤ 127 (AVX2's pair sums), whatever `x` holds.
-            let r = round_i32(v * inv).clamp(-127, 127);
-            *o = r as i8;
-            sums[j / 16] += r;
-        }
-        d[i] = scale;
-        qsum[i] = sums[0] + sums[1];
-        qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
-    }
-    QActs {
+    let blocks = m * k / QK;
+    let mut acts = QActs {
         m,
         k,
-        q,
-        d,
-        qsum,
-        qsum16,
+        q: vec![0i8; m * k],
+        d: vec![0f32; blocks],
+        qsum: vec![0i32; blocks],
+        qsum16: vec![0i32; 2 * blocks],
+    };
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    // Runs of 64 blocks (2,048 values); fewer than 4 runs (a decoded token) stay on this thread.
+    const RUN: usize = 64;
+    if blocks < 4 * RUN {
+        let a = &mut acts;
+        quantize_blocks(avx2, x, &mut a.q, &mut a.d, &mut a.qsum, &mut a.qsum16);
+        return acts;
     }
+    struct Out(*mut i8, *mut f32, *mut i32, *mut i32);
+    // SAFETY: the tasks write disjoint runs of the buffers through it (below).
+    unsafe impl Sync for Out {}
+    let out = Out(
+        acts.q.as_mut_ptr(),
+        acts.d.as_mut_ptr(),
+        acts.qsum.as_mut_ptr(),
+        acts.qsum16.as_mut_ptr(),
+    );
+    candle_core::utils::barrier_pool().execute_chunked(blocks.div_ceil(RUN), |tasks| {
+        let out = &out;
+        for t in tasks {
+            let (b0, b1) = (t * RUN, ((t + 1) * RUN).min(blocks));
+            let n = b1 - b0;
+            // SAFETY: run t covers blocks b0..b1 < blocks, whose codes (32 a block), scales,
+            // sums and half sums (2 a block) lie inside the buffers allocated above for
+            // `blocks` blocks; no other run touches them, and `acts` is not read meanwhile.
+            unsafe {
+                quantize_blocks(
+                    avx2,
+                    &x[b0 * QK..b1 * QK],
+                    std::slice::from_raw_parts_mut(out.0.add(b0 * QK), n * QK),
+                    std::slice::from_raw_parts_mut(out.1.add(b0), n),
+                    std::slice::from_raw_parts_mut(out.2.add(b0), n),
+                    std::slice::from_raw_parts_mut(out.3.add(2 * b0), 2 * n),
+                );
+            }
+        }
+    });
+    acts
+}
+
+/// Quantizes consecutive 32-blocks `x` into codes `q`, scales `d`, sums `qsum` and half sums
+/// `qsum16`: with AVX2 where `avx2` says the CPU has it (and FMA), else the scalar code. Both
+/// give the same bits.
+fn quantize_blocks(
+    avx2: bool,
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    qsum: &mut [i32],
+    qsum16: &mut [i32],
+) {
+    let n = x.len() / QK;
+    assert!(x.len() == n * QK && q.len() == n * QK && d.len() == n && qsum.len() == n);
+    assert_eq!(qsum16.len(), 2 * n);
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
+            // SAFETY: the caller checked AVX2 and FMA; both blocks hold 32 values.
+            let (scale, sums) = unsafe { avx2::quantize_block(blk, qb) };
+            (d[i], qsum[i]) = (scale, sums[0] + sums[1]);
+            qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
+        }
+        return;
+    }
+    let _ = avx2;
+    for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
+        let (scale, sums) = quantize_block_scalar(blk, qb);
+        (d[i], qsum[i]) = (scale, sums[0] + sums[1]);
+        qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
+    }
+}
+
+/// One 32-block: its codes into `q`; its scale, and the sums of its codes' two halves.
+fn quantize_block_scalar(blk: &[f32], q: &mut [i8]) -> (f32, [i32; 2]) {
+    let amax = blk.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut sums = [0i32; 2];
+    for (j, (o, v)) in q.iter_mut().zip(blk).enumerate() {
+        // Clamped: the kernels rely on |q| ≤ 127 (AVX2's pair sums), whatever `x` holds.
+        let r = round_i32(v * inv).clamp(-127, 127);
+        *o = r as i8;
+        sums[j / 16] += r;
+    }
+    (scale, sums)
 }
 
 /// One decoded weight row (codes `u`, scales `a` per [`Format::span`], minimum terms `mn` where

@@ -775,3 +775,69 @@ unsafe fn q6k_codes(blk: *const u8, beta: usize) -> [__m256i; 8] {
         r
     }
 }
+
+/// One 32-block of activations quantized as [`super::quantize_block_scalar`] does, bit for bit:
+/// the same `amax` (a NaN never wins a maximum), scale and reciprocal; each `v·inv` rounded
+/// half away from zero from its truncation, after a NaN is taken as 0 and the value held to
+/// ±128 (beyond which the scalar code's clamp gives ±127 all the same). Returns the scale and
+/// the sums of the two halves' codes. The caller checked that the CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn quantize_block(blk: &[f32], q: &mut [i8]) -> (f32, [i32; 2]) {
+    assert!(blk.len() == QK && q.len() == QK);
+    // SAFETY: the features are this function's; 32 values are read from `blk` and 32 bytes
+    // written to `q` (asserted).
+    unsafe {
+        let p = blk.as_ptr();
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (j, v) in v.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(p.add(8 * j));
+        }
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        // `_mm256_max_ps(a, b)` gives `b` when either is NaN: `a` is the new value.
+        let mut m = _mm256_setzero_ps();
+        for v in v {
+            m = _mm256_max_ps(_mm256_and_ps(v, abs), m);
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
+        let amax = _mm_cvtss_f32(m1);
+        let scale = amax / 127.0;
+        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(128.0));
+        let (half, neg_half) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5));
+        let mut r = [_mm256_setzero_si256(); 4];
+        for (r, v) in r.iter_mut().zip(v) {
+            let y = _mm256_mul_ps(v, inv);
+            let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let t = _mm256_cvttps_epi32(y);
+            let frac = _mm256_sub_ps(y, _mm256_cvtepi32_ps(t));
+            // A true comparison is −1: subtracting it adds one.
+            let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half));
+            let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, neg_half));
+            let t = _mm256_add_epi32(_mm256_sub_epi32(t, up), down);
+            *r = _mm256_max_epi32(
+                _mm256_min_epi32(t, _mm256_set1_epi32(127)),
+                _mm256_set1_epi32(-127),
+            );
+        }
+        let mut sums = [0i32; 2];
+        for (h, s) in sums.iter_mut().enumerate() {
+            let x = _mm256_add_epi32(r[2 * h], r[2 * h + 1]);
+            let x = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256::<1>(x));
+            let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+            *s = _mm_cvtsi128_si32(_mm_add_epi32(x, _mm_shuffle_epi32::<1>(x)));
+        }
+        // Packing works within 128-bit halves: groups of 4 codes come out as
+        // r0[0..4], r1[0..4], r2[0..4], r3[0..4], r0[4..8], …; put them back in order.
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(r[0], r[1]),
+            _mm256_packs_epi32(r[2], r[3]),
+        );
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let codes = _mm256_permutevar8x32_epi32(packed, order);
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, codes);
+        (scale, sums)
+    }
+}

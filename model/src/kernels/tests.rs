@@ -434,3 +434,82 @@ fn baseline_rounding_equals_libm() {
         assert_eq!(attention::fast_exp(x).to_bits(), want.to_bits(), "exp({x})");
     }
 }
+
+/// The AVX2 quantizer of activations gives the scalar one's bits: random blocks of every
+/// range, halves exactly at .5, and blocks holding NaN, infinities, f32::MAX, subnormal
+/// maxima (whose reciprocal scale overflows) and zeros. Runs on every path's CPU; where the CPU
+/// lacks AVX2 it compares the scalar code with itself.
+#[test]
+fn quantizing_activations_is_the_same_on_every_path() {
+    let mut rng = Rng(41);
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        1e-40,
+        -1e-41,
+        0.0,
+        -0.0,
+    ];
+    let mut blocks: Vec<[f32; QK]> = Vec::new();
+    for case in 0..4000 {
+        let scale = [1.0, 1e-3, 1e4, 1e-38, 3e38][case % 5];
+        let mut b = [0f32; QK];
+        for v in b.iter_mut() {
+            *v = rng.unit() * scale;
+        }
+        if case % 3 == 0 {
+            // Values at k + 0.5 steps of the block's own scale: ties away from zero.
+            let amax = 127.0 * (1 + rng.below(8)) as f32;
+            b[0] = amax;
+            for v in b.iter_mut().skip(1) {
+                *v = (rng.below(254) as f32 - 127.0) * (1 + rng.below(8)) as f32 * 0.5;
+            }
+        }
+        if case % 7 == 0 {
+            let n = 1 + rng.below(4);
+            for _ in 0..n {
+                b[rng.below(QK)] = specials[rng.below(specials.len())];
+            }
+        }
+        blocks.push(b);
+    }
+    blocks.push([f32::NAN; QK]);
+    blocks.push([f32::INFINITY; QK]);
+    blocks.push([1e-45; QK]);
+    let x: Vec<f32> = blocks.iter().flatten().copied().collect();
+    let n = blocks.len();
+    let run = |avx2: bool| {
+        let (mut q, mut d, mut s, mut s16) =
+            (vec![0i8; n * QK], vec![0f32; n], vec![0; n], vec![0; 2 * n]);
+        quantize_blocks(avx2, &x, &mut q, &mut d, &mut s, &mut s16);
+        (q, d.iter().map(|d| d.to_bits()).collect::<Vec<_>>(), s, s16)
+    };
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    let (want, got) = (run(false), run(avx2));
+    for (i, blk) in blocks.iter().enumerate() {
+        let what = format!("block {i}: {blk:?}");
+        assert_eq!(
+            got.0[i * QK..(i + 1) * QK],
+            want.0[i * QK..(i + 1) * QK],
+            "{what}"
+        );
+        assert_eq!(got.1[i], want.1[i], "{what}");
+        assert_eq!(
+            (got.2[i], &got.3[2 * i..2 * i + 2]),
+            (want.2[i], &want.3[2 * i..2 * i + 2]),
+            "{what}"
+        );
+    }
+    // And a whole prompt through the pool gives what one block at a time gives.
+    let (m, k) = (n * QK / 1024, 1024);
+    let acts = quantize_acts(&x[..m * k], m, k);
+    assert_eq!(acts.q, want.0[..m * k]);
+    assert_eq!(acts.qsum16, want.3[..2 * m * k / QK]);
+}
