@@ -88,7 +88,7 @@ enum Floats {
     /// AVX2, FMA and F16C: every x86 path but scalar implies them (`Path::supported`).
     #[cfg(target_arch = "x86_64")]
     X86Fma,
-    /// NEON: both aarch64 paths but scalar.
+    /// NEON: every aarch64 path but scalar.
     #[cfg(target_arch = "aarch64")]
     Neon,
     Scalar,
@@ -101,7 +101,7 @@ impl Floats {
             #[cfg(target_arch = "x86_64")]
             super::Path::Avx512Vnni | super::Path::AvxVnni | super::Path::Avx2 => Floats::X86Fma,
             #[cfg(target_arch = "aarch64")]
-            super::Path::NeonDotprod | super::Path::Neon => Floats::Neon,
+            super::Path::NeonI8mm | super::Path::NeonDotprod | super::Path::Neon => Floats::Neon,
             _ => Floats::Scalar,
         }
     }
@@ -408,6 +408,22 @@ pub fn fast_exp(x: f32) -> f32 {
 #[cfg(test)]
 mod attention_tests {
     use super::*;
+
+    /// Every SIMD path this CPU has computes attention with SIMD floats, not the scalar
+    /// fallback (a path added to `Path` and forgotten in `Floats::of` would be correct, but
+    /// slow).
+    #[test]
+    fn every_simd_path_has_simd_attention() {
+        for path in crate::kernels::Path::available() {
+            let floats = Floats::of(path);
+            let scalar = matches!(floats, Floats::Scalar);
+            assert_eq!(
+                scalar,
+                path == crate::kernels::Path::Scalar,
+                "{path:?}: {floats:?}"
+            );
+        }
+    }
 
     #[test]
     fn fast_exp_is_accurate() {
