@@ -6,10 +6,12 @@
 For each model: llama.cpp's `llama-bench -t T -p 512 -n 128 -r REPS`, built by
 scripts/get-llama.sh for AVX2 and for this CPU (`native`), then `nib bench` (512-token prompt,
 128 tokens) REPS times on each kernel path this CPU has, forced with NIB_KERNELS; the median of
-nib's runs. Each nib path is set beside the llama.cpp build of the same instruction set (the
-AVX-VNNI path beside the AVX2 build: llama.cpp's AVX-VNNI build needs the VEX encoding, which
-not every AVX-512 CPU has). Prints a Markdown table; ratios carry over between machines,
-absolute figures do not. Needs `cargo build --release -p nib-lsp` and `nib model pull [large]`.
+nib's runs. Each nib path is set beside the llama.cpp build of the same instruction set: the
+AVX-VNNI path beside llama.cpp's AVX-VNNI build where the CPU has the VEX encoding (Intel's
+since Alder Lake), else beside the AVX2 build (an AVX-512 CPU without it runs nib's path on
+the EVEX encoding, which llama.cpp's AVX-VNNI build does not use). Prints a Markdown table;
+ratios carry over between machines, absolute figures do not. Needs `cargo build --release -p
+nib-lsp` and `nib model pull [large]`.
 """
 import argparse
 import json
@@ -24,8 +26,19 @@ MODELS = {
     "small": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     "large": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
 }
+
+
+def vex_vnni():
+    """Whether this CPU has AVX-VNNI's VEX encoding (the `avx_vnni` flag)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx_vnni" in line for line in f)
+    except OSError:
+        return False
+
+
 # nib's path -> the llama.cpp build it is compared with.
-PATHS = {"avx512vnni": "native", "avxvnni": "avx2", "avx2": "avx2"}
+PATHS = {"avx512vnni": "native", "avxvnni": "avxvnni" if vex_vnni() else "avx2", "avx2": "avx2"}
 
 
 def model_path(alias):

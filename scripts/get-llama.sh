@@ -9,17 +9,25 @@
 #   avx2    (default) AVX2/FMA/F16C, no AVX-512: what an AVX2 laptop runs. Also the safe build
 #           where the CPU reports AMX: ggml's AMX kernels crash where the kernel has not granted
 #           the tile state (seen: a segfault in ggml_backend_amx_mul_mat at warm-up).
-#   native  -march=native with AMX off: everything this CPU has (AVX-512 VNNI here).
+#   avxvnni AVX2 and AVX-VNNI (the VEX encoding of Intel's CPUs since Alder Lake), no AVX-512.
+#   native  -march=native with AMX off: everything this CPU has (AVX-512 VNNI here). The AMX
+#           instructions are also taken from the compiler (-mno-amx-*): with -march=native on a
+#           CPU that has them, ggml built its AMX kernels whatever its GGML_AMX_* options said,
+#           and they crashed (seen 2026-12-06 on a Xeon with AMX).
 # Into $NIB_LLAMA_DIR, default ~/.cache/nib/llama-server for the AVX2 server (the path the
 # tests look in) and ~/.cache/nib/llama-PROGRAM-LEVEL otherwise. Idempotent.
 set -euo pipefail
-program="${1:?usage: scripts/get-llama.sh llama-server|llama-bench [avx2|native]}"
+program="${1:?usage: scripts/get-llama.sh llama-server|llama-bench [avx2|avxvnni|native]}"
 level="${2:-avx2}"
 case "$level" in
   avx2) flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
                -DGGML_BMI2=ON -DGGML_AVX512=OFF) ;;
-  native) flags=(-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF) ;;
-  *) echo "unknown level $level (avx2 or native)" >&2; exit 2 ;;
+  avxvnni) flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX_VNNI=ON -DGGML_FMA=ON
+                  -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF) ;;
+  native) noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+          flags=(-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+                 "-DCMAKE_C_FLAGS=$noamx" "-DCMAKE_CXX_FLAGS=$noamx") ;;
+  *) echo "unknown level $level (avx2, avxvnni or native)" >&2; exit 2 ;;
 esac
 case "$program" in
   llama-server | llama-bench) ;;
