@@ -97,6 +97,18 @@ trait Dot {
     unsafe fn prep(w: __m256i) -> Self::W;
     unsafe fn zero() -> Self::Acc;
     unsafe fn dot(acc: Self::Acc, w: Self::W, x: __m256i) -> Self::Acc;
+    /// Two dots into one accumulator (of two consecutive groups).
+    #[inline(always)]
+    unsafe fn dot2(
+        acc: Self::Acc,
+        w0: Self::W,
+        x0: __m256i,
+        w1: Self::W,
+        x1: __m256i,
+    ) -> Self::Acc {
+        // SAFETY: the caller's.
+        unsafe { Self::dot(Self::dot(acc, w0, x0), w1, x1) }
+    }
     unsafe fn merge(a: Self::Acc, b: Self::Acc) -> Self::Acc;
     unsafe fn total(acc: Self::Acc) -> __m256i;
 }
@@ -157,9 +169,9 @@ impl Dot for Avx2Nibbles {
     }
 }
 
-/// AVX2: pairs of u8×i8 products summed to i16 (saturating), then pairs of those to i32 at
-/// each dot.
-/// Exact for codes up to 128 (2·128·127 < 2¹⁵).
+/// AVX2 for codes up to 63 (Q5_0, Q6_K): pairs of u8×i8 products summed to i16, then pairs of
+/// those to i32 at each dot, or at each two dots (`dot2`: the 16-bit sums of two groups added
+/// first, 2·2·63·127 < 2¹⁵).
 struct Avx2;
 impl Dot for Avx2 {
     const CODE_OFFSET: i32 = 0;
@@ -174,6 +186,14 @@ impl Dot for Avx2 {
         // SAFETY: callers run inside a function with the AVX2 feature.
         unsafe {
             let p = _mm256_maddubs_epi16(w, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot2(acc: __m256i, w0: __m256i, x0: __m256i, w1: __m256i, x1: __m256i) -> __m256i {
+        // SAFETY: as above.
+        unsafe {
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(w0, x0), _mm256_maddubs_epi16(w1, x1));
             _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
     }
@@ -312,7 +332,7 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     assert!(path.supported() && path != Path::Scalar);
     assert!(acts.m >= 1 && acts.k == w.k && out.len() == acts.m * w.n);
     match path {
-        Path::Avx2 if w.format.max_code() > 128 => run::<Avx2Signed>(acts, w, out),
+        Path::Avx2 if w.format.max_code() > 63 => run::<Avx2Signed>(acts, w, out),
         Path::Avx2 if w.format.max_code() <= 15 => run::<Avx2Nibbles>(acts, w, out),
         Path::Avx2 => run::<Avx2>(acts, w, out),
         Path::AvxVnni if is_x86_feature_detected!("avxvnni") => run::<VnniVex>(acts, w, out),
@@ -432,13 +452,14 @@ unsafe fn dot_block<D: Dot, const M: usize>(
             let q = acts.q.as_ptr().add(i * k + b * QK) as *const i32;
             // Codes 0..16 and 16..32: the two spans of Q6_K's scales.
             let (mut s0, mut s1) = (D::zero(), D::zero());
-            for t in 0..4 {
-                s0 = D::dot(s0, wp[t], _mm256_set1_epi32(q.add(t).read_unaligned()));
-                s1 = D::dot(
-                    s1,
-                    wp[t + 4],
-                    _mm256_set1_epi32(q.add(t + 4).read_unaligned()),
-                );
+            macro_rules! x {
+                ($t:expr) => {
+                    _mm256_set1_epi32(q.add($t).read_unaligned())
+                };
+            }
+            for t in [0, 2] {
+                s0 = D::dot2(s0, wp[t], x!(t), wp[t + 1], x!(t + 1));
+                s1 = D::dot2(s1, wp[t + 4], x!(t + 4), wp[t + 5], x!(t + 5));
             }
             let d = _mm256_set1_ps(*acts.d.get_unchecked(i * nb + b));
             if let Some(a2) = a2 {
@@ -509,14 +530,21 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
                 let mut s0 = [D::zero(); MR];
                 let mut s1 = s0;
                 let ub = u.add(b * 8 * 64);
-                for gi in unit * 8 / UNITS..(unit + 1) * 8 / UNITS {
-                    let w0 = D::prep(_mm256_loadu_si256(ub.add(gi * 64) as *const _));
-                    let w1 = D::prep(_mm256_loadu_si256(ub.add(gi * 64 + 32) as *const _));
+                // Two groups at a time (a unit has 8 or 4).
+                for gi in (unit * 8 / UNITS..(unit + 1) * 8 / UNITS).step_by(2) {
+                    // (A macro, not a closure: see `for_each_block`.)
+                    macro_rules! w {
+                        ($g:expr, $h:expr) => {
+                            D::prep(_mm256_loadu_si256(ub.add($g * 64 + 32 * $h) as *const _))
+                        };
+                    }
+                    let (w0a, w1a, w0b, w1b) = (w!(gi, 0), w!(gi, 1), w!(gi + 1, 0), w!(gi + 1, 1));
                     for r in 0..MR {
-                        let x = (q[r].add(b * QK + gi * 4) as *const i32).read_unaligned();
-                        let x = _mm256_set1_epi32(x);
-                        s0[r] = D::dot(s0[r], w0, x);
-                        s1[r] = D::dot(s1[r], w1, x);
+                        let x = q[r].add(b * QK + gi * 4) as *const i32;
+                        let xa = _mm256_set1_epi32(x.read_unaligned());
+                        let xb = _mm256_set1_epi32(x.add(1).read_unaligned());
+                        s0[r] = D::dot2(s0[r], w0a, xa, w0b, xb);
+                        s1[r] = D::dot2(s1[r], w1a, xa, w1b, xb);
                     }
                 }
                 let at = (b * UNITS + unit) * 16;
