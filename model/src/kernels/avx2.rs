@@ -92,6 +92,11 @@ trait Dot {
     /// (`examples/matmul_once.rs`, 2026-12-06); for the other dots it was slower (Q6_K on
     /// `avxvnni`: 10.4–10.7 against 8.9–9.4 ms).
     const SUMS_IN_MEMORY: bool = false;
+    /// Whether the prefill tile's loop takes two groups at a time (`dot2`). It pays where
+    /// `dot2` saves instructions (AVX2: Q6_K 15.7-16.6 -> 13.7-14.9 ms on the shape above, Q4_K
+    /// 11.3-11.6 -> 10.2-10.4) and costs where it does not (`vpdpbusd` on 256 bits, whose
+    /// accumulators and sums then spill: Q4_K 8.6 -> 10.0 ms), 2026-12-06.
+    const PAIR_GROUPS: bool = false;
     type W: Copy;
     type Acc: Copy;
     unsafe fn prep(w: __m256i) -> Self::W;
@@ -141,6 +146,7 @@ struct Avx2Nibbles;
 impl Dot for Avx2Nibbles {
     const CODE_OFFSET: i32 = 0;
     const SUMS_IN_MEMORY: bool = true;
+    const PAIR_GROUPS: bool = true;
     type W = __m256i;
     type Acc = __m256i;
     #[inline(always)]
@@ -175,6 +181,7 @@ impl Dot for Avx2Nibbles {
 struct Avx2;
 impl Dot for Avx2 {
     const CODE_OFFSET: i32 = 0;
+    const PAIR_GROUPS: bool = true;
     type W = __m256i;
     acc_i32!();
     #[inline(always)]
@@ -530,21 +537,39 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
                 let mut s0 = [D::zero(); MR];
                 let mut s1 = s0;
                 let ub = u.add(b * 8 * 64);
-                // Two groups at a time (a unit has 8 or 4).
-                for gi in (unit * 8 / UNITS..(unit + 1) * 8 / UNITS).step_by(2) {
-                    // (A macro, not a closure: see `for_each_block`.)
-                    macro_rules! w {
-                        ($g:expr, $h:expr) => {
-                            D::prep(_mm256_loadu_si256(ub.add($g * 64 + 32 * $h) as *const _))
-                        };
+                let groups = unit * 8 / UNITS..(unit + 1) * 8 / UNITS;
+                // (Macros, not closures: see `for_each_block`.)
+                macro_rules! w {
+                    ($g:expr, $h:expr) => {
+                        D::prep(_mm256_loadu_si256(ub.add($g * 64 + 32 * $h) as *const _))
+                    };
+                }
+                macro_rules! x {
+                    ($r:expr, $g:expr) => {
+                        _mm256_set1_epi32(
+                            (q[$r].add(b * QK + $g * 4) as *const i32).read_unaligned(),
+                        )
+                    };
+                }
+                if D::PAIR_GROUPS {
+                    // Two groups at a time (a unit has 8 or 4).
+                    for gi in groups.step_by(2) {
+                        let (w0a, w1a, w0b, w1b) =
+                            (w!(gi, 0), w!(gi, 1), w!(gi + 1, 0), w!(gi + 1, 1));
+                        for r in 0..MR {
+                            let (xa, xb) = (x!(r, gi), x!(r, gi + 1));
+                            s0[r] = D::dot2(s0[r], w0a, xa, w0b, xb);
+                            s1[r] = D::dot2(s1[r], w1a, xa, w1b, xb);
+                        }
                     }
-                    let (w0a, w1a, w0b, w1b) = (w!(gi, 0), w!(gi, 1), w!(gi + 1, 0), w!(gi + 1, 1));
-                    for r in 0..MR {
-                        let x = q[r].add(b * QK + gi * 4) as *const i32;
-                        let xa = _mm256_set1_epi32(x.read_unaligned());
-                        let xb = _mm256_set1_epi32(x.add(1).read_unaligned());
-                        s0[r] = D::dot2(s0[r], w0a, xa, w0b, xb);
-                        s1[r] = D::dot2(s1[r], w1a, xa, w1b, xb);
+                } else {
+                    for gi in groups {
+                        let (w0, w1) = (w!(gi, 0), w!(gi, 1));
+                        for r in 0..MR {
+                            let x = x!(r, gi);
+                            s0[r] = D::dot(s0[r], w0, x);
+                            s1[r] = D::dot(s1[r], w1, x);
+                        }
                     }
                 }
                 let at = (b * UNITS + unit) * 16;
