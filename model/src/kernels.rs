@@ -844,8 +844,8 @@ pub(crate) fn round_i32(x: f32) -> i32 {
 
 /// Quantizes `m` rows of `k` activations (round half away from zero, as ggml does; a value
 /// that is not finite counts as 0). Blocks are independent: a prompt's go to the worker pool
-/// in runs, each quantized by the AVX2 code where the CPU has it, which gives the scalar
-/// code's bits ([`quantize_blocks`]; test).
+/// in runs, each quantized on the kernel path in use ([`path`]: AVX2 on every x86 SIMD path),
+/// which gives the scalar code's bits ([`quantize_blocks`]; test).
 pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
     assert!(k.is_multiple_of(QK), "k = {k} is not whole blocks of 32");
     assert_eq!(Some(x.len()), m.checked_mul(k), "activations are not m × k");
@@ -858,28 +858,21 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
         qsum: vec![0i32; blocks],
         qsum16: vec![0i32; 2 * blocks],
     };
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
+    let path = path();
     // Runs of 64 blocks (2,048 values); fewer than 4 runs (a decoded token) stay on this thread.
     const RUN: usize = 64;
     if blocks < 4 * RUN {
         let a = &mut acts;
-        quantize_blocks(avx2, x, &mut a.q, &mut a.d, &mut a.qsum, &mut a.qsum16);
+        quantize_blocks(path, x, &mut a.q, &mut a.d, &mut a.qsum, &mut a.qsum16);
         return acts;
     }
-    struct Out(*mut i8, *mut f32, *mut i32, *mut i32);
-    // SAFETY: the tasks write disjoint runs of the buffers through it (below).
-    unsafe impl Sync for Out {}
-    let out = Out(
-        acts.q.as_mut_ptr(),
-        acts.d.as_mut_ptr(),
-        acts.qsum.as_mut_ptr(),
-        acts.qsum16.as_mut_ptr(),
+    let (q, d) = (SyncPtr(acts.q.as_mut_ptr()), SyncPtr(acts.d.as_mut_ptr()));
+    let (s, s16) = (
+        SyncPtr(acts.qsum.as_mut_ptr()),
+        SyncPtr(acts.qsum16.as_mut_ptr()),
     );
     candle_core::utils::barrier_pool().execute_chunked(blocks.div_ceil(RUN), |tasks| {
-        let out = &out;
+        let (q, d, s, s16) = (&q, &d, &s, &s16);
         for t in tasks {
             let (b0, b1) = (t * RUN, ((t + 1) * RUN).min(blocks));
             let n = b1 - b0;
@@ -888,12 +881,12 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
             // `blocks` blocks; no other run touches them, and `acts` is not read meanwhile.
             unsafe {
                 quantize_blocks(
-                    avx2,
+                    path,
                     &x[b0 * QK..b1 * QK],
-                    std::slice::from_raw_parts_mut(out.0.add(b0 * QK), n * QK),
-                    std::slice::from_raw_parts_mut(out.1.add(b0), n),
-                    std::slice::from_raw_parts_mut(out.2.add(b0), n),
-                    std::slice::from_raw_parts_mut(out.3.add(2 * b0), 2 * n),
+                    std::slice::from_raw_parts_mut(q.0.add(b0 * QK), n * QK),
+                    std::slice::from_raw_parts_mut(d.0.add(b0), n),
+                    std::slice::from_raw_parts_mut(s.0.add(b0), n),
+                    std::slice::from_raw_parts_mut(s16.0.add(2 * b0), 2 * n),
                 );
             }
         }
@@ -902,10 +895,10 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
 }
 
 /// Quantizes consecutive 32-blocks `x` into codes `q`, scales `d`, sums `qsum` and half sums
-/// `qsum16`: with AVX2 where `avx2` says the CPU has it (and FMA), else the scalar code. Both
-/// give the same bits.
+/// `qsum16`, on `path` (which this CPU must have): AVX2 on the x86 SIMD paths, else the scalar
+/// code. Both give the same bits.
 fn quantize_blocks(
-    avx2: bool,
+    path: Path,
     x: &[f32],
     q: &mut [i8],
     d: &mut [f32],
@@ -915,18 +908,23 @@ fn quantize_blocks(
     let n = x.len() / QK;
     assert!(x.len() == n * QK && q.len() == n * QK && d.len() == n && qsum.len() == n);
     assert_eq!(qsum16.len(), 2 * n);
+    assert!(
+        path.supported(),
+        "this CPU lacks the {} kernels",
+        path.name()
+    );
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-            // SAFETY: the caller checked AVX2 and FMA; both blocks hold 32 values.
-            let (scale, sums) = unsafe { avx2::quantize_block(blk, qb) };
-            (d[i], qsum[i]) = (scale, sums[0] + sums[1]);
-            qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
-        }
-        return;
-    }
-    let _ = avx2;
+    let avx2 = matches!(path, Path::Avx512Vnni | Path::AvxVnni | Path::Avx2);
     for (i, (blk, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: every x86 SIMD path has AVX2 and FMA (`Path::supported`, asserted above);
+        // both blocks hold 32 values.
+        let (scale, sums) = if avx2 {
+            unsafe { avx2::quantize_block(blk, qb) }
+        } else {
+            quantize_block_scalar(blk, qb)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
         let (scale, sums) = quantize_block_scalar(blk, qb);
         (d[i], qsum[i]) = (scale, sums[0] + sums[1]);
         qsum16[2 * i..2 * i + 2].copy_from_slice(&sums);
@@ -1017,9 +1015,9 @@ impl Tile {
     }
 }
 
-pub(crate) struct SyncPtr(pub(crate) *mut f32);
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
 // SAFETY: tasks write disjoint parts of the buffer through it (see the callers).
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
 /// `out (m × n) = x (m × k) · wᵀ`, rows of `x` and `out` contiguous.
 pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {

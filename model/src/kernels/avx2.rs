@@ -330,7 +330,7 @@ struct Gemv<'a> {
     /// Per activation row and scale's span, what the integer dot starts from:
     /// `−(c − CODE_OFFSET)·Σq` (`QActs::corrections`).
     corr: Vec<i32>,
-    out: SyncPtr,
+    out: SyncPtr<f32>,
 }
 
 /// `out = acts · wᵀ` on a 256-bit path (or the 512-bit path's formats that [`super::avx512`]

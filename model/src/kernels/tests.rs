@@ -435,10 +435,9 @@ fn baseline_rounding_equals_libm() {
     }
 }
 
-/// The AVX2 quantizer of activations gives the scalar one's bits: random blocks of every
-/// range, halves exactly at .5, and blocks holding NaN, infinities, f32::MAX, subnormal
-/// maxima (whose reciprocal scale overflows) and zeros. Runs on every path's CPU; where the CPU
-/// lacks AVX2 it compares the scalar code with itself.
+/// Quantizing activations gives the scalar code's bits on every path this CPU has (AVX2 on
+/// the x86 SIMD paths): random blocks of every range, halves exactly at .5, and blocks holding
+/// NaN, infinities, f32::MAX, subnormal maxima (whose reciprocal scale overflows) and zeros.
 #[test]
 fn quantizing_activations_is_the_same_on_every_path() {
     let mut rng = Rng(41);
@@ -482,30 +481,29 @@ fn quantizing_activations_is_the_same_on_every_path() {
     blocks.push([1e-45; QK]);
     let x: Vec<f32> = blocks.iter().flatten().copied().collect();
     let n = blocks.len();
-    let run = |avx2: bool| {
+    let run = |path: Path| {
         let (mut q, mut d, mut s, mut s16) =
             (vec![0i8; n * QK], vec![0f32; n], vec![0; n], vec![0; 2 * n]);
-        quantize_blocks(avx2, &x, &mut q, &mut d, &mut s, &mut s16);
+        quantize_blocks(path, &x, &mut q, &mut d, &mut s, &mut s16);
         (q, d.iter().map(|d| d.to_bits()).collect::<Vec<_>>(), s, s16)
     };
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
-    let (want, got) = (run(false), run(avx2));
-    for (i, blk) in blocks.iter().enumerate() {
-        let what = format!("block {i}: {blk:?}");
-        assert_eq!(
-            got.0[i * QK..(i + 1) * QK],
-            want.0[i * QK..(i + 1) * QK],
-            "{what}"
-        );
-        assert_eq!(got.1[i], want.1[i], "{what}");
-        assert_eq!(
-            (got.2[i], &got.3[2 * i..2 * i + 2]),
-            (want.2[i], &want.3[2 * i..2 * i + 2]),
-            "{what}"
-        );
+    let want = run(Path::Scalar);
+    for path in Path::available() {
+        let got = run(path);
+        for (i, blk) in blocks.iter().enumerate() {
+            let what = format!("{path:?}, block {i}: {blk:?}");
+            assert_eq!(
+                got.0[i * QK..(i + 1) * QK],
+                want.0[i * QK..(i + 1) * QK],
+                "{what}"
+            );
+            assert_eq!(got.1[i], want.1[i], "{what}");
+            assert_eq!(
+                (got.2[i], &got.3[2 * i..2 * i + 2]),
+                (want.2[i], &want.3[2 * i..2 * i + 2]),
+                "{what}"
+            );
+        }
     }
     // And a whole prompt through the pool gives what one block at a time gives.
     let (m, k) = (n * QK / 1024, 1024);
