@@ -179,27 +179,46 @@ unsafe fn sdot_half(acc: [int32x4_t; 2], w: &[[int8x16_t; 2]], x: int8x16_t) -> 
     }
 }
 
-/// Block `b` of 8 rows against activation rows `from..m`, `sdot` by element.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn block_sdot(job: &Job, lanes: &Lanes, b: usize, from: usize, acc: &mut [f32]) {
+/// Block `b` of 8 rows against activation rows `rows` (each row's 32 activations as two
+/// registers): `dots(w, x0, x1)` gives the block's integers (`finish`'s `dots`), and `finish`
+/// adds them into `acc`. The shape every one-row-at-a-time kernel below shares.
+#[inline(always)]
+unsafe fn each_row(
+    job: &Job,
+    lanes: &Lanes,
+    b: usize,
+    rows: std::ops::Range<usize>,
+    acc: &mut [f32],
+    dots: impl Fn(&[[int8x16_t; 2]; 8], int8x16_t, int8x16_t) -> [[int32x4_t; 2]; 2],
+) {
     let (m, k) = (job.acts.m, job.acts.k);
-    assert!(acc.len() >= m * PANEL && b < k / QK);
-    // SAFETY: the features are this function's; activation row i's block b is 32 bytes at
+    assert!(acc.len() >= m * PANEL && b < k / QK && rows.end <= m);
+    // SAFETY: callers run with NEON; activation row i < m's block b is 32 bytes at
     // i·k + 32b < m·k (asserted by `matmul`).
     unsafe {
         let w = code_regs(lanes);
-        for i in from..m {
+        for i in rows {
             let q = job.acts.q.as_ptr().add(i * k + b * QK);
-            let (x0, x1) = (vld1q_s8(q), vld1q_s8(q.add(16)));
+            let d = dots(&w, vld1q_s8(q), vld1q_s8(q.add(16)));
+            finish(job, lanes, b, i, d, &mut acc[i * PANEL..(i + 1) * PANEL]);
+        }
+    }
+}
+
+/// Block `b` of 8 rows against activation rows `from..m`, `sdot` by element.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn block_sdot(job: &Job, lanes: &Lanes, b: usize, from: usize, acc: &mut [f32]) {
+    // SAFETY: the features are this function's; `each_row` checks its bounds.
+    unsafe {
+        each_row(job, lanes, b, from..job.acts.m, acc, |w, x0, x1| {
             let zero = [vdupq_n_s32(0); 2];
             let lo = sdot_half(zero, &w[..4], x0);
-            let dots = if job.units == 2 {
+            if job.units == 2 {
                 [lo, sdot_half(zero, &w[4..], x1)]
             } else {
                 [sdot_half(lo, &w[4..], x1), zero]
-            };
-            finish(job, lanes, b, i, dots, &mut acc[i * PANEL..(i + 1) * PANEL]);
-        }
+            }
+        })
     }
 }
 
@@ -308,26 +327,19 @@ unsafe fn smull_half(
 /// Block `b` of 8 rows against every activation row, plain NEON.
 #[target_feature(enable = "neon")]
 unsafe fn block_neon(job: &Job, lanes: &Lanes, b: usize, acc: &mut [f32]) {
-    let (m, k) = (job.acts.m, job.acts.k);
-    assert!(acc.len() >= m * PANEL && b < k / QK);
-    // SAFETY: the feature is this function's; activation row i's block b is 32 bytes at
-    // i·k + 32b < m·k (asserted by `matmul`).
+    // Lanes [r·e01, r·e23, r'·e01, r'·e23] of rows (0, 1), (2, 3), (4, 5), (6, 7) into
+    // [r0, r1, r2, r3] and [r4 .. r7].
+    let rows = |p: [int32x4_t; 4]| [vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])];
+    // SAFETY: the feature is this function's; `each_row` checks its bounds.
     unsafe {
-        let w = code_regs(lanes);
-        // Lanes [r·e01, r·e23, r'·e01, r'·e23] of rows (0, 1), (2, 3), (4, 5), (6, 7) into
-        // [r0, r1, r2, r3] and [r4 .. r7].
-        let rows = |p: [int32x4_t; 4]| [vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])];
-        for i in 0..m {
-            let q = job.acts.q.as_ptr().add(i * k + b * QK);
-            let (x0, x1) = (vld1q_s8(q), vld1q_s8(q.add(16)));
+        each_row(job, lanes, b, 0..job.acts.m, acc, |w, x0, x1| {
             let zero = [vdupq_n_s32(0); 4];
             let lo = smull_half(zero, &w[..4], x0);
-            let dots = if job.units == 2 {
+            if job.units == 2 {
                 [rows(lo), rows(smull_half(zero, &w[4..], x1))]
             } else {
                 [rows(smull_half(lo, &w[4..], x1)), [vdupq_n_s32(0); 2]]
-            };
-            finish(job, lanes, b, i, dots, &mut acc[i * PANEL..(i + 1) * PANEL]);
-        }
+            }
+        })
     }
 }
