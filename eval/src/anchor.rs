@@ -4,9 +4,13 @@
 //! The anchor answers through llama.cpp's `/infill`: nib's windowing cuts the prefix, suffix and
 //! other files exactly as for nib (the same [`Completer::plan`]), then llama.cpp lays out its own
 //! prompt, generates greedily and stops at its end-of-generation token. A one-line task stops at
-//! the end of the first line, as nib's does; nothing of nib's post-processing or block limit is
-//! applied, so what is scored is what a llama.cpp user gets. An OpenAI-compatible URL instead
-//! sends nib's exact prompt tokens, which leaves only the engines' arithmetic to differ.
+//! the end of the first line, as nib's does. By default nothing of nib's post-processing or block
+//! limit is applied, so what is scored is what a llama.cpp user gets; with `rules` the anchor's
+//! text goes through the same block limit (while it streams) and post-processing as nib's own,
+//! which leaves the prompt and the engine as the only differences (the fair figure for
+//! multi-line tasks, where llama.cpp's raw text runs on past the block's end). An
+//! OpenAI-compatible URL instead sends nib's exact prompt tokens, which leaves only the engines'
+//! arithmetic to differ.
 
 use nib_lsp::{Completer, CompletionRequest};
 use nib_model::remote::{self, RemoteConfig, RemoteRequest};
@@ -28,6 +32,8 @@ pub enum Answerer {
         /// Windows the task as nib would (its runner is the server, but only `plan` is used).
         planner: Completer,
         config: RemoteConfig,
+        /// nib's block limit and post-processing apply to the anchor's text too.
+        rules: bool,
         /// Kept alive while the answers come; dropped, it stops the server.
         _server: Option<LlamaServer>,
     },
@@ -38,6 +44,19 @@ impl Answerer {
         match self {
             Answerer::Nib(c) => {
                 let c = c.complete(req, &CancelToken::new())?;
+                Ok(Answer {
+                    text: c.text,
+                    prompt_tokens: c.prompt_tokens,
+                })
+            }
+            Answerer::Anchor {
+                planner,
+                rules: true,
+                ..
+            } => {
+                // The planner's runner is the server: its `complete` is nib's pipeline around
+                // llama.cpp's text.
+                let c = planner.complete(req, &CancelToken::new())?;
                 Ok(Answer {
                     text: c.text,
                     prompt_tokens: c.prompt_tokens,

@@ -159,6 +159,10 @@ struct ModelArgs {
     /// Which endpoint of the started `--llama-server` answers.
     #[arg(long, value_enum, default_value_t = anchor::Endpoint::Infill)]
     anchor_endpoint: anchor::Endpoint,
+    /// The anchor's text goes through nib's block limit and post-processing, as nib's own does
+    /// (default: scored raw, as a llama.cpp user gets it).
+    #[arg(long)]
+    anchor_rules: bool,
     /// Token healing (nib only): the prompt's last token is taken off and written back by the
     /// model under a constraint.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -192,6 +196,9 @@ impl ModelArgs {
             "fim_suffix_tokens": self.fim_suffix_tokens,
             "anchor": anchor,
         });
+        if anchor.is_some() {
+            d["anchor_rules"] = self.anchor_rules.into();
+        }
         if anchor.is_none() {
             d["token_healing"] = self.token_healing.into();
             d["line_in_middle"] = self.line_in_middle.into();
@@ -263,6 +270,7 @@ impl ModelArgs {
         Ok(Answerer::Anchor {
             planner: Completer::load(&spec, config)?,
             config: remote,
+            rules: self.anchor_rules,
             _server: server,
         })
     }

@@ -107,9 +107,13 @@ impl Summary {
         let who = anchor.meta["model"]["anchor"]
             .as_str()
             .unwrap_or(anchor_name);
-        let mut note =
-            format!(
-            "{anchor_name}: the same model file and the same tasks, answered by `{who}`{} (`{}`).",
+        let rules = if anchor.meta["model"]["anchor_rules"].as_bool() == Some(true) {
+            ", its text ended and post-processed by nib's rules"
+        } else {
+            ", its text scored as the server wrote it"
+        };
+        let mut note = format!(
+            "{anchor_name}: the same model file and the same tasks, answered by `{who}`{rules}{} (`{}`).",
             if differ { " (on a different number of tasks: the run is not complete)" } else { "" },
             anchor.command
         );

@@ -236,3 +236,49 @@ fn llama_cpp_answers_the_same_tasks_and_stands_beside_nib() {
     assert!(text.contains("| pass@1 | pass@1, llama.cpp |"), "{text}");
     assert!(text.contains("Task by task, 3 tasks"), "{text}");
 }
+
+/// `--anchor-rules` puts llama.cpp's text through nib's block limit and post-processing: on
+/// multi-line tasks its raw text runs on past the block's end, the ruled one stops there.
+#[test]
+fn the_anchor_under_nibs_rules_ends_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = llama_server();
+    let answers = |name: &str, rules: bool| -> Vec<serde_json::Value> {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "humaneval-infill",
+            "--kind",
+            "multi",
+            "--limit",
+            "2",
+            "--llama-server",
+            server.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if rules {
+            args.push("--anchor-rules");
+        }
+        nib_eval(&args);
+        let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows[0]["meta"]["model"]["anchor_rules"], rules);
+        rows[1..].to_vec()
+    };
+    let (raw, ruled) = (answers("raw.jsonl", false), answers("ruled.jsonl", true));
+    let text = |r: &serde_json::Value| r["completion"].as_str().unwrap().to_string();
+    let mut shorter = 0;
+    for (r, k) in raw.iter().zip(&ruled) {
+        assert_eq!(r["id"], k["id"]);
+        let (r, k) = (text(r), text(k));
+        assert!(
+            k.len() <= r.len(),
+            "the rules only end text:\n{k}\n---\n{r}"
+        );
+        shorter += usize::from(k.len() < r.len());
+    }
+    assert!(shorter > 0, "some raw answer runs past its block: {raw:?}");
+}
