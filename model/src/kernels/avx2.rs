@@ -11,20 +11,47 @@
 use super::{Format, Path, QActs, QWeight, SyncPtr, Tile, PANEL, QK};
 use std::arch::x86_64::*;
 
+/// How far ahead of the block being read a matrix-vector product asks for weights, in bytes,
+/// and into which cache (L2). Decoding streams every weight from memory once a token, and one
+/// core alone keeps too few reads in flight for the memory's bandwidth: these hints add the
+/// next ones early, and into L2 they do not take L1's few fill buffers. Measured on an Intel
+/// Xeon (2026-12-06, `nib bench --prompt-tokens 8 --gen-tokens 96`, 2 threads, medians of 3):
+/// 1.5B decode 15.3 tok/s without hints, 17.9 with L1 hints 768 bytes ahead, 19.5 with L2
+/// hints 3,072 bytes ahead (1,536–9,216 within noise); the 0.5B 45.4 (L1, 768) → 52.3. Prefill,
+/// which reads each weight once per 4 activation rows, lost 3% with them and goes without.
+const PREFETCH_BYTES: usize = 3072;
+
+/// Asks for the `len` bytes that lie [`PREFETCH_BYTES`] after `blk` to be brought into L2 (a
+/// hint: it never faults, and past the weights' end it is ignored).
+#[inline(always)]
+unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
+    let at = blk.wrapping_add(PREFETCH_BYTES);
+    let mut l = 0;
+    while l < len {
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(l) as *const i8) };
+        l += 64;
+    }
+}
+
 /// Runs `$body` for each 32-block `$b` of the panel at `$pb` (`$k` columns), in order, with
 /// `$regs` its 8 code registers (lane `r`: row `r`), `$a` the 8 rows' scales (of the first 16
 /// values for Q6_K, whose `$a2` has those of the last 16) and `$mn`, for Q4_K, their minimum
 /// terms. A macro, not a function taking a closure: a closure does not
 /// take the `#[target_feature]`s of the function it is written in, and its intrinsics would
-/// become calls. Callers run with AVX2 and F16C and pass a whole panel of `$k` columns.
+/// become calls. Callers run with AVX2 and F16C and pass a whole panel of `$k` columns;
+/// `$prefetch` (a constant) asks for the weights [`PREFETCH_BYTES`] ahead as it goes.
 macro_rules! for_each_block {
-    ($format:expr, $pb:expr, $k:expr, |$b:ident, $regs:ident, $a:ident, $a2:ident, $mn:ident| $body:block) => {{
+    ($prefetch:expr, $format:expr, $pb:expr, $k:expr, |$b:ident, $regs:ident, $a:ident, $a2:ident, $mn:ident| $body:block) => {{
         let (format, pb, k): (Format, *const u8, usize) = ($format, $pb, $k);
         let bb = PANEL * format.block_bytes();
         match format {
             Format::Q4_0 => {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
+                    if $prefetch {
+                        prefetch_ahead(blk, bb);
+                    }
                     let ($regs, $a, $mn) = (nibbles(blk.add(16)), scales(blk), None);
                     let $a2: Option<__m256> = None;
                     $body
@@ -33,6 +60,9 @@ macro_rules! for_each_block {
             Format::Q5_0 => {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
+                    if $prefetch {
+                        prefetch_ahead(blk, bb);
+                    }
                     let $regs = with_fifth_bits(nibbles(blk.add(48)), blk.add(16));
                     let ($a, $a2, $mn): (_, Option<__m256>, _) = (scales(blk), None, None);
                     $body
@@ -41,6 +71,9 @@ macro_rules! for_each_block {
             Format::Q8_0 => {
                 for $b in 0..k / QK {
                     let blk = pb.add($b * bb);
+                    if $prefetch {
+                        prefetch_ahead(blk, bb);
+                    }
                     let ($regs, $a, $mn) = (q8_codes(blk.add(16)), scales(blk), None);
                     let $a2: Option<__m256> = None;
                     $body
@@ -49,6 +82,9 @@ macro_rules! for_each_block {
             Format::Q4K => {
                 for s in 0..k / 256 {
                     let blk = pb.add(s * bb);
+                    if $prefetch {
+                        prefetch_ahead(blk, bb);
+                    }
                     let (a, mn) = q4k_scales(blk);
                     for c in 0..4 {
                         let (lo, hi) = q4k_codes(blk.add(128 + 256 * c));
@@ -64,6 +100,9 @@ macro_rules! for_each_block {
             Format::Q6K => {
                 for s in 0..k / 256 {
                     let blk = pb.add(s * bb);
+                    if $prefetch {
+                        prefetch_ahead(blk, bb);
+                    }
                     let d = scales(blk);
                     for beta in 0..8 {
                         let ($b, $regs) = (s * 8 + beta, q6k_codes(blk, beta));
@@ -421,7 +460,7 @@ unsafe fn gemv_panel<D: Dot, const M: usize>(g: &Gemv, p: usize) {
     unsafe {
         let mut f = [_mm256_setzero_ps(); M];
         let pb = w.data.as_ptr().add(p * w.panel_bytes());
-        for_each_block!(w.format, pb, w.k, |b, regs, a, a2, mn| {
+        for_each_block!(true, w.format, pb, w.k, |b, regs, a, a2, mn| {
             dot_block::<D, M>(g, b, &regs, a, a2, mn, &mut f)
         });
         let mut lanes = [0f32; PANEL];
@@ -639,7 +678,7 @@ pub(super) unsafe fn fill_tile(tile: &mut Tile, w: &QWeight, rows: std::ops::Ran
         // minimums at (2b + half)·lanes + lane0.
         unsafe {
             let pb = w.data.as_ptr().add(p * w.panel_bytes());
-            for_each_block!(w.format, pb, w.k, |b, regs, av, av2, mv| {
+            for_each_block!(false, w.format, pb, w.k, |b, regs, av, av2, mv| {
                 for (gi, r) in regs.iter().enumerate() {
                     let at = ((b * 8 + gi) * 2 + half) * lanes * 4 + lane0 * 4;
                     _mm256_storeu_si256(u.add(at) as *mut __m256i, *r);
