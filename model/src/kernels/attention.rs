@@ -6,11 +6,12 @@ use half::f16;
 /// Causal attention of `l` new queries (positions `pos..pos + l`) over the cached keys.
 ///
 /// `q` is `(n_head, l, head_dim)`; `k[g]` and `v[g]` hold KV head `g`'s cached positions,
-/// `(pos + l) × head_dim`, in f16 (each read as the f32 it stands for, exactly); query head `h` reads KV head `h / (n_head / k.len())`. Returns
-/// `(l, n_head × head_dim)`, the layout the output projection takes. Each task takes a block of
-/// queries of one head, and each query alone over exactly the keys it sees: scores `q·Kᵀ`
+/// `(pos + l) × head_dim`, in f16 (each read as the f32 it stands for, exactly); query head `h`
+/// reads KV head `h / (n_head / k.len())`. Returns `(l, n_head × head_dim)`, the layout the
+/// output projection takes. Each task takes a block of positions of two query heads that share
+/// a KV head (or of one), and each query alone over exactly the keys it sees: scores `q·Kᵀ`
 /// ([`query_scores`]), softmax in place (with a vectorisable `exp`), then `p·V`
-/// ([`weighted_sum`]). Batching the queries into one GEMM was 12–20% faster in prefill, but its
+/// ([`weighted_sum`]); the two heads' queries at a position share each load of a key or value. Batching the queries into one GEMM was 12–20% faster in prefill, but its
 /// rounding depended on which queries shared the pass, so a reused cache could change a greedy
 /// completion (1 in 207 HumanEval tasks did).
 pub fn attention(
@@ -46,14 +47,21 @@ pub fn attention(
     let mut out = vec![0f32; l * n_head * hd];
     let per_task = 32;
     let blocks = l.div_ceil(per_task);
+    // Query heads in twos that share a KV head (a lone one where a group's count is odd): a
+    // pair reads each cached key and value once for both (GQA), each query keeping its own
+    // arithmetic.
+    let units: Vec<(usize, usize)> = (0..k.len())
+        .flat_map(|g| (g * n_rep..(g + 1) * n_rep).step_by(2))
+        .map(|h| (h, ((h / n_rep + 1) * n_rep - h).min(2)))
+        .collect();
     let out_ptr = SyncPtr(out.as_mut_ptr());
     // Read on this thread: a path forced for it (`with_path`) holds on the pool's threads too.
     let floats = Floats::of(super::path());
-    candle_core::utils::barrier_pool().execute_chunked(n_head * blocks, |tasks| {
+    candle_core::utils::barrier_pool().execute_chunked(units.len() * blocks, |tasks| {
         let out_ptr = &out_ptr;
         let mut scores = Vec::new();
         for t in tasks {
-            let (h, b) = (t / blocks, t % blocks);
+            let ((h, heads), b) = (units[t / blocks], t % blocks);
             let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
             // One query at a time, over exactly the keys it sees: its arithmetic is then the
             // same whichever queries share its pass, so a prompt prefilled in other pieces (a
@@ -61,20 +69,31 @@ pub fn attention(
             for i in b * per_task..((b + 1) * per_task).min(l) {
                 let keys = pos + i + 1;
                 scores.clear();
-                scores.resize(keys, 0f32);
-                let qi = &q[(h * l + i) * hd..(h * l + i + 1) * hd];
-                query_scores(floats, qi, &kh[..keys * hd], scale, &mut scores);
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let inv = 1.0 / exp_shifted(&mut scores, max);
-                for x in scores.iter_mut() {
-                    *x *= inv;
+                scores.resize(heads * keys, 0f32);
+                let q_of = |h: usize| &q[(h * l + i) * hd..(h * l + i + 1) * hd];
+                let k = &kh[..keys * hd];
+                match heads {
+                    1 => query_scores(floats, [q_of(h)], k, scale, &mut scores),
+                    _ => query_scores(floats, [q_of(h), q_of(h + 1)], k, scale, &mut scores),
                 }
-                // SAFETY: output row i of head h, `hd` floats at `(i·n_head + h)·hd`, lies in
-                // `out` (l × n_head × hd) and is written by this task alone.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), hd)
+                for s in scores.chunks_exact_mut(keys) {
+                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let inv = 1.0 / exp_shifted(s, max);
+                    for x in s.iter_mut() {
+                        *x *= inv;
+                    }
+                }
+                // SAFETY: output rows i of heads h..h + heads, `heads·hd` floats from
+                // `(i·n_head + h)·hd` (h + heads ≤ n_head), lie in `out` (l × n_head × hd) and
+                // are written by this task alone.
+                let rows = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), heads * hd)
                 };
-                weighted_sum(floats, &scores, &vh[..keys * hd], row);
+                let v = &vh[..keys * hd];
+                match heads {
+                    1 => weighted_sum::<1>(floats, &scores, v, rows),
+                    _ => weighted_sum::<2>(floats, &scores, v, rows),
+                }
             }
         }
     });
@@ -107,14 +126,27 @@ impl Floats {
     }
 }
 
-/// `scores[j] = scale · (q · K[j])` for every row `j` of `k` (rows of `q.len()`), in the order
-/// every path follows: eight lanes, lane `c` summing `q[d]·k[d]` for `d ≡ c (mod 8)` by fused
-/// multiply-adds in increasing `d` (from 0), then `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-fn query_scores(floats: Floats, q: &[f32], k: &[f16], scale: f32, scores: &mut [f32]) {
-    let hd = q.len();
+/// `scores[x·n + j] = scale · (q[x] · K[j])` for each of the `N` queries `q[x]` and every row
+/// `j` of `k` (`n` rows of `q[x].len()`), in the order every path follows: eight lanes, lane `c`
+/// summing `q[d]·k[d]` for `d ≡ c (mod 8)` by fused multiply-adds in increasing `d` (from 0),
+/// then `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`. The queries share the keys' reads, not their
+/// arithmetic: a query's scores are the same alone or in a pair.
+fn query_scores<const N: usize>(
+    floats: Floats,
+    q: [&[f32]; N],
+    k: &[f16],
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hd = q[0].len();
+    let n = scores.len() / N.max(1);
     assert!(
-        hd.is_multiple_of(8) && k.len() == scores.len() * hd,
-        "q·Kᵀ: a head of {hd} (a multiple of 8) against {} floats for {} scores",
+        N >= 1
+            && hd.is_multiple_of(8)
+            && q.iter().all(|q| q.len() == hd)
+            && scores.len() == N * n
+            && k.len() == n * hd,
+        "q·Kᵀ: {N} queries of {hd} (a multiple of 8) against {} floats for {} scores",
         k.len(),
         scores.len()
     );
@@ -123,27 +155,33 @@ fn query_scores(floats: Floats, q: &[f32], k: &[f16], scale: f32, scores: &mut [
         // the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
         Floats::X86Fma => unsafe { x86::scores(q, k, scale, scores) },
-        // SAFETY: `Floats::Neon` means the CPU has NEON; lengths checked above.
         #[cfg(target_arch = "aarch64")]
-        Floats::Neon => unsafe { neon::scores(q, k, scale, scores) },
+        Floats::Neon => {
+            for (x, q) in q.iter().enumerate() {
+                // SAFETY: `Floats::Neon` means the CPU has NEON; lengths checked above.
+                unsafe { neon::scores(q, k, scale, &mut scores[x * n..(x + 1) * n]) }
+            }
+        }
         Floats::Scalar => {
-            for (j, s) in scores.iter_mut().enumerate() {
-                let mut lanes = [0f32; 8];
-                for (c, (qc, kc)) in q
-                    .chunks_exact(8)
-                    .zip(k[j * hd..(j + 1) * hd].chunks_exact(8))
-                    .enumerate()
-                {
-                    for t in 0..8 {
-                        let kc = kc[t].to_f32();
-                        lanes[t] = if c == 0 {
-                            qc[t] * kc
-                        } else {
-                            qc[t].mul_add(kc, lanes[t])
-                        };
+            for (x, q) in q.iter().enumerate() {
+                for (j, s) in scores[x * n..(x + 1) * n].iter_mut().enumerate() {
+                    let mut lanes = [0f32; 8];
+                    for (c, (qc, kc)) in q
+                        .chunks_exact(8)
+                        .zip(k[j * hd..(j + 1) * hd].chunks_exact(8))
+                        .enumerate()
+                    {
+                        for t in 0..8 {
+                            let kc = kc[t].to_f32();
+                            lanes[t] = if c == 0 {
+                                qc[t] * kc
+                            } else {
+                                qc[t].mul_add(kc, lanes[t])
+                            };
+                        }
                     }
+                    *s = reduce8(&lanes) * scale;
                 }
-                *s = reduce8(&lanes) * scale;
             }
         }
     }
@@ -155,31 +193,45 @@ fn reduce8(l: &[f32; 8]) -> f32 {
     ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
 }
 
-/// `out[d] = Σ_j p[j] · v[j][d]` (rows of `out.len()`), each `d` by fused multiply-adds in
-/// increasing `j`, the first a plain product: the order every path follows.
-fn weighted_sum(floats: Floats, p: &[f32], v: &[f16], out: &mut [f32]) {
-    let hd = out.len();
+/// `out[x·hd + d] = Σ_j p[x·n + j] · v[j][d]` for each of `N` weight rows over the same `n`
+/// rows of `v` (of `hd` = `out.len() / N`), each `d` by fused multiply-adds in increasing `j`,
+/// the first a plain product: the order every path follows, alone or in a pair.
+fn weighted_sum<const N: usize>(floats: Floats, p: &[f32], v: &[f16], out: &mut [f32]) {
+    let hd = out.len() / N.max(1);
+    let n = p.len() / N.max(1);
     assert!(
-        hd.is_multiple_of(8) && v.len() == p.len() * hd,
-        "p·V: {} weights against {} floats for a head of {hd} (a multiple of 8)",
-        p.len(),
+        N >= 1
+            && hd.is_multiple_of(8)
+            && out.len() == N * hd
+            && p.len() == N * n
+            && v.len() == n * hd,
+        "p·V: {N} × {} weights against {} floats for {N} heads of {hd} (a multiple of 8)",
+        p.len() / N.max(1),
         v.len()
     );
     match floats {
         // SAFETY: as in `query_scores`.
         #[cfg(target_arch = "x86_64")]
-        Floats::X86Fma => unsafe { x86::weighted_sum(p, v, out) },
-        // SAFETY: as in `query_scores`.
+        Floats::X86Fma => unsafe { x86::weighted_sum::<N>(p, v, out) },
         #[cfg(target_arch = "aarch64")]
-        Floats::Neon => unsafe { neon::weighted_sum(p, v, out) },
+        Floats::Neon => {
+            for x in 0..N {
+                let (p, out) = (&p[x * n..(x + 1) * n], &mut out[x * hd..(x + 1) * hd]);
+                // SAFETY: as in `query_scores`.
+                unsafe { neon::weighted_sum(p, v, out) }
+            }
+        }
         Floats::Scalar => {
-            for (d, o) in out.iter_mut().enumerate() {
-                let mut acc = 0f32;
-                for (j, &pj) in p.iter().enumerate() {
-                    let x = v[j * hd + d].to_f32();
-                    acc = if j == 0 { pj * x } else { pj.mul_add(x, acc) };
+            for x in 0..N {
+                let p = &p[x * n..(x + 1) * n];
+                for (d, o) in out[x * hd..(x + 1) * hd].iter_mut().enumerate() {
+                    let mut acc = 0f32;
+                    for (j, &pj) in p.iter().enumerate() {
+                        let x = v[j * hd + d].to_f32();
+                        acc = if j == 0 { pj * x } else { pj.mul_add(x, acc) };
+                    }
+                    *o = acc;
                 }
-                *o = acc;
             }
         }
     }
@@ -197,87 +249,147 @@ mod x86 {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
-    /// See `query_scores`. Eight keys at a time, their lane sums reduced together by `hadd`s,
-    /// whose pairing is the reference tree.
+    /// See `query_scores`. `8 / N` keys at a time against every query (eight running sums in
+    /// all, enough to hide the latency of the multiply-adds), each key's lane sums reduced by
+    /// `hadd`s, whose pairing is the reference tree.
     ///
     /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `q.len()` is a multiple of 8 and `k.len() ==
-    /// scores.len() · q.len()`.
+    /// The CPU has AVX2, FMA and F16C; N is 1 or 2; each `q[x].len()` is `hd`, a multiple of 8;
+    /// `scores.len() == N · n` and `k.len() == n · hd`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scores(q: &[f32], k: &[f16], scale: f32, scores: &mut [f32]) {
-        let hd = q.len();
-        let n = scores.len();
-        let (qp, kp) = (q.as_ptr(), k.as_ptr());
-        let vscale = _mm256_set1_ps(scale);
-        // One key's eight lanes.
-        let lanes = |j: usize| {
-            // SAFETY (for the closure's loads): row j < n of k, and q, hold `hd` floats.
-            let mut acc = unsafe { _mm256_mul_ps(_mm256_loadu_ps(qp), load8(kp.add(j * hd))) };
-            for c in (8..hd).step_by(8) {
-                acc = unsafe {
-                    _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), load8(kp.add(j * hd + c)), acc)
-                };
-            }
-            acc
-        };
-        let mut j = 0;
-        while j + 8 <= n {
-            let a: [__m256; 8] = std::array::from_fn(|t| lanes(j + t));
-            // hadd(x, y) = [x0+x1, x2+x3, y0+y1, y2+y3 | x4+x5, x6+x7, y4+y5, y6+y7].
-            let h01 = _mm256_hadd_ps(a[0], a[1]);
-            let h23 = _mm256_hadd_ps(a[2], a[3]);
-            let h45 = _mm256_hadd_ps(a[4], a[5]);
-            let h67 = _mm256_hadd_ps(a[6], a[7]);
-            // Key t's (x0+x1)+(x2+x3) in the low half, (x4+x5)+(x6+x7) in the high half.
-            let h0123 = _mm256_hadd_ps(h01, h23);
-            let h4567 = _mm256_hadd_ps(h45, h67);
-            let lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
-            let hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
-            let s = _mm256_mul_ps(_mm256_add_ps(lo, hi), vscale);
-            // SAFETY: j + 8 <= n = scores.len().
-            unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(j), s) };
-            j += 8;
+    pub unsafe fn scores<const N: usize>(
+        q: [&[f32]; N],
+        k: &[f16],
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        const { assert!(N == 1 || N == 2) };
+        let hd = q[0].len();
+        let n = scores.len() / N;
+        let kp = k.as_ptr();
+        let mut qp = [kp as *const f32; N];
+        for (p, q) in qp.iter_mut().zip(q) {
+            *p = q.as_ptr();
         }
-        for (t, s) in scores.iter_mut().enumerate().skip(j) {
-            let mut l = [0f32; 8];
-            // SAFETY: l holds 8 floats.
-            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), lanes(t)) };
-            *s = super::reduce8(&l) * scale;
+        let vscale = _mm256_set1_ps(scale);
+        // `a[t][x]` = the eight lanes of key j + t against query x, for t < $keys: the keys
+        // interleaved in one pass over the head, so that their sums run side by side. (A macro,
+        // not a closure: a closure does not take this function's target features.)
+        macro_rules! lanes {
+            ($j:expr, $keys:expr) => {{
+                let (j, keys) = ($j, $keys);
+                let mut a = [[vscale; N]; 8];
+                // SAFETY: rows j..j + keys ≤ n of k, and each query, hold `hd` floats.
+                unsafe {
+                    for (t, a) in a.iter_mut().enumerate().take(keys) {
+                        let kv = load8(kp.add((j + t) * hd));
+                        for (a, q) in a.iter_mut().zip(qp) {
+                            *a = _mm256_mul_ps(_mm256_loadu_ps(q), kv);
+                        }
+                    }
+                    let mut c = 8;
+                    while c < hd {
+                        for (t, a) in a.iter_mut().enumerate().take(keys) {
+                            let kv = load8(kp.add((j + t) * hd + c));
+                            for (a, q) in a.iter_mut().zip(qp) {
+                                *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c)), kv, *a);
+                            }
+                        }
+                        c += 8;
+                    }
+                }
+                a
+            }};
+        }
+        let step = 8 / N;
+        let mut j = 0;
+        while j + step <= n {
+            let a = lanes!(j, step);
+            for x in 0..N {
+                // hadd(x, y) = [x0+x1, x2+x3, y0+y1, y2+y3 | x4+x5, x6+x7, y4+y5, y6+y7].
+                let h01 = _mm256_hadd_ps(a[0][x], a[1][x]);
+                let h23 = _mm256_hadd_ps(a[2][x], a[3][x]);
+                // Key t's (x0+x1)+(x2+x3) in the low half, (x4+x5)+(x6+x7) in the high half.
+                let h0123 = _mm256_hadd_ps(h01, h23);
+                // SAFETY: x·n + j + step <= N·n = scores.len().
+                let at = unsafe { scores.as_mut_ptr().add(x * n + j) };
+                if step == 4 {
+                    let lo = _mm256_castps256_ps128(h0123);
+                    let hi = _mm256_extractf128_ps::<1>(h0123);
+                    let s = _mm_mul_ps(_mm_add_ps(lo, hi), _mm256_castps256_ps128(vscale));
+                    // SAFETY: 4 floats at `at` (above).
+                    unsafe { _mm_storeu_ps(at, s) };
+                    continue;
+                }
+                let h45 = _mm256_hadd_ps(a[4][x], a[5][x]);
+                let h67 = _mm256_hadd_ps(a[6][x], a[7][x]);
+                let h4567 = _mm256_hadd_ps(h45, h67);
+                let lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
+                let hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+                let s = _mm256_mul_ps(_mm256_add_ps(lo, hi), vscale);
+                // SAFETY: 8 floats at `at` (above).
+                unsafe { _mm256_storeu_ps(at, s) };
+            }
+            j += step;
+        }
+        for t in j..n {
+            let a = lanes!(t, 1);
+            for x in 0..N {
+                let mut l = [0f32; 8];
+                // SAFETY: l holds 8 floats.
+                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), a[0][x]) };
+                scores[x * n + t] = super::reduce8(&l) * scale;
+            }
         }
     }
 
-    /// See `weighted_sum`: 64 output floats (eight registers) at a time over every row of `v`.
+    /// See `weighted_sum`: `64 / N` output floats of each of the N rows (eight registers in
+    /// all) at a time over every row of `v`, whose values each load serves all N.
     ///
     /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `out.len()` is a multiple of 8 and `v.len() == p.len()
-    /// · out.len()`.
+    /// The CPU has AVX2, FMA and F16C; N is 1 or 2; `out.len() == N · hd` with `hd` a multiple
+    /// of 8, `p.len() == N · n` and `v.len() == n · hd`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted_sum(p: &[f32], v: &[f16], out: &mut [f32]) {
-        let hd = out.len();
+    pub unsafe fn weighted_sum<const N: usize>(p: &[f32], v: &[f16], out: &mut [f32]) {
+        const { assert!(N == 1 || N == 2) };
+        let hd = out.len() / N;
+        let n = p.len() / N;
         let vp = v.as_ptr();
-        if p.is_empty() {
+        if n == 0 {
             out.fill(0.0);
             return;
         }
+        let regs = 8 / N;
         let mut d0 = 0;
         while d0 < hd {
-            let w = (hd - d0).min(64) / 8;
-            let mut acc = [_mm256_setzero_ps(); 8];
-            let p0 = _mm256_set1_ps(p[0]);
-            for (t, a) in acc.iter_mut().enumerate().take(w) {
+            let w = (hd - d0).min(8 * regs) / 8;
+            // acc[x][t]: output floats d0 + 8t.. of row x.
+            let mut acc = [[_mm256_setzero_ps(); 8]; N];
+            for t in 0..w {
                 // SAFETY: row 0 of v holds hd floats; d0 + 8t + 8 <= hd.
-                *a = _mm256_mul_ps(p0, unsafe { load8(vp.add(d0 + 8 * t)) });
-            }
-            for (j, &pj) in p.iter().enumerate().skip(1) {
-                let pj = _mm256_set1_ps(pj);
-                for (t, a) in acc.iter_mut().enumerate().take(w) {
-                    // SAFETY: row j < p.len() of v; d0 + 8t + 8 <= hd.
-                    *a = _mm256_fmadd_ps(pj, unsafe { load8(vp.add(j * hd + d0 + 8 * t)) }, *a);
+                let v0 = unsafe { load8(vp.add(d0 + 8 * t)) };
+                for (x, a) in acc.iter_mut().enumerate() {
+                    a[t] = _mm256_mul_ps(_mm256_set1_ps(p[x * n]), v0);
                 }
             }
-            for (t, a) in acc.iter().enumerate().take(w) {
-                // SAFETY: d0 + 8t + 8 <= hd = out.len().
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d0 + 8 * t), *a) };
+            for j in 1..n {
+                let mut pj = [_mm256_setzero_ps(); N];
+                for (x, pj) in pj.iter_mut().enumerate() {
+                    *pj = _mm256_set1_ps(p[x * n + j]);
+                }
+                for t in 0..w {
+                    // SAFETY: row j < n of v; d0 + 8t + 8 <= hd.
+                    let vj = unsafe { load8(vp.add(j * hd + d0 + 8 * t)) };
+                    for (a, pj) in acc.iter_mut().zip(pj) {
+                        a[t] = _mm256_fmadd_ps(pj, vj, a[t]);
+                    }
+                }
+            }
+            for (x, a) in acc.iter().enumerate() {
+                for (t, a) in a.iter().enumerate().take(w) {
+                    // SAFETY: x·hd + d0 + 8t + 8 <= N·hd = out.len().
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(x * hd + d0 + 8 * t), *a) };
+                }
             }
             d0 += 8 * w;
         }
@@ -483,33 +595,49 @@ mod attention_tests {
             (seed >> 11) as f32 / (1u64 << 53) as f32 * 8.0 - 4.0
         };
         for hd in [8usize, 64, 128] {
-            for n in 1..=40usize {
-                let q: Vec<f32> = (0..hd).map(|_| r()).collect();
+            for n in 0..=40usize {
+                let qa: Vec<f32> = (0..hd).map(|_| r()).collect();
+                let qb: Vec<f32> = (0..hd).map(|_| r()).collect();
                 let k: Vec<f16> = (0..n * hd).map(|_| f16::from_f32(r())).collect();
-                let p: Vec<f32> = (0..n).map(|_| r().abs() / 4.0).collect();
-                let reference = |path| {
+                let p: Vec<f32> = (0..2 * n).map(|_| r().abs() / 4.0).collect();
+                // Both queries alone, then as a pair (what heads sharing a KV head do).
+                let one = |path, q: &[f32], p: &[f32]| {
                     let mut s = vec![0f32; n];
-                    query_scores(Floats::of(path), &q, &k, 0.125, &mut s);
+                    query_scores(Floats::of(path), [q], &k, 0.125, &mut s);
                     let mut o = vec![0f32; hd];
-                    weighted_sum(Floats::of(path), &p, &k, &mut o);
+                    weighted_sum::<1>(Floats::of(path), p, &k, &mut o);
                     (s, o)
                 };
-                let want = reference(crate::kernels::Path::Scalar);
+                let pair = |path| {
+                    let mut s = vec![0f32; 2 * n];
+                    query_scores(Floats::of(path), [&qa[..], &qb[..]], &k, 0.125, &mut s);
+                    let mut o = vec![0f32; 2 * hd];
+                    weighted_sum::<2>(Floats::of(path), &p, &k, &mut o);
+                    (s, o)
+                };
+                let scalar = crate::kernels::Path::Scalar;
+                let (a, b) = (one(scalar, &qa, &p[..n]), one(scalar, &qb, &p[n..]));
+                let want = ([a.0, b.0].concat(), [a.1, b.1].concat());
                 for path in crate::kernels::Path::available() {
-                    let got = reference(path);
+                    let (a, b) = (one(path, &qa, &p[..n]), one(path, &qb, &p[n..]));
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&got.0),
-                        bits(&want.0),
-                        "{} q·K, hd {hd}, {n} keys",
-                        path.name()
-                    );
-                    assert_eq!(
-                        bits(&got.1),
-                        bits(&want.1),
-                        "{} p·V, hd {hd}, {n} keys",
-                        path.name()
-                    );
+                    for (how, got) in [
+                        ("alone", ([a.0, b.0].concat(), [a.1, b.1].concat())),
+                        ("paired", pair(path)),
+                    ] {
+                        assert_eq!(
+                            bits(&got.0),
+                            bits(&want.0),
+                            "{} q·K {how}, hd {hd}, {n} keys",
+                            path.name()
+                        );
+                        assert_eq!(
+                            bits(&got.1),
+                            bits(&want.1),
+                            "{} p·V {how}, hd {hd}, {n} keys",
+                            path.name()
+                        );
+                    }
                 }
             }
         }
@@ -522,51 +650,93 @@ mod attention_tests {
             |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
         assert!(refused(&|| query_scores(
             path,
-            &[0.0; 12],
+            [&[0.0; 12][..]],
             &[f16::ZERO; 24],
             1.0,
             &mut [0.0; 2]
         )));
         assert!(refused(&|| query_scores(
             path,
-            &[0.0; 8],
+            [&[0.0; 8][..]],
             &[f16::ZERO; 16],
             1.0,
             &mut [0.0; 3]
         )));
-        assert!(refused(&|| weighted_sum(
+        // Two queries of different lengths; scores for one query only.
+        assert!(refused(&|| query_scores(
+            path,
+            [&[0.0; 8][..], &[0.0; 16][..]],
+            &[f16::ZERO; 16],
+            1.0,
+            &mut [0.0; 4]
+        )));
+        assert!(refused(&|| query_scores(
+            path,
+            [&[0.0; 8][..], &[0.0; 8][..]],
+            &[f16::ZERO; 16],
+            1.0,
+            &mut [0.0; 2]
+        )));
+        assert!(refused(&|| weighted_sum::<1>(
             path,
             &[0.0; 3],
             &[f16::ZERO; 16],
             &mut [0.0; 8]
         )));
-        assert!(refused(&|| weighted_sum(
+        assert!(refused(&|| weighted_sum::<1>(
             path,
             &[0.0; 2],
             &[f16::ZERO; 20],
             &mut [0.0; 10]
         )));
+        // Two rows of weights, one row of output.
+        assert!(refused(&|| weighted_sum::<2>(
+            path,
+            &[0.0; 4],
+            &[f16::ZERO; 16],
+            &mut [0.0; 8]
+        )));
         for p in crate::kernels::Path::available() {
             let p = Floats::of(p);
             assert!(refused(&|| query_scores(
                 p,
-                &[0.0; 8],
+                [&[0.0; 8][..]],
                 &[f16::ZERO; 8],
                 1.0,
                 &mut [0.0; 2]
             )));
-            assert!(refused(&|| weighted_sum(
+            assert!(refused(&|| query_scores(
+                p,
+                [&[0.0; 8][..], &[0.0; 8][..]],
+                &[f16::ZERO; 16],
+                1.0,
+                &mut [0.0; 3]
+            )));
+            assert!(refused(&|| weighted_sum::<1>(
                 p,
                 &[0.0; 2],
                 &[f16::ZERO; 8],
                 &mut [0.0; 8]
+            )));
+            assert!(refused(&|| weighted_sum::<2>(
+                p,
+                &[0.0; 3],
+                &[f16::ZERO; 16],
+                &mut [0.0; 16]
             )));
         }
     }
 
     #[test]
     fn attention_matches_naive_softmax() {
-        let (n_head, n_kv, hd, pos, l) = (4, 2, 64, 5, 3);
+        // Three query heads a KV head: a pair and a lone head in each group.
+        for (n_head, n_kv) in [(4, 2), (6, 2), (3, 1)] {
+            naive_softmax_case(n_head, n_kv);
+        }
+    }
+
+    fn naive_softmax_case(n_head: usize, n_kv: usize) {
+        let (hd, pos, l) = (64, 5, 3);
         let t = pos + l;
         let mut seed = 3u64;
         let mut r = || {
