@@ -305,6 +305,8 @@ mod x86 {
         let mut j = 0;
         while j + step <= n {
             let a = lanes!(j, step);
+            // `x` picks the query in every key's row of `a`, not a row.
+            #[allow(clippy::needless_range_loop)]
             for x in 0..N {
                 // hadd(x, y) = [x0+x1, x2+x3, y0+y1, y2+y3 | x4+x5, x6+x7, y4+y5, y6+y7].
                 let h01 = _mm256_hadd_ps(a[0][x], a[1][x]);
