@@ -40,18 +40,13 @@ pub struct Summary {
     pub versus: Option<String>,
 }
 
-/// The command line of this process, as a user would type it (paths under the home directory
-/// from `~`).
+/// The command line of this process, as a user would type it: `nib-eval` whatever the binary's
+/// own path or name (a copy run from elsewhere while a build replaces the original), paths under
+/// the home directory from `~`.
 pub fn command_line() -> String {
     let mut args = std::env::args();
-    let first = args
-        .next()
-        .map(|a| {
-            Path::new(&a)
-                .file_name()
-                .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default();
+    args.next();
+    let first = "nib-eval".to_string();
     std::iter::once(first)
         .chain(args.map(|a| {
             // A path under the home directory is written from `~`, not one machine's home.
