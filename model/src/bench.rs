@@ -152,8 +152,8 @@ pub fn run(
 }
 
 /// Memory read bandwidth in GB/s: the best of 5 passes over 512 MiB (far beyond any cache),
-/// split across candle's worker threads as the kernels split their work, reading 3,072 bytes
-/// ahead as the decoding kernels do (measured without them, the 0.5B's decode read weights at
+/// split across candle's worker threads as the kernels split their work, asking for the bytes
+/// `kernels::PREFETCH_BYTES` ahead as the decoding kernels do (measured without them, the 0.5B's decode read weights at
 /// 116% of this "bound" in one run on an Intel Xeon, 2026-12-06).
 pub fn memory_read_gb_s() -> f64 {
     let words: usize = 64 << 20; // 512 MiB of u64
@@ -180,7 +180,8 @@ pub fn memory_read_gb_s() -> f64 {
                     // and cannot fault, wherever it points.
                     unsafe {
                         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                        _mm_prefetch::<_MM_HINT_T1>(c.as_ptr().wrapping_add(384) as *const i8);
+                        let ahead = c.as_ptr().wrapping_byte_add(crate::kernels::PREFETCH_BYTES);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
                     }
                     for (a, x) in acc.iter_mut().zip(c) {
                         *a = a.wrapping_add(*x);

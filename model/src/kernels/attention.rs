@@ -49,19 +49,20 @@ pub fn attention(
     let blocks = l.div_ceil(per_task);
     // Query heads in twos that share a KV head (a lone one where a group's count is odd): a
     // pair reads each cached key and value once for both (GQA), each query keeping its own
-    // arithmetic.
-    let units: Vec<(usize, usize)> = (0..k.len())
-        .flat_map(|g| (g * n_rep..(g + 1) * n_rep).step_by(2))
-        .map(|h| (h, ((h / n_rep + 1) * n_rep - h).min(2)))
-        .collect();
+    // arithmetic. Unit u is group u / per_group's heads from 2·(u mod per_group), one or two.
+    let per_group = n_rep.div_ceil(2);
+    let unit = |u: usize| {
+        let (g, first) = (u / per_group, 2 * (u % per_group));
+        (g * n_rep + first, (n_rep - first).min(2))
+    };
     let out_ptr = SyncPtr(out.as_mut_ptr());
     // Read on this thread: a path forced for it (`with_path`) holds on the pool's threads too.
     let floats = Floats::of(super::path());
-    candle_core::utils::barrier_pool().execute_chunked(units.len() * blocks, |tasks| {
+    candle_core::utils::barrier_pool().execute_chunked(k.len() * per_group * blocks, |tasks| {
         let out_ptr = &out_ptr;
         let mut scores = Vec::new();
         for t in tasks {
-            let ((h, heads), b) = (units[t / blocks], t % blocks);
+            let ((h, heads), b) = (unit(t / blocks), t % blocks);
             let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
             // One query at a time, over exactly the keys it sees: its arithmetic is then the
             // same whichever queries share its pass, so a prompt prefilled in other pieces (a
@@ -267,10 +268,7 @@ mod x86 {
         let hd = q[0].len();
         let n = scores.len() / N;
         let kp = k.as_ptr();
-        let mut qp = [kp as *const f32; N];
-        for (p, q) in qp.iter_mut().zip(q) {
-            *p = q.as_ptr();
-        }
+        let qp = q.map(<[f32]>::as_ptr);
         let vscale = _mm256_set1_ps(scale);
         // `a[t][x]` = the eight lanes of key j + t against query x, for t < $keys: the keys
         // interleaved in one pass over the head, so that their sums run side by side. (A macro,
@@ -647,85 +645,53 @@ mod attention_tests {
 
     #[test]
     fn mismatched_shapes_are_refused() {
-        let path = Floats::of(crate::kernels::Path::Scalar);
         let refused =
             |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
-        assert!(refused(&|| query_scores(
-            path,
-            [&[0.0; 12][..]],
-            &[f16::ZERO; 24],
-            1.0,
-            &mut [0.0; 2]
-        )));
-        assert!(refused(&|| query_scores(
-            path,
-            [&[0.0; 8][..]],
-            &[f16::ZERO; 16],
-            1.0,
-            &mut [0.0; 3]
-        )));
-        // Two queries of different lengths; scores for one query only.
-        assert!(refused(&|| query_scores(
-            path,
-            [&[0.0; 8][..], &[0.0; 16][..]],
-            &[f16::ZERO; 16],
-            1.0,
-            &mut [0.0; 4]
-        )));
-        assert!(refused(&|| query_scores(
-            path,
-            [&[0.0; 8][..], &[0.0; 8][..]],
-            &[f16::ZERO; 16],
-            1.0,
-            &mut [0.0; 2]
-        )));
-        assert!(refused(&|| weighted_sum::<1>(
-            path,
-            &[0.0; 3],
-            &[f16::ZERO; 16],
-            &mut [0.0; 8]
-        )));
-        assert!(refused(&|| weighted_sum::<1>(
-            path,
-            &[0.0; 2],
-            &[f16::ZERO; 20],
-            &mut [0.0; 10]
-        )));
-        // Two rows of weights, one row of output.
-        assert!(refused(&|| weighted_sum::<2>(
-            path,
-            &[0.0; 4],
-            &[f16::ZERO; 16],
-            &mut [0.0; 8]
-        )));
-        for p in crate::kernels::Path::available() {
-            let p = Floats::of(p);
-            assert!(refused(&|| query_scores(
-                p,
-                [&[0.0; 8][..]],
-                &[f16::ZERO; 8],
-                1.0,
-                &mut [0.0; 2]
-            )));
-            assert!(refused(&|| query_scores(
-                p,
-                [&[0.0; 8][..], &[0.0; 8][..]],
-                &[f16::ZERO; 16],
-                1.0,
-                &mut [0.0; 3]
-            )));
-            assert!(refused(&|| weighted_sum::<1>(
-                p,
-                &[0.0; 2],
-                &[f16::ZERO; 8],
-                &mut [0.0; 8]
-            )));
-            assert!(refused(&|| weighted_sum::<2>(
-                p,
-                &[0.0; 3],
-                &[f16::ZERO; 16],
-                &mut [0.0; 16]
-            )));
+        // q·Kᵀ: (each query's length, key floats, scores).
+        let scores: [(&[usize], usize, usize); 6] = [
+            (&[12], 24, 2),    // a head that is not a multiple of 8
+            (&[8], 16, 3),     // more scores than keys
+            (&[8], 8, 2),      // fewer keys than scores
+            (&[8, 16], 16, 4), // two queries of different lengths
+            (&[8, 8], 16, 2),  // scores for one query only
+            (&[8, 8], 16, 3),  // scores not a multiple of the queries
+        ];
+        // p·V: (weight rows N, weights, value floats, outputs).
+        let sums: [(usize, usize, usize, usize); 5] = [
+            (1, 3, 16, 8),  // more weights than value rows
+            (1, 2, 20, 10), // a head that is not a multiple of 8
+            (1, 2, 8, 8),   // fewer value rows than weights
+            (2, 4, 16, 8),  // two rows of weights, one row of output
+            (2, 3, 16, 16), // weights not a multiple of the rows
+        ];
+        for path in crate::kernels::Path::available() {
+            let p = Floats::of(path);
+            for (lens, keys, n) in scores {
+                let q: Vec<Vec<f32>> = lens.iter().map(|&l| vec![0.0; l]).collect();
+                let k = vec![f16::ZERO; keys];
+                let s = vec![0.0; n];
+                assert!(
+                    refused(&|| match q.as_slice() {
+                        [a] => query_scores(p, [&a[..]], &k, 1.0, &mut s.clone()),
+                        [a, b] => query_scores(p, [&a[..], &b[..]], &k, 1.0, &mut s.clone()),
+                        _ => unreachable!(),
+                    }),
+                    "{} q·K {lens:?} {keys} {n}",
+                    path.name()
+                );
+            }
+            for (rows, weights, values, outs) in sums {
+                let (w, v) = (vec![0.0; weights], vec![f16::ZERO; values]);
+                let o = vec![0.0; outs];
+                assert!(
+                    refused(&|| match rows {
+                        1 => weighted_sum::<1>(p, &w, &v, &mut o.clone()),
+                        _ => weighted_sum::<2>(p, &w, &v, &mut o.clone()),
+                    }),
+                    "{} p·V {rows} {weights} {values} {outs}",
+                    path.name()
+                );
+            }
         }
     }
 

@@ -19,19 +19,27 @@ use std::arch::x86_64::*;
 /// 1.5B decode 15.3 tok/s without hints, 17.9 with L1 hints 768 bytes ahead, 19.5 with L2
 /// hints 3,072 bytes ahead (1,536–9,216 within noise); the 0.5B 45.4 (L1, 768) → 52.3. Prefill,
 /// which reads each weight once per 4 activation rows, lost 3% with them and goes without.
-const PREFETCH_BYTES: usize = 3072;
+pub(crate) const PREFETCH_BYTES: usize = 3072;
 
-/// Asks for the `len` bytes that lie [`PREFETCH_BYTES`] after `blk` to be brought into L2 (a
-/// hint: it never faults, and past the weights' end it is ignored).
+/// Stored block `i` (of `bb` bytes) of the panel at `pb`; with `prefetch`, the `bb` bytes that
+/// lie [`PREFETCH_BYTES`] after it are asked into L2 (a hint: it never faults, and past the
+/// weights' end it is ignored).
+///
+/// # Safety
+/// Block `i` lies inside the panel's allocation.
 #[inline(always)]
-unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
-    let at = blk.wrapping_add(PREFETCH_BYTES);
-    let mut l = 0;
-    while l < len {
-        // SAFETY: a prefetch reads nothing the program sees and cannot fault.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(l) as *const i8) };
-        l += 64;
+unsafe fn stored_block(pb: *const u8, i: usize, bb: usize, prefetch: bool) -> *const u8 {
+    // SAFETY: the caller's.
+    let blk = unsafe { pb.add(i * bb) };
+    if prefetch {
+        let at = blk.wrapping_add(PREFETCH_BYTES);
+        for l in (0..bb).step_by(64) {
+            // SAFETY: a prefetch (SSE, in every x86-64) reads nothing the program sees and
+            // cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(l) as *const i8) };
+        }
     }
+    blk
 }
 
 /// Runs `$body` for each 32-block `$b` of the panel at `$pb` (`$k` columns), in order, with
@@ -48,10 +56,7 @@ macro_rules! for_each_block {
         match format {
             Format::Q4_0 => {
                 for $b in 0..k / QK {
-                    let blk = pb.add($b * bb);
-                    if $prefetch {
-                        prefetch_ahead(blk, bb);
-                    }
+                    let blk = stored_block(pb, $b, bb, $prefetch);
                     let ($regs, $a, $mn) = (nibbles(blk.add(16)), scales(blk), None);
                     let $a2: Option<__m256> = None;
                     $body
@@ -59,10 +64,7 @@ macro_rules! for_each_block {
             }
             Format::Q5_0 => {
                 for $b in 0..k / QK {
-                    let blk = pb.add($b * bb);
-                    if $prefetch {
-                        prefetch_ahead(blk, bb);
-                    }
+                    let blk = stored_block(pb, $b, bb, $prefetch);
                     let $regs = with_fifth_bits(nibbles(blk.add(48)), blk.add(16));
                     let ($a, $a2, $mn): (_, Option<__m256>, _) = (scales(blk), None, None);
                     $body
@@ -70,10 +72,7 @@ macro_rules! for_each_block {
             }
             Format::Q8_0 => {
                 for $b in 0..k / QK {
-                    let blk = pb.add($b * bb);
-                    if $prefetch {
-                        prefetch_ahead(blk, bb);
-                    }
+                    let blk = stored_block(pb, $b, bb, $prefetch);
                     let ($regs, $a, $mn) = (q8_codes(blk.add(16)), scales(blk), None);
                     let $a2: Option<__m256> = None;
                     $body
@@ -81,10 +80,7 @@ macro_rules! for_each_block {
             }
             Format::Q4K => {
                 for s in 0..k / 256 {
-                    let blk = pb.add(s * bb);
-                    if $prefetch {
-                        prefetch_ahead(blk, bb);
-                    }
+                    let blk = stored_block(pb, s, bb, $prefetch);
                     let (a, mn) = q4k_scales(blk);
                     for c in 0..4 {
                         let (lo, hi) = q4k_codes(blk.add(128 + 256 * c));
@@ -99,10 +95,7 @@ macro_rules! for_each_block {
             }
             Format::Q6K => {
                 for s in 0..k / 256 {
-                    let blk = pb.add(s * bb);
-                    if $prefetch {
-                        prefetch_ahead(blk, bb);
-                    }
+                    let blk = stored_block(pb, s, bb, $prefetch);
                     let d = scales(blk);
                     for beta in 0..8 {
                         let ($b, $regs) = (s * 8 + beta, q6k_codes(blk, beta));
