@@ -198,8 +198,7 @@ impl ModelArgs {
         });
         if anchor.is_some() {
             d["anchor_rules"] = self.anchor_rules.into();
-        }
-        if anchor.is_none() {
+        } else {
             d["token_healing"] = self.token_healing.into();
             d["line_in_middle"] = self.line_in_middle.into();
             let middle_lines = self

@@ -44,11 +44,8 @@ pub struct Summary {
 /// own path or name (a copy run from elsewhere while a build replaces the original), paths under
 /// the home directory from `~`.
 pub fn command_line() -> String {
-    let mut args = std::env::args();
-    args.next();
-    let first = "nib-eval".to_string();
-    std::iter::once(first)
-        .chain(args.map(|a| {
+    std::iter::once("nib-eval".to_string())
+        .chain(std::env::args().skip(1).map(|a| {
             // A path under the home directory is written from `~`, not one machine's home.
             let a = match std::env::var("HOME") {
                 Ok(home) if !home.is_empty() && a.starts_with(&format!("{home}/")) => {
