@@ -15,6 +15,37 @@ use std::path::{Path, PathBuf};
 /// The bytes every GGUF file starts with.
 pub const MAGIC: &[u8; 4] = b"GGUF";
 
+/// Capacity [`GgufFile::raw`] leaves after a tensor's bytes: more than 7 rows of any shipped
+/// model's widest row (the kernels pad to whole panels of 8 rows in place).
+const SPARE_BYTES: usize = 1 << 20;
+
+/// Asks Linux to back the first `len` bytes of `v`'s (not yet touched) buffer with 2 MiB pages
+/// where whole ones fit. Decoding reads every weight once a token; with 4 KiB pages that is a
+/// TLB miss every 4 KiB (each a two-level page walk in a VM). With transparent huge pages on
+/// `madvise` (Ubuntu's and Debian's default), 2026-12-06, Intel Xeon VM, 1.5B, 3 runs each
+/// alternated: decode 18.2–20.9 → 21.0–22.7 tok/s on `avx2`, 19.4–19.7 → 20.2–20.4 on
+/// `avx512vnni`. Loading took 1.1 s → 1.3–2.6 s there, the zeroing of each fresh 2 MiB page
+/// being the cost (in that VM it faults to the host, whose balloon took free 2 MiB blocks
+/// back; on bare metal zeroing is the same work for either page size). A hint: where the
+/// kernel declines, nothing changes but the speed.
+fn huge_pages_for(v: &Vec<u8>, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let (at, end) = (v.as_ptr() as usize, v.as_ptr() as usize + len.min(v.capacity()));
+        let (from, to) = (at.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if to > from {
+            // SAFETY: [from, to) lies inside `v`'s allocation, page-aligned; MADV_HUGEPAGE
+            // changes how its pages are backed, never their contents or the mapping.
+            unsafe {
+                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (v, len);
+}
+
 pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
@@ -167,13 +198,16 @@ impl GgufFile {
             })?;
         let (dtype, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
         let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let mut bytes = vec![0u8; size];
+        // Room for the kernels' padding rows (`kernels::QWeight::new`), so that it never moves.
+        let mut bytes = Vec::with_capacity(size + SPARE_BYTES);
+        huge_pages_for(&bytes, size);
         let start = self.content.tensor_data_offset + info.offset;
         let io = |e: std::io::Error| ModelError::Unreadable {
             path: self.path.clone(),
             detail: format!("tensor {name}: {e}"),
         };
         self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
+        bytes.resize(size, 0);
         self.reader.read_exact(&mut bytes).map_err(io)?;
         Ok((dtype, dims, bytes))
     }
