@@ -32,7 +32,10 @@ fn huge_pages_for(v: &Vec<u8>, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;
-        let (at, end) = (v.as_ptr() as usize, v.as_ptr() as usize + len.min(v.capacity()));
+        let (at, end) = (
+            v.as_ptr() as usize,
+            v.as_ptr() as usize + len.min(v.capacity()),
+        );
         let (from, to) = (at.next_multiple_of(PAGE), end / PAGE * PAGE);
         if to > from {
             // SAFETY: [from, to) lies inside `v`'s allocation, page-aligned; MADV_HUGEPAGE

@@ -387,16 +387,17 @@ fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
         corr: acts.corrections(w.format, K::CODE_OFFSET),
         out: SyncPtr(out.as_mut_ptr()),
     };
-    let pool = candle_core::utils::barrier_pool();
     if m < 4 {
-        // 8 panels (64 rows) a task.
-        let panels_per_task = 8;
-        let panels = w.panels();
-        pool.execute_chunked(panels.div_ceil(panels_per_task), |tasks| {
-            for t in tasks {
-                for p in t * panels_per_task..((t + 1) * panels_per_task).min(panels) {
+        // About 32 KiB of weights a grab (whole panels).
+        let grab = (32 << 10) / w.panel_bytes();
+        super::par_grabs(
+            w.panels(),
+            grab,
+            || (),
+            |_, panels| {
+                for p in panels {
                     // SAFETY: `matmul` checked the CPU features of K's path and the shapes;
-                    // panel p < panels, and its rows' columns of `out` are this task's.
+                    // panel p < panels, and its rows' columns of `out` are this grab's.
                     unsafe {
                         match m {
                             1 => K::gemv::<1>(&g, p),
@@ -405,37 +406,42 @@ fn run<K: Kernels>(acts: &QActs, w: &QWeight, out: &mut [f32]) {
                         }
                     }
                 }
-            }
-        });
+            },
+        );
         return;
     }
-    pool.execute_chunked(n.div_ceil(16), |tasks| {
-        let mut tile = Tile::new(k, 8);
-        for t in tasks {
-            let rows = t * 16..((t + 1) * 16).min(n);
-            // SAFETY: every path here has AVX2, FMA and F16C (checked by `matmul`).
-            unsafe { fill_tile(&mut tile, w, rows.clone()) };
-            let mut i = 0;
-            while i < m {
-                // SAFETY: as above; the kernel writes columns `rows` (this task's alone) of
-                // activation rows i..i + 4, clamped to m.
-                unsafe {
-                    let c = rows.start;
-                    match (m - i, tile.units()) {
-                        (1, 1) => K::tile::<1, 1>(&tile, &g, i, c),
-                        (2, 1) => K::tile::<2, 1>(&tile, &g, i, c),
-                        (3, 1) => K::tile::<3, 1>(&tile, &g, i, c),
-                        (_, 1) => K::tile::<4, 1>(&tile, &g, i, c),
-                        (1, _) => K::tile::<1, 2>(&tile, &g, i, c),
-                        (2, _) => K::tile::<2, 2>(&tile, &g, i, c),
-                        (3, _) => K::tile::<3, 2>(&tile, &g, i, c),
-                        _ => K::tile::<4, 2>(&tile, &g, i, c),
+    // One tile of 16 rows a grab.
+    super::par_grabs(
+        n.div_ceil(16),
+        1,
+        || Tile::new(k, 8),
+        |tile, tasks| {
+            for t in tasks {
+                let rows = t * 16..((t + 1) * 16).min(n);
+                // SAFETY: every path here has AVX2, FMA and F16C (checked by `matmul`).
+                unsafe { fill_tile(tile, w, rows.clone()) };
+                let mut i = 0;
+                while i < m {
+                    // SAFETY: as above; the kernel writes columns `rows` (this task's alone) of
+                    // activation rows i..i + 4, clamped to m.
+                    unsafe {
+                        let c = rows.start;
+                        match (m - i, tile.units()) {
+                            (1, 1) => K::tile::<1, 1>(tile, &g, i, c),
+                            (2, 1) => K::tile::<2, 1>(tile, &g, i, c),
+                            (3, 1) => K::tile::<3, 1>(tile, &g, i, c),
+                            (_, 1) => K::tile::<4, 1>(tile, &g, i, c),
+                            (1, _) => K::tile::<1, 2>(tile, &g, i, c),
+                            (2, _) => K::tile::<2, 2>(tile, &g, i, c),
+                            (3, _) => K::tile::<3, 2>(tile, &g, i, c),
+                            _ => K::tile::<4, 2>(tile, &g, i, c),
+                        }
                     }
+                    i += 4;
                 }
-                i += 4;
             }
-        }
-    });
+        },
+    );
 }
 
 /// Panel `p`'s rows against the `M` (= m, < 4) activation rows; writes `out[i·n + 8p + r]` for

@@ -19,38 +19,41 @@ pub(super) fn matmul(acts: &QActs, w: &QWeight, out: &mut [f32]) {
     // The unsigned codes' offset, taken off each block's integer dot.
     let corr = acts.corrections(w.format, 0);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let pool = candle_core::utils::barrier_pool();
     // Each task owns a tile of 32 weight rows: decode them once, dot them with every
-    // activation row, four at a time.
-    pool.execute_chunked(n.div_ceil(TILE_ROWS), |tasks| {
-        let out_ptr = &out_ptr;
-        let mut tile = Tile::new(k, 16);
-        for t in tasks {
-            let rows = t * TILE_ROWS..((t + 1) * TILE_ROWS).min(n);
-            // SAFETY: the AVX-512 VNNI path has AVX2, FMA and F16C (checked above).
-            unsafe { super::avx2::fill_tile(&mut tile, w, rows.clone()) };
-            let mut i = 0;
-            while i < m {
-                // SAFETY: the features are checked above; the kernel reads the tile (k
-                // columns, as acts) and writes columns `rows` (this task's alone) of
-                // activation rows i..i + 4 (clamped to m).
-                unsafe {
-                    let (o, c) = (out_ptr.0, rows.start);
-                    match (m - i, tile.units()) {
-                        (1, 1) => tile_dot::<1, 1>(&tile, acts, &corr, i, o, n, c),
-                        (1, _) => tile_dot::<1, 2>(&tile, acts, &corr, i, o, n, c),
-                        (2, 1) => tile_dot::<2, 1>(&tile, acts, &corr, i, o, n, c),
-                        (2, _) => tile_dot::<2, 2>(&tile, acts, &corr, i, o, n, c),
-                        (3, 1) => tile_dot::<3, 1>(&tile, acts, &corr, i, o, n, c),
-                        (3, _) => tile_dot::<3, 2>(&tile, acts, &corr, i, o, n, c),
-                        (_, 1) => tile_dot::<4, 1>(&tile, acts, &corr, i, o, n, c),
-                        (_, _) => tile_dot::<4, 2>(&tile, acts, &corr, i, o, n, c),
+    // activation row, four at a time. One tile a grab.
+    super::par_grabs(
+        n.div_ceil(TILE_ROWS),
+        1,
+        || Tile::new(k, 16),
+        |tile, tasks| {
+            let out_ptr = &out_ptr;
+            for t in tasks {
+                let rows = t * TILE_ROWS..((t + 1) * TILE_ROWS).min(n);
+                // SAFETY: the AVX-512 VNNI path has AVX2, FMA and F16C (checked above).
+                unsafe { super::avx2::fill_tile(tile, w, rows.clone()) };
+                let mut i = 0;
+                while i < m {
+                    // SAFETY: the features are checked above; the kernel reads the tile (k
+                    // columns, as acts) and writes columns `rows` (this task's alone) of
+                    // activation rows i..i + 4 (clamped to m).
+                    unsafe {
+                        let (o, c) = (out_ptr.0, rows.start);
+                        match (m - i, tile.units()) {
+                            (1, 1) => tile_dot::<1, 1>(tile, acts, &corr, i, o, n, c),
+                            (1, _) => tile_dot::<1, 2>(tile, acts, &corr, i, o, n, c),
+                            (2, 1) => tile_dot::<2, 1>(tile, acts, &corr, i, o, n, c),
+                            (2, _) => tile_dot::<2, 2>(tile, acts, &corr, i, o, n, c),
+                            (3, 1) => tile_dot::<3, 1>(tile, acts, &corr, i, o, n, c),
+                            (3, _) => tile_dot::<3, 2>(tile, acts, &corr, i, o, n, c),
+                            (_, 1) => tile_dot::<4, 1>(tile, acts, &corr, i, o, n, c),
+                            (_, _) => tile_dot::<4, 2>(tile, acts, &corr, i, o, n, c),
+                        }
                     }
+                    i += 4;
                 }
-                i += 4;
             }
-        }
-    });
+        },
+    );
 }
 
 /// A store mask for the first `rows` of 16 lanes.

@@ -41,42 +41,49 @@ pub(super) fn matmul(path: Path, acts: &QActs, w: &QWeight, out: &mut [f32]) {
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let panels = n.div_ceil(PANEL);
     let per_task = if m == 1 { 4 } else { 1 };
-    candle_core::utils::barrier_pool().execute_chunked(panels.div_ceil(per_task), |tasks| {
-        let out_ptr = &out_ptr;
-        let per = w.format.block_elems() / QK;
-        let mut lanes: Vec<Lanes> = (0..per).map(|_| Lanes::new()).collect();
-        let mut acc = vec![0f32; m * PANEL];
-        for t in tasks {
-            for p in t * per_task..((t + 1) * per_task).min(panels) {
-                acc.fill(0.0);
-                for sb in 0..nb / per {
-                    w.lanes(p, sb, &mut lanes);
-                    for (beta, lanes) in lanes.iter_mut().enumerate() {
-                        if flip {
-                            lanes.u.iter_mut().for_each(|x| *x ^= 0x80);
-                        }
-                        let b = sb * per + beta;
-                        // SAFETY: the path's features were checked above; `acc` holds m × 8
-                        // and `Job` the lengths asserted above; b < nb.
-                        unsafe {
-                            match path {
-                                Path::NeonI8mm => block_smmla(&job, lanes, b, &mut acc),
-                                Path::NeonDotprod => block_sdot(&job, lanes, b, 0, &mut acc),
-                                _ => block_neon(&job, lanes, b, &mut acc),
+    let per = w.format.block_elems() / QK;
+    let scratch = || {
+        let lanes: Vec<Lanes> = (0..per).map(|_| Lanes::new()).collect();
+        (lanes, vec![0f32; m * PANEL])
+    };
+    super::par_grabs(
+        panels.div_ceil(per_task),
+        1,
+        scratch,
+        |(lanes, acc), tasks| {
+            let out_ptr = &out_ptr;
+            for t in tasks {
+                for p in t * per_task..((t + 1) * per_task).min(panels) {
+                    acc.fill(0.0);
+                    for sb in 0..nb / per {
+                        w.lanes(p, sb, lanes);
+                        for (beta, lanes) in lanes.iter_mut().enumerate() {
+                            if flip {
+                                lanes.u.iter_mut().for_each(|x| *x ^= 0x80);
+                            }
+                            let b = sb * per + beta;
+                            // SAFETY: the path's features were checked above; `acc` holds m × 8
+                            // and `Job` the lengths asserted above; b < nb.
+                            unsafe {
+                                match path {
+                                    Path::NeonI8mm => block_smmla(&job, lanes, b, acc),
+                                    Path::NeonDotprod => block_sdot(&job, lanes, b, 0, acc),
+                                    _ => block_neon(&job, lanes, b, acc),
+                                }
                             }
                         }
                     }
-                }
-                for i in 0..m {
-                    for r in 0..PANEL.min(n - p * PANEL) {
-                        // SAFETY: i < m and 8p + r < n, and `out` is m × n (asserted); panel
-                        // p's columns are this task's alone.
-                        unsafe { *out_ptr.0.add(i * n + p * PANEL + r) = acc[i * PANEL + r] };
+                    for i in 0..m {
+                        for r in 0..PANEL.min(n - p * PANEL) {
+                            // SAFETY: i < m and 8p + r < n, and `out` is m × n (asserted); panel
+                            // p's columns are this task's alone.
+                            unsafe { *out_ptr.0.add(i * n + p * PANEL + r) = acc[i * PANEL + r] };
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// The activations and what each block's float steps take from them.
