@@ -24,10 +24,11 @@ const SPARE_BYTES: usize = 1 << 20;
 /// TLB miss every 4 KiB (each a two-level page walk in a VM). With transparent huge pages on
 /// `madvise` (Ubuntu's and Debian's default), 2026-12-06, Intel Xeon VM, 1.5B, 3 runs each
 /// alternated: decode 18.2–20.9 → 21.0–22.7 tok/s on `avx2`, 19.4–19.7 → 20.2–20.4 on
-/// `avx512vnni`. Loading took 1.1 s → 1.3–2.6 s there, the zeroing of each fresh 2 MiB page
-/// being the cost (in that VM it faults to the host, whose balloon took free 2 MiB blocks
-/// back; on bare metal zeroing is the same work for either page size). A hint: where the
-/// kernel declines, nothing changes but the speed.
+/// `avx512vnni`. Loading sometimes took 1.1 s → 1.3–2.6 s there, in the zeroing of fresh
+/// 2 MiB pages (a guess: in that VM, whose balloon device may hand free 2 MiB blocks back to
+/// the host, such pages fault to the host; on bare metal zeroing is the same work for either
+/// page size); later runs loaded in 0.9–1.0 s. A hint: where the kernel declines, nothing
+/// changes but the speed.
 fn huge_pages_for(v: &Vec<u8>, len: usize) {
     #[cfg(target_os = "linux")]
     {
