@@ -151,14 +151,14 @@ pub fn run(
     })
 }
 
-/// Memory read bandwidth in GB/s: the best of 5 passes over 512 MiB (far beyond any cache),
-/// split across candle's worker threads as the kernels split their work, asking for the bytes
+/// Memory read bandwidth in GB/s: the best of 5 passes over 512 MiB (beyond any core's own
+/// caches; a large shared L3 may hold part of it: 480 MiB on the Intel Xeon VM this was tuned
+/// on), split across candle's worker threads as the kernels split their work, asking for the bytes
 /// `kernels::PREFETCH_BYTES` ahead as the decoding kernels do (measured without them, the 0.5B's decode read weights at
 /// 116% of this "bound" in one run on an Intel Xeon, 2026-12-06).
 pub fn memory_read_gb_s() -> f64 {
     let words: usize = 64 << 20; // 512 MiB of u64
     let buf: Vec<u64> = (0..words as u64).collect();
-    let pool = candle_core::utils::barrier_pool();
     let tasks = candle_core::utils::get_num_threads().max(1) * 4;
     let per = words.div_ceil(tasks);
     let mut best = f64::MAX;
@@ -167,30 +167,36 @@ pub fn memory_read_gb_s() -> f64 {
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect();
         let t = std::time::Instant::now();
-        pool.execute_chunked(tasks, |ts| {
-            for i in ts {
-                let part = &buf[(i * per).min(words)..((i + 1) * per).min(words)];
-                // Eight independent sums, so the loop is bound by loads alone; on x86 with the
-                // same hints ahead that the decoding kernels give (`kernels::avx2`), which
-                // raise what one core can stream.
-                let mut acc = [0u64; 8];
-                for c in part.chunks_exact(8) {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: a prefetch (SSE, in every x86-64) reads nothing the program sees
-                    // and cannot fault, wherever it points.
-                    unsafe {
-                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                        let ahead = c.as_ptr().wrapping_byte_add(crate::kernels::PREFETCH_BYTES);
-                        _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+        crate::kernels::par_grabs(
+            tasks,
+            1,
+            || (),
+            |_, ts| {
+                for i in ts {
+                    let part = &buf[(i * per).min(words)..((i + 1) * per).min(words)];
+                    // Eight independent sums, so the loop is bound by loads alone; on x86 with the
+                    // same hints ahead that the decoding kernels give (`kernels::avx2`), which
+                    // raise what one core can stream.
+                    let mut acc = [0u64; 8];
+                    for c in part.chunks_exact(8) {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: a prefetch (SSE, in every x86-64) reads nothing the program sees
+                        // and cannot fault, wherever it points.
+                        unsafe {
+                            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                            let ahead =
+                                c.as_ptr().wrapping_byte_add(crate::kernels::PREFETCH_BYTES);
+                            _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                        }
+                        for (a, x) in acc.iter_mut().zip(c) {
+                            *a = a.wrapping_add(*x);
+                        }
                     }
-                    for (a, x) in acc.iter_mut().zip(c) {
-                        *a = a.wrapping_add(*x);
-                    }
+                    let s = acc.iter().fold(0u64, |s, x| s.wrapping_add(*x));
+                    sums[i].store(s, std::sync::atomic::Ordering::Relaxed);
                 }
-                let s = acc.iter().fold(0u64, |s, x| s.wrapping_add(*x));
-                sums[i].store(s, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
+            },
+        );
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&sums);
     }

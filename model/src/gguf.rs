@@ -211,8 +211,14 @@ impl GgufFile {
             detail: format!("tensor {name}: {e}"),
         };
         self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
-        bytes.resize(size, 0);
-        self.reader.read_exact(&mut bytes).map_err(io)?;
+        // Straight into the buffer's untouched pages (no zeroing pass before the read).
+        (&mut self.reader)
+            .take(size as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() != size {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         Ok((dtype, dims, bytes))
     }
 

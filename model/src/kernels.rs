@@ -873,26 +873,31 @@ pub fn quantize_acts(x: &[f32], m: usize, k: usize) -> QActs {
         SyncPtr(acts.qsum.as_mut_ptr()),
         SyncPtr(acts.qsum16.as_mut_ptr()),
     );
-    candle_core::utils::barrier_pool().execute_chunked(blocks.div_ceil(RUN), |tasks| {
-        let (q, d, s, s16) = (&q, &d, &s, &s16);
-        for t in tasks {
-            let (b0, b1) = (t * RUN, ((t + 1) * RUN).min(blocks));
-            let n = b1 - b0;
-            // SAFETY: run t covers blocks b0..b1 < blocks, whose codes (32 a block), scales,
-            // sums and half sums (2 a block) lie inside the buffers allocated above for
-            // `blocks` blocks; no other run touches them, and `acts` is not read meanwhile.
-            unsafe {
-                quantize_blocks(
-                    path,
-                    &x[b0 * QK..b1 * QK],
-                    std::slice::from_raw_parts_mut(q.0.add(b0 * QK), n * QK),
-                    std::slice::from_raw_parts_mut(d.0.add(b0), n),
-                    std::slice::from_raw_parts_mut(s.0.add(b0), n),
-                    std::slice::from_raw_parts_mut(s16.0.add(2 * b0), 2 * n),
-                );
+    par_grabs(
+        blocks.div_ceil(RUN),
+        1,
+        || (),
+        |_, tasks| {
+            let (q, d, s, s16) = (&q, &d, &s, &s16);
+            for t in tasks {
+                let (b0, b1) = (t * RUN, ((t + 1) * RUN).min(blocks));
+                let n = b1 - b0;
+                // SAFETY: run t covers blocks b0..b1 < blocks, whose codes (32 a block), scales,
+                // sums and half sums (2 a block) lie inside the buffers allocated above for
+                // `blocks` blocks; no other run touches them, and `acts` is not read meanwhile.
+                unsafe {
+                    quantize_blocks(
+                        path,
+                        &x[b0 * QK..b1 * QK],
+                        std::slice::from_raw_parts_mut(q.0.add(b0 * QK), n * QK),
+                        std::slice::from_raw_parts_mut(d.0.add(b0), n),
+                        std::slice::from_raw_parts_mut(s.0.add(b0), n),
+                        std::slice::from_raw_parts_mut(s16.0.add(2 * b0), 2 * n),
+                    );
+                }
             }
-        }
-    });
+        },
+    );
     acts
 }
 
@@ -1020,7 +1025,9 @@ impl Tile {
 /// Runs `f` over `0..n_items` on candle's pool, in grabs of `grab` items, so that the threads
 /// finish within one grab of each other while each streams through memory in order: thread `t`
 /// takes grabs from the front of the `t`-th contiguous share, then helps with the others'. The
-/// grabs run in any order; each thread makes its scratch state once (`init`).
+/// grabs run in any order; each thread makes its scratch state once (`init`). Every kernel
+/// here splits its work with it: matmuls, activation quantization, attention (and `nib
+/// bench`'s bandwidth reader, to read as the kernels do).
 ///
 /// candle's `execute_chunked` hands out an eighth of a thread's share at a time: for the 1.5B
 /// while decoding half a megabyte of weights (its feed-forward matrices) to 12 MB (its output
@@ -1150,28 +1157,34 @@ fn row_by_row(
     assert_eq!(out.len(), m * n);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows_per_task = 16;
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(rows_per_task), |tasks| {
-        let out_ptr = &out_ptr;
-        let mut u = vec![0u8; k];
-        let (mut a, mut mn) = (vec![0f32; k / w.format.span()], vec![0f32; nb]);
-        for t in tasks {
-            for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
-                w.expand_row(j, &mut u, &mut a, &mut mn);
-                prep(&mut u);
-                let row = Decoded {
-                    u: &u,
-                    a: &a,
-                    mn: &mn,
-                };
-                for i in 0..m {
-                    let v = dot(&row, i);
-                    // SAFETY: i < m and j < n, and `out` is m × n (asserted); column j is this
-                    // task's alone.
-                    unsafe { *out_ptr.0.add(i * n + j) = v };
+    let scratch = || {
+        (
+            vec![0u8; k],
+            vec![0f32; k / w.format.span()],
+            vec![0f32; nb],
+        )
+    };
+    par_grabs(
+        n.div_ceil(rows_per_task),
+        1,
+        scratch,
+        |(u, a, mn), tasks| {
+            let out_ptr = &out_ptr;
+            for t in tasks {
+                for j in t * rows_per_task..((t + 1) * rows_per_task).min(n) {
+                    w.expand_row(j, u, a, mn);
+                    prep(u);
+                    let row = Decoded { u, a, mn };
+                    for i in 0..m {
+                        let v = dot(&row, i);
+                        // SAFETY: i < m and j < n, and `out` is m × n (asserted); column j is this
+                        // task's alone.
+                        unsafe { *out_ptr.0.add(i * n + j) = v };
+                    }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

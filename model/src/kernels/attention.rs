@@ -58,46 +58,53 @@ pub fn attention(
     let out_ptr = SyncPtr(out.as_mut_ptr());
     // Read on this thread: a path forced for it (`with_path`) holds on the pool's threads too.
     let floats = Floats::of(super::path());
-    candle_core::utils::barrier_pool().execute_chunked(k.len() * per_group * blocks, |tasks| {
-        let out_ptr = &out_ptr;
-        let mut scores = Vec::new();
-        for t in tasks {
-            let ((h, heads), b) = (unit(t / blocks), t % blocks);
-            let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
-            // One query at a time, over exactly the keys it sees: its arithmetic is then the
-            // same whichever queries share its pass, so a prompt prefilled in other pieces (a
-            // reused cache, a checked draft) gives bit-identical attention.
-            for i in b * per_task..((b + 1) * per_task).min(l) {
-                let keys = pos + i + 1;
-                scores.clear();
-                scores.resize(heads * keys, 0f32);
-                let q_of = |h: usize| &q[(h * l + i) * hd..(h * l + i + 1) * hd];
-                let k = &kh[..keys * hd];
-                match heads {
-                    1 => query_scores(floats, [q_of(h)], k, scale, &mut scores),
-                    _ => query_scores(floats, [q_of(h), q_of(h + 1)], k, scale, &mut scores),
-                }
-                for s in scores.chunks_exact_mut(keys) {
-                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let inv = 1.0 / exp_shifted(s, max);
-                    for x in s.iter_mut() {
-                        *x *= inv;
+    super::par_grabs(
+        k.len() * per_group * blocks,
+        1,
+        Vec::new,
+        |scores, tasks| {
+            let out_ptr = &out_ptr;
+            for t in tasks {
+                let ((h, heads), b) = (unit(t / blocks), t % blocks);
+                let (kh, vh) = (&k[h / n_rep], &v[h / n_rep]);
+                // One query at a time, over exactly the keys it sees: its arithmetic is then the
+                // same whichever queries share its pass, so a prompt prefilled in other pieces (a
+                // reused cache, a checked draft) gives bit-identical attention.
+                for i in b * per_task..((b + 1) * per_task).min(l) {
+                    let keys = pos + i + 1;
+                    scores.clear();
+                    scores.resize(heads * keys, 0f32);
+                    let q_of = |h: usize| &q[(h * l + i) * hd..(h * l + i + 1) * hd];
+                    let k = &kh[..keys * hd];
+                    match heads {
+                        1 => query_scores(floats, [q_of(h)], k, scale, scores),
+                        _ => query_scores(floats, [q_of(h), q_of(h + 1)], k, scale, scores),
+                    }
+                    for s in scores.chunks_exact_mut(keys) {
+                        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                        let inv = 1.0 / exp_shifted(s, max);
+                        for x in s.iter_mut() {
+                            *x *= inv;
+                        }
+                    }
+                    // SAFETY: output rows i of heads h..h + heads, `heads·hd` floats from
+                    // `(i·n_head + h)·hd` (h + heads ≤ n_head), lie in `out` (l × n_head × hd) and
+                    // are written by this task alone.
+                    let rows = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ptr.0.add((i * n_head + h) * hd),
+                            heads * hd,
+                        )
+                    };
+                    let v = &vh[..keys * hd];
+                    match heads {
+                        1 => weighted_sum::<1>(floats, scores, v, rows),
+                        _ => weighted_sum::<2>(floats, scores, v, rows),
                     }
                 }
-                // SAFETY: output rows i of heads h..h + heads, `heads·hd` floats from
-                // `(i·n_head + h)·hd` (h + heads ≤ n_head), lie in `out` (l × n_head × hd) and
-                // are written by this task alone.
-                let rows = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.0.add((i * n_head + h) * hd), heads * hd)
-                };
-                let v = &vh[..keys * hd];
-                match heads {
-                    1 => weighted_sum::<1>(floats, &scores, v, rows),
-                    _ => weighted_sum::<2>(floats, &scores, v, rows),
-                }
             }
-        }
-    });
+        },
+    );
     out
 }
 
