@@ -44,7 +44,7 @@ fn q5_0_kernel_matches_candle_on_real_weights() {
         let ours = QWeight::new(Format::Q5_0, n, k, t.data().unwrap().into_owned()).unwrap();
         let theirs = QMatMul::from_qtensor(t).unwrap();
         for m in [1, 9] {
-            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let x = common::normal(0x5eed + m as u64, m, k);
             let e = rel(&flat(&theirs.forward(&x).unwrap()), &nib_matmul(&x, &ours));
             assert!(e <= 1e-3, "{name} m={m}: relative error {e}");
         }
@@ -93,7 +93,7 @@ fn every_path_agrees_on_real_weights() {
         let wf = t.dequantize(&dev).unwrap();
         let theirs = QMatMul::from_qtensor(t).unwrap();
         for m in [1, 3, 6] {
-            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let x = common::normal(0x5eed + m as u64, m, k);
             let exact = flat(&x.matmul(&wf.t().unwrap()).unwrap());
             let candle = rel(&exact, &flat(&theirs.forward(&x).unwrap()));
             let acts = kernels::quantize_acts(&flat(&x), m, k);
@@ -102,8 +102,11 @@ fn every_path_agrees_on_real_weights() {
                 let mut got = vec![0f32; m * n];
                 kernels::matmul_on(path, &acts, &ours, &mut got);
                 let e = rel(&exact, &got);
+                // Rounding Gaussian activations to 8 bits costs about 0.5% here (candle's too),
+                // 1.1% on an unlucky draw: 2% leaves room, and a wrong scale or code errs by
+                // tens of percent.
                 assert!(
-                    e <= 1e-2 && e <= 1.5 * candle,
+                    e <= 2e-2 && e <= 1.5 * candle,
                     "{name} {path:?} m={m}: relative error {e}, candle's {candle}"
                 );
                 match &first {
@@ -136,7 +139,7 @@ fn q4_k_batches_are_bit_identical_to_their_rows() {
     let q = QMatMul::from_qtensor(g.tensor(&name, &dev).unwrap()).unwrap();
     let k = g.content.tensor_infos[&name].shape.dims()[1];
     for m in [2usize, 5, 16] {
-        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let x = common::normal(0x5eed + m as u64, m, k);
         let batch = flat(&q.forward(&x).unwrap());
         let rows: Vec<f32> = (0..m)
             .flat_map(|r| flat(&q.forward(&x.narrow(0, r, 1).unwrap()).unwrap()))

@@ -14,6 +14,26 @@ pub fn real_model() -> PathBuf {
     })
 }
 
+/// A seeded `rows × cols` tensor of draws from N(0, 1) (xorshift and Box–Muller): the same
+/// values on every run, so a bound on an error cannot pass on one run and fail on the next.
+pub fn normal(seed: u64, rows: usize, cols: usize) -> candle_core::Tensor {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            let u = next().max(f64::MIN_POSITIVE);
+            let v = next();
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect();
+    candle_core::Tensor::from_vec(values, (rows, cols), &candle_core::Device::Cpu).unwrap()
+}
+
 pub fn tiny_model(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("tiny.gguf");
     nib_model::tiny::write(&path, &Default::default()).expect("write tiny model");
