@@ -138,6 +138,33 @@ pub fn load_backend(kind: BackendKind, path: &Path) -> Result<Box<dyn Backend>> 
     Ok(Box::new(CandleBackend::load(kind, path)?))
 }
 
+/// Has glibc's allocator keep freed activation buffers for the next layer instead of handing
+/// them back to the kernel and faulting fresh zeroed pages in again.
+///
+/// glibc serves blocks above its `mmap` threshold with `mmap` and returns them with `munmap`,
+/// and gives the top of its heap back past its trim threshold; both thresholds start at 128 KiB
+/// and only the first adapts. A forward pass over a 512-token prompt frees and allocates
+/// buffers of up to 18 MB (the 1.5B's 8,960-wide feed-forward rows) at every layer, and the
+/// page faults and zeroing that follow took about 5% of prefill (`perf record`, 2026-12-06).
+/// Blocks up to 32 MiB (glibc's most) now come from the heap, and up to 256 MiB of freed heap
+/// stays mapped; a block above 32 MiB (a 1,800-token prompt's feed-forward rows) is still
+/// mapped for its lifetime. Measured in `docs/ARCHITECTURE.md`. Other allocators and platforms:
+/// nothing to do.
+fn keep_scratch_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only sets allocator parameters; it is safe to call at any time
+            // (glibc takes its arena lock).
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+            }
+        });
+    }
+}
+
 /// The model on a candle device: the CPU (with nib's kernels on its hot paths), a CUDA GPU or a
 /// Metal GPU. One transformer serves all three; only where tensors live differs.
 pub struct CandleBackend {
@@ -164,6 +191,10 @@ impl CandleBackend {
             g.content.metadata.remove(key);
         }
         let model = Arc::new(Transformer::load(&mut g, &device)?);
+        if kind == BackendKind::Cpu {
+            // After the weights, which keep their own mappings.
+            keep_scratch_memory();
+        }
         Ok(Self {
             kind,
             model,
