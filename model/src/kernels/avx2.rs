@@ -464,9 +464,14 @@ unsafe fn gemv_panel<D: Dot, const M: usize>(g: &Gemv, p: usize) {
         });
         let mut lanes = [0f32; PANEL];
         for (i, f) in f.into_iter().enumerate() {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), f);
             let o = g.out.0.add(i * n + p * PANEL);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, rows);
+            if rows == PANEL {
+                // A whole panel: straight to `out` (a copy of a run-time length is a call).
+                _mm256_storeu_ps(o, f);
+            } else {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), f);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, rows);
+            }
         }
     }
 }
@@ -636,10 +641,16 @@ unsafe fn tile_dot<D: Dot, const MR: usize, const UNITS: usize>(
         }
         let mut lanes = [0f32; 16];
         for (r, [f0, f1]) in sums.into_iter().enumerate() {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), f0);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), f1);
             let o = g.out.0.add((i0 + r) * n + col0);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, tile.rows);
+            if tile.rows == 16 {
+                // A whole tile: straight to `out` (a copy of a run-time length is a call).
+                _mm256_storeu_ps(o, f0);
+                _mm256_storeu_ps(o.add(8), f1);
+            } else {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), f0);
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), f1);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, tile.rows);
+            }
         }
     }
 }
