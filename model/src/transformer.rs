@@ -82,6 +82,14 @@ impl Config {
     }
 }
 
+/// The feed-forward block's intermediate buffers, kept for one forward pass
+/// ([`Linear::feed_forward`]); dropped with it, so nothing stays allocated between requests.
+#[derive(Default)]
+pub struct FeedForwardScratch {
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
 /// A quantized linear layer: nib's kernels where they apply (see [`crate::kernels`]), candle's
 /// otherwise.
 pub enum Linear {
@@ -152,11 +160,14 @@ impl Linear {
     /// the activations kept as plain vectors from one matmul to the next: no tensor, copy or
     /// extra buffer between them (the tensor route took 2 passes and 3 buffers of `m × n_ff`
     /// floats more; at 512 tokens of the 1.5B each is 18 MB).
+    /// `scratch` holds the gate's and up's outputs from one layer to the next, so that only the
+    /// first layer of a pass pays for zeroing them.
     pub fn feed_forward(
         gate: &QWeight,
         up: &QWeight,
         down: &QWeight,
         x: &Tensor,
+        scratch: &mut FeedForwardScratch,
     ) -> Result<Tensor> {
         let k = x.dim(candle_core::D::Minus1)?;
         if k != gate.k() || k != up.k() || up.n() != gate.n() || down.k() != gate.n() {
@@ -173,14 +184,14 @@ impl Linear {
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let m = xs.len() / k;
         let acts = kernels::quantize_acts(&xs, m, k);
-        let mut g = vec![0f32; m * gate.n()];
-        kernels::matmul_quantized(&acts, gate, &mut g);
-        let mut u = vec![0f32; m * up.n()];
-        kernels::matmul_quantized(&acts, up, &mut u);
-        kernels::silu_mul(&mut g, &u);
-        drop(u);
-        let acts = kernels::quantize_acts(&g, m, gate.n());
-        drop(g);
+        let FeedForwardScratch { gate: g, up: u } = scratch;
+        // Every element is written by the matmuls: only growth is zeroed.
+        g.resize(m * gate.n(), 0.0);
+        u.resize(m * up.n(), 0.0);
+        kernels::matmul_quantized(&acts, gate, g);
+        kernels::matmul_quantized(&acts, up, u);
+        kernels::silu_mul(g, u);
+        let acts = kernels::quantize_acts(g, m, gate.n());
         let mut y = vec![0f32; m * down.n()];
         kernels::matmul_quantized(&acts, down, &mut y);
         let mut dims = x.dims().to_vec();
@@ -468,6 +479,7 @@ impl Transformer {
         } else {
             None
         };
+        let mut scratch = FeedForwardScratch::default();
         for (i, layer) in self.layers.iter().enumerate() {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 cache.truncate(pos)?;
@@ -526,7 +538,7 @@ impl Transformer {
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
             let ffn = match (&layer.gate, &layer.up, &layer.down) {
                 (Linear::Fast(gate), Linear::Fast(up), Linear::Fast(down)) => {
-                    Linear::feed_forward(gate, up, down, &h)?
+                    Linear::feed_forward(gate, up, down, &h, &mut scratch)?
                 }
                 _ => {
                     let gate_up = Linear::forward_shared(&[&layer.gate, &layer.up], &h)?;
