@@ -30,7 +30,7 @@ impl Rng {
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
-    /// `len` draws from N(0, sd²) (Box–Muller), as a candle tensor of `shape`.
+    /// A candle tensor of `shape` drawn from N(0, sd²) (Box–Muller).
     fn normal(&mut self, sd: f32, shape: (usize, usize)) -> Tensor {
         let values: Vec<f32> = (0..shape.0 * shape.1)
             .map(|_| {
