@@ -675,10 +675,14 @@ impl Completer {
 
         // 5. Post-processing.
         let t_post = std::time::Instant::now();
-        let text = postprocess(
-            &generation.text,
-            &Surroundings::of(req.text, cursor, !multiline),
-        );
+        // A line the model ended gets back the line break the stop took off: it tells
+        // post-processing that the line is whole (`postprocess::is_line_above`).
+        let raw = if !multiline && generation.stop == StopReason::EndOfLine {
+            format!("{}\n", generation.text)
+        } else {
+            generation.text.clone()
+        };
+        let text = postprocess(&raw, &Surroundings::of(req.text, cursor, !multiline));
         let postprocess_ms = ms_since(t_post);
         Ok(Completion {
             text,

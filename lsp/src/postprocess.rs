@@ -96,6 +96,7 @@ pub fn wants_suggestion(line_prefix: &str, line_suffix: &str) -> bool {
 
 /// Applies every rule in order.
 pub fn postprocess(raw: &str, s: &Surroundings) -> String {
+    let above = s.single_line && is_line_above(raw, s);
     let mut text = drop_repeated_indentation(raw, s.line_prefix);
     if s.single_line {
         text = first_line(&text);
@@ -104,16 +105,43 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
         text = cut_at_outer_closer(&text, s.closer_after());
     }
     text = trim_line_ends(&text);
-    text = drop_suffix_overlap(&text, s.line_suffix);
-    text = cut_at_closer_the_suffix_has(&text, s.line_prefix, s.line_suffix);
+    if !above {
+        // Rules for text that joins the rest of the cursor's line.
+        text = drop_suffix_overlap(&text, s.line_suffix);
+        text = cut_at_closer_the_suffix_has(&text, s.line_prefix, s.line_suffix);
+    }
     text = drop_following_overlap(&text, s.next_lines);
     if let Some(tabs) = s.indent_tabs {
-        text = match_indentation(&text, tabs);
+        text = if above {
+            // A whole line: its first line's indentation is the file's, not the cursor's.
+            match_indentation(&format!("\n{text}"), tabs)[1..].to_string()
+        } else {
+            match_indentation(&text, tabs)
+        };
     }
     if text.trim().is_empty() || is_repetitive(&text, s.previous_line) {
         return String::new();
     }
+    if above {
+        text.push('\n');
+    }
     text
+}
+
+/// Whether a one-line completion is a line of its own that goes in above the cursor's line: the
+/// cursor stands at the start of a line that holds code, and the model wrote a whole line and
+/// ended it (`raw` keeps that line break). Then the completion is that line and its line break,
+/// and the rules that join a completion to the rest of its line do not apply: before a line
+/// `    }`, a model's `        }` closes an inner block; cut as a doubled closer, it was
+/// nothing.
+pub fn is_line_above(raw: &str, s: &Surroundings) -> bool {
+    if !s.line_prefix.is_empty() || s.line_suffix.trim().is_empty() {
+        return false;
+    }
+    let first = first_line(raw);
+    !first.starts_with(['\n', '\r'])
+        && !first.trim().is_empty()
+        && raw[first.len()..].starts_with(['\n', '\r'])
 }
 
 fn closer_of(open: char) -> Option<char> {
