@@ -1094,8 +1094,8 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
             // SAFETY: `span` lies inside `gate` (its end clamped to the length), and the runs
             // of different grabs are disjoint, so no two threads touch the same element;
             // `gate` is borrowed mutably for the whole call.
-            let g =
-                unsafe { std::slice::from_raw_parts_mut(out.get().add(span.start), span.len()) };
+            let out = &out;
+            let g = unsafe { std::slice::from_raw_parts_mut(out.0.add(span.start), span.len()) };
             for (g, u) in g.iter_mut().zip(&up[span]) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -1106,13 +1106,6 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
 // SAFETY: tasks write disjoint parts of the buffer through it (see the callers).
 unsafe impl<T> Sync for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    /// The pointer (a closure that named the field would capture the bare pointer alone).
-    fn get(&self) -> *mut T {
-        self.0
-    }
-}
 
 /// `out (m × n) = x (m × k) · wᵀ`, rows of `x` and `out` contiguous.
 pub fn matmul(x: &[f32], m: usize, w: &QWeight, out: &mut [f32]) {
