@@ -677,10 +677,10 @@ impl Completer {
         let t_post = std::time::Instant::now();
         // A line the model ended gets back the line break the stop took off: it tells
         // post-processing that the line is whole (`postprocess::is_line_above`).
-        let raw = if !multiline && generation.stop == StopReason::EndOfLine {
-            format!("{}\n", generation.text)
+        let raw: std::borrow::Cow<str> = if !multiline && generation.stop == StopReason::EndOfLine {
+            format!("{}\n", generation.text).into()
         } else {
-            generation.text.clone()
+            generation.text.as_str().into()
         };
         let text = postprocess(&raw, &Surroundings::of(req.text, cursor, !multiline));
         let postprocess_ms = ms_since(t_post);

@@ -112,12 +112,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     }
     text = drop_following_overlap(&text, s.next_lines);
     if let Some(tabs) = s.indent_tabs {
-        text = if above {
-            // A whole line: its first line's indentation is the file's, not the cursor's.
-            match_indentation(&format!("\n{text}"), tabs)[1..].to_string()
-        } else {
-            match_indentation(&text, tabs)
-        };
+        text = match_indentation(&text, tabs, s.line_prefix.is_empty());
     }
     if text.trim().is_empty() || is_repetitive(&text, s.previous_line) {
         return String::new();
@@ -134,7 +129,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
 /// and the rules that join a completion to the rest of its line do not apply: before a line
 /// `    }`, a model's `        }` closes an inner block; cut as a doubled closer, it was
 /// nothing.
-pub fn is_line_above(raw: &str, s: &Surroundings) -> bool {
+fn is_line_above(raw: &str, s: &Surroundings) -> bool {
     if !s.line_prefix.is_empty() || s.line_suffix.trim().is_empty() {
         return false;
     }
@@ -284,26 +279,30 @@ pub fn drop_repeated_indentation(text: &str, line_prefix: &str) -> String {
     }
 }
 
-/// Re-indents the completion's own lines (after the first) with the file's indentation style:
-/// four spaces per tab, or a tab per four spaces.
-pub fn match_indentation(text: &str, tabs: bool) -> String {
+/// Re-indents the completion's own lines with the file's indentation style: four spaces per
+/// tab, or a tab per four spaces. The first line too where it starts a line (`at_line_start`,
+/// the cursor at column 0); elsewhere its leading whitespace follows the cursor's, not the
+/// line's start.
+pub fn match_indentation(text: &str, tabs: bool, at_line_start: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for (i, line) in text.split('\n').enumerate() {
         if i > 0 {
             out.push('\n');
-            let body = line.trim_start_matches([' ', '\t']);
-            let lead = &line[..line.len() - body.len()];
-            let width: usize = lead.chars().map(|c| if c == '\t' { 4 } else { 1 }).sum();
-            if tabs {
-                out.push_str(&"\t".repeat(width / 4));
-                out.push_str(&" ".repeat(width % 4));
-            } else {
-                out.push_str(&" ".repeat(width));
-            }
-            out.push_str(body);
-        } else {
-            out.push_str(line);
         }
+        if i == 0 && !at_line_start {
+            out.push_str(line);
+            continue;
+        }
+        let body = line.trim_start_matches([' ', '\t']);
+        let lead = &line[..line.len() - body.len()];
+        let width: usize = lead.chars().map(|c| if c == '\t' { 4 } else { 1 }).sum();
+        if tabs {
+            out.push_str(&"\t".repeat(width / 4));
+            out.push_str(&" ".repeat(width % 4));
+        } else {
+            out.push_str(&" ".repeat(width));
+        }
+        out.push_str(body);
     }
     out
 }
