@@ -82,6 +82,23 @@ impl Config {
     }
 }
 
+/// `x`'s rows (of `k` inputs each) quantized for nib's kernels.
+fn quantize_rows(x: &Tensor, k: usize) -> Result<kernels::QActs> {
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    Ok(kernels::quantize_acts(&xs, xs.len() / k, k))
+}
+
+/// `acts · wᵀ` as a tensor shaped like `x`, the rows of `acts`, with `w.n()` columns.
+fn matmul_rows(acts: &kernels::QActs, w: &QWeight, x: &Tensor) -> Result<Tensor> {
+    let mut y = vec![0f32; acts.m() * w.n()];
+    kernels::matmul_quantized(acts, w, &mut y);
+    let mut dims = x.dims().to_vec();
+    *dims
+        .last_mut()
+        .expect("a tensor with inputs has a last dimension") = w.n();
+    Ok(Tensor::from_vec(y, dims, x.device())?)
+}
+
 /// The feed-forward block's intermediate buffers, kept for one forward pass
 /// ([`Linear::feed_forward`]); dropped with it, so nothing stays allocated between requests.
 #[derive(Default)]
@@ -140,16 +157,11 @@ impl Linear {
                             w.k()
                         )));
                     }
-                    if acts.is_none() {
-                        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                        acts = Some(kernels::quantize_acts(&xs, xs.len() / k, k));
-                    }
-                    let acts = acts.as_ref().expect("quantized just above");
-                    let mut y = vec![0f32; acts.m() * w.n()];
-                    kernels::matmul_quantized(acts, w, &mut y);
-                    let mut dims = x.dims().to_vec();
-                    *dims.last_mut().unwrap() = w.n();
-                    Tensor::from_vec(y, dims, x.device())?
+                    let acts = match &acts {
+                        Some(a) => a,
+                        None => acts.insert(quantize_rows(x, k)?),
+                    };
+                    matmul_rows(acts, w, x)?
                 }
             });
         }
@@ -181,9 +193,8 @@ impl Linear {
                 down.k()
             )));
         }
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let m = xs.len() / k;
-        let acts = kernels::quantize_acts(&xs, m, k);
+        let acts = quantize_rows(x, k)?;
+        let m = acts.m();
         let FeedForwardScratch { gate: g, up: u } = scratch;
         // Every element is written by the matmuls: only growth is zeroed.
         g.resize(m * gate.n(), 0.0);
@@ -191,14 +202,7 @@ impl Linear {
         kernels::matmul_quantized(&acts, gate, g);
         kernels::matmul_quantized(&acts, up, u);
         kernels::silu_mul(g, u);
-        let acts = kernels::quantize_acts(g, m, gate.n());
-        let mut y = vec![0f32; m * down.n()];
-        kernels::matmul_quantized(&acts, down, &mut y);
-        let mut dims = x.dims().to_vec();
-        *dims
-            .last_mut()
-            .expect("a tensor with inputs has a last dimension") = down.n();
-        Ok(Tensor::from_vec(y, dims, x.device())?)
+        matmul_rows(&kernels::quantize_acts(g, m, gate.n()), down, x)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
