@@ -676,7 +676,7 @@ impl Completer {
         // 5. Post-processing.
         let t_post = std::time::Instant::now();
         // A line the model ended gets back the line break the stop took off: it tells
-        // post-processing that the line is whole (`postprocess::is_line_above`).
+        // post-processing that the line is whole (`postprocess::line_above`).
         let raw: std::borrow::Cow<str> = if !multiline && generation.stop == StopReason::EndOfLine {
             format!("{}\n", generation.text).into()
         } else {

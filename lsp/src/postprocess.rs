@@ -15,6 +15,9 @@ pub struct Surroundings<'a> {
     /// Whether the file indents with tabs (`Some(true)`), spaces (`Some(false)`), or cannot tell.
     pub indent_tabs: Option<bool>,
     pub single_line: bool,
+    /// The indentation width (a tab counts 4) of the line that opened the innermost bracket still
+    /// open before the cursor's line, if any.
+    pub open_indent: Option<usize>,
 }
 
 impl<'a> Surroundings<'a> {
@@ -61,6 +64,7 @@ impl<'a> Surroundings<'a> {
             previous_line,
             indent_tabs: indent_style(&text[..line_start]),
             single_line,
+            open_indent: innermost_open_indent(&text[..line_start]),
         }
     }
 }
@@ -96,7 +100,17 @@ pub fn wants_suggestion(line_prefix: &str, line_suffix: &str) -> bool {
 
 /// Applies every rule in order.
 pub fn postprocess(raw: &str, s: &Surroundings) -> String {
-    let above = s.single_line && is_line_above(raw, s);
+    if let Some(line) = s.single_line.then(|| line_above(raw, s)).flatten() {
+        let mut text = line;
+        if let Some(tabs) = s.indent_tabs {
+            text = match_indentation(&text, tabs, true);
+        }
+        return if is_repetitive(&text, s.previous_line) {
+            String::new()
+        } else {
+            text + "\n"
+        };
+    }
     let mut text = drop_repeated_indentation(raw, s.line_prefix);
     if s.single_line {
         text = first_line(&text);
@@ -105,11 +119,8 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
         text = cut_at_outer_closer(&text, s.closer_after());
     }
     text = trim_line_ends(&text);
-    if !above {
-        // Rules for text that joins the rest of the cursor's line.
-        text = drop_suffix_overlap(&text, s.line_suffix);
-        text = cut_at_closer_the_suffix_has(&text, s.line_prefix, s.line_suffix);
-    }
+    text = drop_suffix_overlap(&text, s.line_suffix);
+    text = cut_at_closer_the_suffix_has(&text, s.line_prefix, s.line_suffix);
     text = drop_following_overlap(&text, s.next_lines);
     if let Some(tabs) = s.indent_tabs {
         text = match_indentation(&text, tabs, s.line_prefix.is_empty());
@@ -117,26 +128,129 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
     if text.trim().is_empty() || is_repetitive(&text, s.previous_line) {
         return String::new();
     }
-    if above {
-        text.push('\n');
-    }
     text
 }
 
-/// Whether a one-line completion is a line of its own that goes in above the cursor's line: the
-/// cursor stands at the start of a line that holds code, and the model wrote a whole line and
-/// ended it (`raw` keeps that line break). Then the completion is that line and its line break,
-/// and the rules that join a completion to the rest of its line do not apply: before a line
-/// `    }`, a model's `        }` closes an inner block; cut as a doubled closer, it was
-/// nothing.
-fn is_line_above(raw: &str, s: &Surroundings) -> bool {
+/// A one-line completion that is a line of its own, to go in above the cursor's line (returned
+/// without its line break), or `None` where the completion joins the cursor's line and the other
+/// rules apply. The cursor stands at the start of a line that holds code, and the model wrote a
+/// whole line and ended it (`raw` keeps that line break). Before a line `    }`, a model's
+/// `        }` closes an inner block; cut as a doubled closer, it was nothing. But a line that
+/// ends with the cursor's line is the model writing that line again or running into it:
+/// - with code (`let x = f();` before `x = f();`, `.chars()` before `.chars()`): the old rules
+///   (the overlap is cut and the rest joins the line);
+/// - with closers only (`}` before `}`): a line above only where the brackets say a block is
+///   left to close: one opened on a line indented deeper than the cursor's line is still open,
+///   or the model's line closes only what it opened itself (`None => {}`); `}};` before `};`
+///   is the line `}`.
+fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
     if !s.line_prefix.is_empty() || s.line_suffix.trim().is_empty() {
-        return false;
+        return None;
     }
     let first = first_line(raw);
-    !first.starts_with(['\n', '\r'])
-        && !first.trim().is_empty()
-        && raw[first.len()..].starts_with(['\n', '\r'])
+    if first.starts_with(['\n', '\r'])
+        || first.trim().is_empty()
+        || !raw[first.len()..].starts_with(['\n', '\r'])
+    {
+        return None;
+    }
+    let line = first.trim_end();
+    let code = s.line_suffix.trim();
+    let closers_only = |t: &str| t.chars().all(|c| ")]};,".contains(c));
+    let self_closed = || unmatched_closers(line) == 0;
+    let Some(rest) = line.strip_suffix(code) else {
+        let overlaps = drop_suffix_overlap(line, s.line_suffix) != line;
+        return (!overlaps || self_closed()).then(|| line.to_string());
+    };
+    if !closers_only(code) {
+        return None;
+    }
+    if rest.trim().is_empty() {
+        let here = indent_width(s.line_suffix);
+        return s
+            .open_indent
+            .is_some_and(|open| open > here)
+            .then(|| line.to_string());
+    }
+    if self_closed() {
+        return Some(line.to_string());
+    }
+    closers_only(rest.trim()).then(|| rest.trim_end().to_string())
+}
+
+/// Leading whitespace's width, a tab counting 4.
+fn indent_width(line: &str) -> usize {
+    line.chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .map(|c| if c == '\t' { 4 } else { 1 })
+        .sum()
+}
+
+/// The brackets of `text` outside string and character literals and `//` comments, with their
+/// byte offsets. A literal ends at its line's end at the latest, and a Rust lifetime or label
+/// (`'a`, `'outer:`) is not a quote.
+fn brackets(text: &str) -> Vec<(usize, char)> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let (mut out, mut quote, mut escaped, mut comment) = (Vec::new(), None::<char>, false, false);
+    for (at, c) in text.char_indices() {
+        let mut ahead = text[at + c.len_utf8()..].chars();
+        let (next1, next2) = (ahead.next(), ahead.next());
+        if c == '\n' {
+            (quote, escaped, comment) = (None, false, false);
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(q) => {
+                if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '`' => quote = Some(c),
+                '\'' if !(next1.is_some_and(is_word) && next2 != Some('\'')) => quote = Some(c),
+                '/' if next1 == Some('/') => comment = true,
+                '(' | '[' | '{' | ')' | ']' | '}' => out.push((at, c)),
+                _ => {}
+            },
+        }
+    }
+    out
+}
+
+/// How many closers of `line` close no bracket the line opened.
+fn unmatched_closers(line: &str) -> usize {
+    let (mut depth, mut unmatched) = (0usize, 0);
+    for (_, c) in brackets(line) {
+        if closer_of(c).is_some() {
+            depth += 1;
+        } else if depth > 0 {
+            depth -= 1;
+        } else {
+            unmatched += 1;
+        }
+    }
+    unmatched
+}
+
+/// The indentation width of the line that opened the innermost bracket `text` leaves open.
+fn innermost_open_indent(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    for (at, c) in brackets(text) {
+        if closer_of(c).is_some() {
+            open.push(at);
+        } else {
+            open.pop();
+        }
+    }
+    let at = *open.last()?;
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    Some(indent_width(&text[start..]))
 }
 
 fn closer_of(open: char) -> Option<char> {
@@ -188,8 +302,8 @@ pub fn cut_at_closer_the_suffix_has(text: &str, line_prefix: &str, line_suffix: 
 /// In a block: where the completion closes a bracket it did not open (one opened before the
 /// cursor) with the very closer the file has right after the cursor (`closer_after`), the block
 /// ends before it, since the file closes that bracket already: `f(` + `\n    a,\n    b)` before
-/// a line `)` gives `\n    a,\n    b`. Brackets inside string and character literals do not
-/// count (a Rust lifetime such as `'a` is not a quote).
+/// a line `)` gives `\n    a,\n    b`. Brackets in literals and comments do not count
+/// ([`brackets`]).
 pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
     let Some(closer) = closer_after else {
         return text.to_string();
@@ -197,36 +311,16 @@ pub fn cut_at_outer_closer(text: &str, closer_after: Option<char>) -> String {
     if !text.contains('\n') {
         return text.to_string();
     }
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let (mut depth, mut quote, mut escaped) = (0usize, None::<char>, false);
-    for (at, c) in text.char_indices() {
-        let mut ahead = text[at + c.len_utf8()..].chars();
-        let (next1, next2) = (ahead.next(), ahead.next());
-        match quote {
-            _ if c == '\n' => quote = None,
-            Some(_) if escaped => escaped = false,
-            Some(q) => {
-                if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '"' | '`' => quote = Some(c),
-                // A character literal or a string, not a lifetime or a label (`'a`, `'outer:`).
-                '\'' if !(next1.is_some_and(is_word) && next2 != Some('\'')) => quote = Some(c),
-                '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' if depth > 0 => depth -= 1,
-                ')' | ']' | '}' => {
-                    return if c == closer {
-                        text[..at].trim_end().to_string()
-                    } else {
-                        text.to_string()
-                    };
-                }
-                _ => {}
-            },
+    let mut depth = 0usize;
+    for (at, c) in brackets(text) {
+        if closer_of(c).is_some() {
+            depth += 1;
+        } else if depth > 0 {
+            depth -= 1;
+        } else if c == closer {
+            return text[..at].trim_end().to_string();
+        } else {
+            break;
         }
     }
     text.to_string()
@@ -518,6 +612,28 @@ mod tests {
     /// The golden cases in `tests/fixtures/postprocess.txt`: each block names a case, gives the
     /// raw model text and the cursor's surroundings, and the text the editor must get.
     #[test]
+    fn innermost_open_bracket() {
+        // (text before the cursor's line, the indentation of the innermost open bracket's line)
+        let cases: &[(&str, Option<usize>)] = &[
+            ("fn f() {\n    for x in y {\n        g(x);\n", Some(4)),
+            ("fn f() {\n    for x in y {\n    }\n", Some(0)),
+            ("fn f() {}\n", None),
+            // Brackets in literals and comments do not count; lifetimes are not quotes.
+            (
+                "fn f<'a>(s: &'a str) {\n    let c = '{';\n    // }\n    g(\"}\");\n",
+                Some(0),
+            ),
+            ("\tif x {\n\t\tcall(a,\n", Some(8)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(innermost_open_indent(text), *want, "{text:?}");
+        }
+        let text = "fn f() {\n    if x {\n        y();\n    }\n}\n";
+        let at = text.find("    }").unwrap();
+        assert_eq!(Surroundings::of(text, at, true).open_indent, Some(4));
+    }
+
+    #[test]
     fn golden() {
         let data = include_str!("../tests/fixtures/postprocess.txt");
         let mut n = 0;
@@ -546,6 +662,7 @@ mod tests {
                 previous_line: &previous,
                 indent_tabs: field("tabs").map(|v| v == "true"),
                 single_line: field("single").is_none_or(|v| v == "true"),
+                open_indent: field("open").map(|v| v.parse().expect("open: a width")),
             };
             assert_eq!(postprocess(&raw, &s), want, "case {name:?}");
             n += 1;
