@@ -946,6 +946,19 @@ struct RepoRustArgs {
     /// Also write the selected tasks (JSON lines) here, to read what is measured.
     #[arg(long)]
     dump_tasks: Option<PathBuf>,
+    /// Which conditions run, of `none`, `nib` and `oracle` (an anchor's run may take `none` alone:
+    /// llama.cpp as its users get it, without repo context).
+    #[arg(long, value_delimiter = ',', default_values_t = CONDITIONS.map(String::from))]
+    conditions: Vec<String>,
+    /// Characters of other-file context (default: the server's `otherFilesChars`); the index
+    /// and the oracle get half, as in the server.
+    #[arg(long)]
+    context_chars: Option<usize>,
+    /// Run no model: say, for each condition with context, how often it shows the definition of
+    /// the identifier at the cursor (its first line) and names that identifier at all, and how
+    /// large it is. A cheap check of a context lever before a model run judges it.
+    #[arg(long)]
+    context_only: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -986,6 +999,13 @@ fn repo_rust(
             .unwrap_or_else(std::env::temp_dir)
             .join("nib/eval/repo-rust")
     });
+    if let Some(c) = args
+        .conditions
+        .iter()
+        .find(|c| !CONDITIONS.contains(&c.as_str()))
+    {
+        anyhow::bail!("unknown condition {c:?}: the conditions are {CONDITIONS:?}");
+    }
     let crates = rr::fetch(&specs, &scratch)?;
     // Each crate: its src/ files, its index (built as the server builds it), its tasks.
     struct Krate {
@@ -1038,12 +1058,73 @@ fn repo_rust(
     }
     let runs: Vec<(&rr::Task, &str)> = tasks
         .iter()
-        .flat_map(|t| CONDITIONS.iter().map(move |c| (t, *c)))
+        .flat_map(|t| args.conditions.iter().map(move |c| (t, c.as_str())))
         .collect();
     // The server's context budget; the index's part of it is half (`context::gather`), and the
     // oracle gets that same half.
-    let context_chars = nib_lsp::settings::Settings::default().other_files_chars;
+    let context_chars = args
+        .context_chars
+        .unwrap_or(nib_lsp::settings::Settings::default().other_files_chars);
     let budget = context_chars / 2;
+    // A task's text as the model sees it, where its line starts, and its other-file context.
+    let context_of = |task: &rr::Task, condition: &str| {
+        let k = &krates[&task.krate];
+        let text = task.text(&k.files[&task.path]);
+        let line_start = text[..task.cursor].rfind('\n').map_or(0, |i| i + 1);
+        let files = match condition {
+            "none" => Vec::new(),
+            "nib" => {
+                let read = |path: &str| -> Option<String> {
+                    nib_indexer::walk::read_source(
+                        &k.root.join(path),
+                        nib_indexer::walk::DEFAULT_MAX_BYTES,
+                    )
+                    .ok()
+                };
+                // The server's own context assembly, its budget, no open files.
+                nib_lsp::context::gather(
+                    &nib_lsp::context::Sources {
+                        index: Some((&k.index, &task.path)),
+                        before_line: &text[..line_start],
+                        read: &read,
+                        open: &[],
+                        budget: context_chars,
+                    },
+                    &Default::default(),
+                )
+            }
+            _ => rr::oracle_context(task, &k.files[&task.definition.0], budget),
+        };
+        (text, files)
+    };
+    if args.context_only {
+        for c in args.conditions.iter().filter(|c| *c != "none") {
+            let (mut shown, mut named, mut chars) = (0, 0, 0);
+            for t in &tasks {
+                let (_, files) = context_of(t, c);
+                // Shown: a snippet of the defining file names the identifier (snippets are
+                // signatures, their whitespace collapsed, so lines are not compared).
+                let all: String = files.iter().map(|(p, t)| format!("{p}\n{t}\n")).collect();
+                let names = |text: &str| nib_indexer::symbols::words(text).any(|w| w == t.ident);
+                shown += usize::from(
+                    files
+                        .iter()
+                        .any(|(p, text)| *p == t.definition.0 && names(text)),
+                );
+                named += usize::from(names(&all));
+                chars += all.len();
+            }
+            let n = tasks.len().max(1) as f64;
+            println!(
+                "{c}: {} tasks, definition shown {:.1}%, identifier named {:.1}%, {:.0} chars",
+                tasks.len(),
+                100.0 * shown as f64 / n,
+                100.0 * named as f64 / n,
+                chars as f64 / n
+            );
+        }
+        return Ok(());
+    }
     let meta = serde_json::json!({
         "bench": "repo-rust",
         "model": model.describe()?,
@@ -1069,34 +1150,7 @@ fn repo_rust(
                     ..Default::default()
                 })?),
             };
-            let k = &krates[&task.krate];
-            let file = &k.files[&task.path];
-            let text = task.text(file);
-            let line_start = text[..task.cursor].rfind('\n').map_or(0, |i| i + 1);
-            let files = match *condition {
-                "none" => Vec::new(),
-                "nib" => {
-                    let read = |path: &str| -> Option<String> {
-                        nib_indexer::walk::read_source(
-                            &k.root.join(path),
-                            nib_indexer::walk::DEFAULT_MAX_BYTES,
-                        )
-                        .ok()
-                    };
-                    // The server's own context assembly, its default budget, no open files.
-                    nib_lsp::context::gather(
-                        &nib_lsp::context::Sources {
-                            index: Some((&k.index, &task.path)),
-                            before_line: &text[..line_start],
-                            read: &read,
-                            open: &[],
-                            budget: context_chars,
-                        },
-                        &Default::default(),
-                    )
-                }
-                _ => rr::oracle_context(task, &k.files[&task.definition.0], budget),
-            };
+            let (text, files) = context_of(task, condition);
             let req = CompletionRequest {
                 repo_name: &task.krate,
                 path: &task.path,
@@ -1126,23 +1180,23 @@ fn repo_rust(
                 let rs: Vec<_> = done.iter().filter(|r| r.condition == c).collect();
                 100.0 * rs.iter().filter(|r| r.scores.exact).count() as f64 / rs.len().max(1) as f64
             };
-            format!(
-                "EM none {:.1} nib {:.1} oracle {:.1}",
-                em("none"),
-                em("nib"),
-                em("oracle")
-            )
+            let ems: Vec<String> = args
+                .conditions
+                .iter()
+                .map(|c| format!("{c} {:.1}", em(c)))
+                .collect();
+            format!("EM {}", ems.join(" "))
         },
     )?;
     let crates_used: std::collections::BTreeSet<&str> =
         tasks.iter().map(|t| t.krate.as_str()).collect();
     let mut rows = Vec::new();
-    for c in CONDITIONS {
-        let rs: Vec<&RepoOutcome> = results.iter().filter(|r| r.condition == c).collect();
+    for c in &args.conditions {
+        let rs: Vec<&RepoOutcome> = results.iter().filter(|r| &r.condition == c).collect();
         let n = rs.len().max(1) as f64;
         let avg = |f: &dyn Fn(&RepoOutcome) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / n;
         rows.push(report::Row {
-            label: c.to_string(),
+            label: c.clone(),
             tasks: rs.len(),
             metrics: [
                 (
@@ -1176,21 +1230,32 @@ fn repo_rust(
             .find(|r: &&report::Row| r.label == label)
             .map_or(0.0, |r| r.metrics["edit similarity"])
     };
-    let lift = format!(
-        "Lift of nib's context over none: {:+.1} exact match, {:+.1} edit similarity (the oracle: {:+.1} / {:+.1}).",
-        em("nib") - em("none"),
-        es("nib") - es("none"),
-        em("oracle") - em("none"),
-        es("oracle") - es("none")
-    );
+    let ran = |c: &str| args.conditions.iter().any(|r| r == c);
+    let mut notes = Vec::new();
+    if ran("none") && ran("nib") {
+        let mut lift = format!(
+            "Lift of nib's context over none: {:+.1} exact match, {:+.1} edit similarity",
+            em("nib") - em("none"),
+            es("nib") - es("none"),
+        );
+        if ran("oracle") {
+            lift += &format!(
+                " (the oracle: {:+.1} / {:+.1})",
+                em("oracle") - em("none"),
+                es("oracle") - es("none")
+            );
+        }
+        notes.push(lift + ".");
+    }
     finish(
         &out,
         report::Summary {
             name: stem(&out, "repo-rust"),
             title: format!(
-                "Repository-level Rust line completion ({} tasks from {} crates; {}/{} prefix/suffix tokens)",
+                "Repository-level Rust line completion ({} tasks from {} crates of `{}`; {}/{} prefix/suffix tokens)",
                 tasks.len(),
                 crates_used.len(),
+                args.crates.display(),
                 args.prefix_tokens,
                 args.suffix_tokens
             ),
@@ -1207,7 +1272,7 @@ fn repo_rust(
             rows,
             latencies_ms: Vec::new(),
             versus: None,
-            notes: vec![lift],
+            notes,
         },
     )
 }
