@@ -15,9 +15,9 @@ pub struct Surroundings<'a> {
     /// Whether the file indents with tabs (`Some(true)`), spaces (`Some(false)`), or cannot tell.
     pub indent_tabs: Option<bool>,
     pub single_line: bool,
-    /// The indentation width (a tab counts 4) of the line that opened the innermost bracket still
-    /// open before the cursor's line, if any.
-    pub open_indent: Option<usize>,
+    /// Brackets opened before the cursor's line that nothing after the cursor closes: closers
+    /// the file lacks.
+    pub unclosed: usize,
 }
 
 impl<'a> Surroundings<'a> {
@@ -64,7 +64,7 @@ impl<'a> Surroundings<'a> {
             previous_line,
             indent_tabs: indent_style(&text[..line_start]),
             single_line,
-            open_indent: innermost_open_indent(&text[..line_start]),
+            unclosed: unclosed(&text[..line_start], &text[line_start..]),
         }
     }
 }
@@ -142,7 +142,7 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
 /// - with closers only (`}` before `}`): a line above only where the brackets say a block is
 ///   left to close: one opened on a line indented deeper than the cursor's line is still open,
 ///   or the model's line closes only what it opened itself (`None => {}`); `}};` before `};`
-///   is the line `}`.
+///   is the line `}`. Brackets, not indentation: HumanEval-X's Rust is often indented wrong.
 fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
     if !s.line_prefix.is_empty() || s.line_suffix.trim().is_empty() {
         return None;
@@ -166,24 +166,12 @@ fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
         return None;
     }
     if rest.trim().is_empty() {
-        let here = indent_width(s.line_suffix);
-        return s
-            .open_indent
-            .is_some_and(|open| open > here)
-            .then(|| line.to_string());
+        return (s.unclosed > 0).then(|| line.to_string());
     }
     if self_closed() {
         return Some(line.to_string());
     }
     closers_only(rest.trim()).then(|| rest.trim_end().to_string())
-}
-
-/// Leading whitespace's width, a tab counting 4.
-fn indent_width(line: &str) -> usize {
-    line.chars()
-        .take_while(|c| *c == ' ' || *c == '\t')
-        .map(|c| if c == '\t' { 4 } else { 1 })
-        .sum()
 }
 
 /// The brackets of `text` outside string and character literals and `//` comments, with their
@@ -238,19 +226,27 @@ fn unmatched_closers(line: &str) -> usize {
     unmatched
 }
 
-/// The indentation width of the line that opened the innermost bracket `text` leaves open.
-fn innermost_open_indent(text: &str) -> Option<usize> {
-    let mut open = Vec::new();
-    for (at, c) in brackets(text) {
+/// How many brackets `before` opens that `after` does not close (`after`'s own pairs aside).
+fn unclosed(before: &str, after: &str) -> usize {
+    let mut open = 0usize;
+    for (_, c) in brackets(before) {
         if closer_of(c).is_some() {
-            open.push(at);
+            open += 1;
         } else {
-            open.pop();
+            open = open.saturating_sub(1);
         }
     }
-    let at = *open.last()?;
-    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    Some(indent_width(&text[start..]))
+    let mut inner = 0usize;
+    for (_, c) in brackets(after) {
+        if closer_of(c).is_some() {
+            inner += 1;
+        } else if inner > 0 {
+            inner -= 1;
+        } else {
+            open = open.saturating_sub(1);
+        }
+    }
+    open
 }
 
 fn closer_of(open: char) -> Option<char> {
@@ -612,25 +608,34 @@ mod tests {
     /// The golden cases in `tests/fixtures/postprocess.txt`: each block names a case, gives the
     /// raw model text and the cursor's surroundings, and the text the editor must get.
     #[test]
-    fn innermost_open_bracket() {
-        // (text before the cursor's line, the indentation of the innermost open bracket's line)
-        let cases: &[(&str, Option<usize>)] = &[
-            ("fn f() {\n    for x in y {\n        g(x);\n", Some(4)),
-            ("fn f() {\n    for x in y {\n    }\n", Some(0)),
-            ("fn f() {}\n", None),
+    fn unclosed_brackets() {
+        // (text before the cursor's line, text after the cursor, closers the file lacks)
+        let cases: &[(&str, &str, usize)] = &[
+            (
+                "fn f() {\n    for x in y {\n        if g(x) {\n            h();\n",
+                "    }\n}\n",
+                1,
+            ),
+            ("fn f() {\n    for x in y {\n", "    }\n}\n", 0),
+            // The text after the cursor closes its own pairs first.
+            ("fn f() {\n    if x {\n", "        y(a, [b]);\n    }\n", 1),
             // Brackets in literals and comments do not count; lifetimes are not quotes.
             (
-                "fn f<'a>(s: &'a str) {\n    let c = '{';\n    // }\n    g(\"}\");\n",
-                Some(0),
+                "fn f<'a>(s: &'a str) {\n    let c = '{';\n    // {\n",
+                "    g(\"{\");\n}\n",
+                0,
             ),
-            ("\tif x {\n\t\tcall(a,\n", Some(8)),
+            ("def f(\n    a,\n", "):\n", 0),
         ];
-        for (text, want) in cases {
-            assert_eq!(innermost_open_indent(text), *want, "{text:?}");
+        for (before, after, want) in cases {
+            assert_eq!(unclosed(before, after), *want, "{before:?} {after:?}");
         }
+        let text = "fn f() {\n    if x {\n        y();\n}\n";
+        let at = text.find("}").unwrap();
+        assert_eq!(Surroundings::of(text, at, true).unclosed, 1);
         let text = "fn f() {\n    if x {\n        y();\n    }\n}\n";
         let at = text.find("    }").unwrap();
-        assert_eq!(Surroundings::of(text, at, true).open_indent, Some(4));
+        assert_eq!(Surroundings::of(text, at, true).unclosed, 0);
     }
 
     #[test]
@@ -662,7 +667,7 @@ mod tests {
                 previous_line: &previous,
                 indent_tabs: field("tabs").map(|v| v == "true"),
                 single_line: field("single").is_none_or(|v| v == "true"),
-                open_indent: field("open").map(|v| v.parse().expect("open: a width")),
+                unclosed: field("unclosed").map_or(0, |v| v.parse().expect("unclosed: a count")),
             };
             assert_eq!(postprocess(&raw, &s), want, "case {name:?}");
             n += 1;
