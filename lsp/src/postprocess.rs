@@ -140,9 +140,9 @@ pub fn postprocess(raw: &str, s: &Surroundings) -> String {
 /// - with code (`let x = f();` before `x = f();`, `.chars()` before `.chars()`): the old rules
 ///   (the overlap is cut and the rest joins the line);
 /// - with closers only (`}` before `}`): a line above only where the brackets say a block is
-///   left to close: one opened on a line indented deeper than the cursor's line is still open,
-///   or the model's line closes only what it opened itself (`None => {}`); `}};` before `};`
-///   is the line `}`. Brackets, not indentation: HumanEval-X's Rust is often indented wrong.
+///   left to close: the file lacks a closer ([`Surroundings::unclosed`]), or the model's line
+///   closes only what it opened itself (`None => {}`); `}};` before `};` is the line `}`.
+///   Brackets, not indentation: HumanEval-X's Rust is often indented wrong.
 fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
     if !s.line_prefix.is_empty() || s.line_suffix.trim().is_empty() {
         return None;
@@ -176,20 +176,19 @@ fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
 
 /// The brackets of `text` outside string and character literals and `//` comments, with their
 /// byte offsets. A literal ends at its line's end at the latest, and a Rust lifetime or label
-/// (`'a`, `'outer:`) is not a quote.
-fn brackets(text: &str) -> Vec<(usize, char)> {
+/// (`'a`, `'outer:`) is not a quote. Lazy: a whole document is scanned without a copy.
+fn brackets(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let (mut out, mut quote, mut escaped, mut comment) = (Vec::new(), None::<char>, false, false);
-    for (at, c) in text.char_indices() {
-        let mut ahead = text[at + c.len_utf8()..].chars();
-        let (next1, next2) = (ahead.next(), ahead.next());
+    let (mut quote, mut escaped, mut comment) = (None::<char>, false, false);
+    text.char_indices().filter(move |&(at, c)| {
         if c == '\n' {
             (quote, escaped, comment) = (None, false, false);
-            continue;
+            return false;
         }
         if comment {
-            continue;
+            return false;
         }
+        let mut ahead = text[at + c.len_utf8()..].chars();
         match quote {
             Some(_) if escaped => escaped = false,
             Some(q) => {
@@ -201,14 +200,19 @@ fn brackets(text: &str) -> Vec<(usize, char)> {
             }
             None => match c {
                 '"' | '`' => quote = Some(c),
-                '\'' if !(next1.is_some_and(is_word) && next2 != Some('\'')) => quote = Some(c),
-                '/' if next1 == Some('/') => comment = true,
-                '(' | '[' | '{' | ')' | ']' | '}' => out.push((at, c)),
+                '\'' => {
+                    let (next1, next2) = (ahead.next(), ahead.next());
+                    if !(next1.is_some_and(is_word) && next2 != Some('\'')) {
+                        quote = Some(c);
+                    }
+                }
+                '/' if ahead.next() == Some('/') => comment = true,
+                '(' | '[' | '{' | ')' | ']' | '}' => return true,
                 _ => {}
             },
         }
-    }
-    out
+        false
+    })
 }
 
 /// How many closers of `line` close no bracket the line opened.
