@@ -955,8 +955,9 @@ struct RepoRustArgs {
     #[arg(long)]
     context_chars: Option<usize>,
     /// Run no model: say, for each condition with context, how often it shows the definition of
-    /// the identifier at the cursor (its first line) and names that identifier at all, and how
-    /// large it is. A cheap check of a context lever before a model run judges it.
+    /// the identifier at the cursor (a snippet of the defining file names it) and names that
+    /// identifier at all, and how large it is. A cheap check of a context lever before a model
+    /// run judges it.
     #[arg(long)]
     context_only: bool,
 }
