@@ -16,7 +16,8 @@ pub struct Surroundings<'a> {
     pub indent_tabs: Option<bool>,
     pub single_line: bool,
     /// Brackets opened before the cursor's line that nothing after the cursor closes: closers
-    /// the file lacks.
+    /// the file lacks. Counted only where a line may go in above the cursor's (one line, the
+    /// cursor at the start of a line of code); 0 elsewhere.
     pub unclosed: usize,
 }
 
@@ -52,6 +53,7 @@ impl<'a> Surroundings<'a> {
             .match_indices('\n')
             .nth(9)
             .map_or(after.len(), |(i, _)| i + 1);
+        let line_suffix = text[cursor..line_end].trim_end_matches('\r');
         let previous_line = text[..line_start]
             .lines()
             .rev()
@@ -59,12 +61,17 @@ impl<'a> Surroundings<'a> {
             .unwrap_or("");
         Surroundings {
             line_prefix: &text[line_start..cursor],
-            line_suffix: text[cursor..line_end].trim_end_matches('\r'),
+            line_suffix,
             next_lines: &after[..next_end],
             previous_line,
             indent_tabs: indent_style(&text[..line_start]),
             single_line,
-            unclosed: unclosed(&text[..line_start], &text[line_start..]),
+            // A pass over the whole document, made only where `line_above` reads it.
+            unclosed: if single_line && line_start == cursor && !line_suffix.trim().is_empty() {
+                unclosed(&text[..line_start], &text[line_start..])
+            } else {
+                0
+            },
         }
     }
 }
@@ -157,7 +164,7 @@ fn line_above(raw: &str, s: &Surroundings) -> Option<String> {
     let line = first.trim_end();
     let code = s.line_suffix.trim();
     let closers_only = |t: &str| t.chars().all(|c| ")]};,".contains(c));
-    let self_closed = || unmatched_closers(line) == 0;
+    let self_closed = || unpaired(line).0 == 0;
     let Some(rest) = line.strip_suffix(code) else {
         let overlaps = drop_suffix_overlap(line, s.line_suffix) != line;
         return (!overlaps || self_closed()).then(|| line.to_string());
@@ -215,42 +222,25 @@ fn brackets(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     })
 }
 
-/// How many closers of `line` close no bracket the line opened.
-fn unmatched_closers(line: &str) -> usize {
-    let (mut depth, mut unmatched) = (0usize, 0);
-    for (_, c) in brackets(line) {
+/// The brackets of `text` that pair with nothing in it: (closers of brackets opened before it,
+/// openers it leaves open).
+fn unpaired(text: &str) -> (usize, usize) {
+    let (mut closers, mut open) = (0usize, 0usize);
+    for (_, c) in brackets(text) {
         if closer_of(c).is_some() {
-            depth += 1;
-        } else if depth > 0 {
-            depth -= 1;
+            open += 1;
+        } else if open > 0 {
+            open -= 1;
         } else {
-            unmatched += 1;
+            closers += 1;
         }
     }
-    unmatched
+    (closers, open)
 }
 
 /// How many brackets `before` opens that `after` does not close (`after`'s own pairs aside).
 fn unclosed(before: &str, after: &str) -> usize {
-    let mut open = 0usize;
-    for (_, c) in brackets(before) {
-        if closer_of(c).is_some() {
-            open += 1;
-        } else {
-            open = open.saturating_sub(1);
-        }
-    }
-    let mut inner = 0usize;
-    for (_, c) in brackets(after) {
-        if closer_of(c).is_some() {
-            inner += 1;
-        } else if inner > 0 {
-            inner -= 1;
-        } else {
-            open = open.saturating_sub(1);
-        }
-    }
-    open
+    unpaired(before).1.saturating_sub(unpaired(after).0)
 }
 
 fn closer_of(open: char) -> Option<char> {
