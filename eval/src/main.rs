@@ -1221,16 +1221,13 @@ fn repo_rust(
             .collect(),
         });
     }
-    let em = |label: &str| {
+    let metric = |label: &str, key: &str| {
         rows.iter()
             .find(|r: &&report::Row| r.label == label)
-            .map_or(0.0, |r| r.metrics["exact match"])
+            .map_or(0.0, |r| r.metrics[key])
     };
-    let es = |label: &str| {
-        rows.iter()
-            .find(|r: &&report::Row| r.label == label)
-            .map_or(0.0, |r| r.metrics["edit similarity"])
-    };
+    let em = |label: &str| metric(label, "exact match");
+    let es = |label: &str| metric(label, "edit similarity");
     let ran = |c: &str| args.conditions.iter().any(|r| r == c);
     let mut notes = Vec::new();
     if ran("none") && ran("nib") {
