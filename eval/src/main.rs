@@ -955,9 +955,9 @@ struct RepoRustArgs {
     #[arg(long)]
     context_chars: Option<usize>,
     /// Run no model: say, for each condition with context, how often it shows the definition of
-    /// the identifier at the cursor (a snippet of the defining file names it) and names that
-    /// identifier at all, and how large it is. A cheap check of a context lever before a model
-    /// run judges it.
+    /// the identifier at the cursor (a snippet of the defining file names it), names that
+    /// identifier at all, and holds the target word for word, and how large it is. A cheap check
+    /// of a context lever before a model run judges it.
     #[arg(long)]
     context_only: bool,
 }
@@ -1100,7 +1100,7 @@ fn repo_rust(
     };
     if args.context_only {
         for c in args.conditions.iter().filter(|c| *c != "none") {
-            let (mut shown, mut named, mut chars) = (0, 0, 0);
+            let (mut shown, mut named, mut chars, mut target_shown) = (0, 0, 0, 0);
             for t in &tasks {
                 let (_, files) = context_of(t, c);
                 // Shown: a snippet of the defining file names the identifier (snippets are
@@ -1113,14 +1113,17 @@ fn repo_rust(
                         .any(|(p, text)| *p == t.definition.0 && names(text)),
                 );
                 named += usize::from(names(&all));
+                // Target shown: the context holds the rest of the line word for word, to copy.
+                target_shown += usize::from(all.contains(t.target.trim()));
                 chars += all.len();
             }
             let n = tasks.len().max(1) as f64;
             println!(
-                "{c}: {} tasks, definition shown {:.1}%, identifier named {:.1}%, {:.0} chars",
+                "{c}: {} tasks, definition shown {:.1}%, identifier named {:.1}%, target shown {:.1}%, {:.0} chars",
                 tasks.len(),
                 100.0 * shown as f64 / n,
                 100.0 * named as f64 / n,
+                100.0 * target_shown as f64 / n,
                 chars as f64 / n
             );
         }
