@@ -956,7 +956,7 @@ struct RepoRustArgs {
     context_chars: Option<usize>,
     /// Run no model: say, for each condition with context, how often it shows the definition of
     /// the identifier at the cursor (a snippet of the defining file names it), names that
-    /// identifier at all, and holds the target word for word, and how large it is. A cheap check
+    /// identifier at all and holds the target word for word, and how large it is. A cheap check
     /// of a context lever before a model run judges it.
     #[arg(long)]
     context_only: bool,
