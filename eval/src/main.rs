@@ -9,7 +9,7 @@ use nib_eval::santacoder::{self, Outcome};
 use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
 use nib_model::BackendKind;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -358,11 +358,29 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 let large = reports.join(format!("{n}-1.5b.json"));
                 if p.exists() {
                     let mut s = report::Summary::read(&p)?;
-                    if anchor.exists() {
-                        s = s.beside(&report::Summary::read(&anchor)?, "llama.cpp");
+                    // Only a run of the same task selection goes beside (a file of the same
+                    // name may hold an older run of another shard).
+                    let same = |other: &Path| -> anyhow::Result<Option<report::Summary>> {
+                        if !other.exists() {
+                            return Ok(None);
+                        }
+                        let o = report::Summary::read(other)?;
+                        if s.same_tasks_as(&o) {
+                            return Ok(Some(o));
+                        }
+                        eprintln!(
+                            "{} ran other tasks ({}); not put beside {n}",
+                            other.display(),
+                            o.command
+                        );
+                        Ok(None)
+                    };
+                    let (a, l) = (same(&anchor)?, same(&large)?);
+                    if let Some(a) = a {
+                        s = s.beside(&a, "llama.cpp");
                     }
-                    if large.exists() {
-                        s = s.beside_model(&report::Summary::read(&large)?, "1.5B");
+                    if let Some(l) = l {
+                        s = s.beside_model(&l, "1.5B");
                     }
                     summaries.push(s);
                 } else {

@@ -63,7 +63,41 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
+/// The flags of a run's command that choose its tasks (`--shard 0/4`, `--seed 1`, ...), in
+/// order: two runs answer the same tasks only where these are equal.
+pub fn task_selection(command: &str) -> Vec<(String, String)> {
+    const SELECTING: [&str; 9] = [
+        "--shard",
+        "--seed",
+        "--limit",
+        "--per-language",
+        "--kind",
+        "--crates",
+        "--prefix-tokens",
+        "--suffix-tokens",
+        "--data",
+    ];
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let (flag, value) = match w.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (*w, words.get(i + 1).copied()),
+        };
+        if SELECTING.contains(&flag) {
+            out.push((flag.to_string(), value.unwrap_or("").to_string()));
+        }
+    }
+    out.sort();
+    out
+}
+
 impl Summary {
+    /// Whether `other` ran the same task selection as this run (see [`task_selection`]).
+    pub fn same_tasks_as(&self, other: &Summary) -> bool {
+        task_selection(&self.command) == task_selection(&other.command)
+    }
+
     pub fn markdown(&self) -> String {
         let mut s = format!("### {}\n\n", self.title);
         let _ = writeln!(s, "| | tasks | {} |", self.columns.join(" | "));
@@ -674,6 +708,19 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("1.5B: `big.gguf`, the same tasks (`"), "{md}");
+    }
+
+    #[test]
+    fn only_runs_of_the_same_tasks_go_beside() {
+        let mut a = summary("a", 50.0);
+        a.command = "nib-eval santacoder-fim --out eval/reports/a.jsonl".into();
+        let mut b = summary("a-llama", 40.0);
+        b.command = "nib-eval santacoder-fim --llama-server default --out x.jsonl".into();
+        assert!(a.same_tasks_as(&b));
+        b.command = "nib-eval santacoder-fim --shard 0/4 --seed 1 --out x.jsonl".into();
+        assert!(!a.same_tasks_as(&b));
+        a.command = "nib-eval santacoder-fim --seed=1 --shard 0/4".into();
+        assert!(a.same_tasks_as(&b));
     }
 
     #[test]
