@@ -340,6 +340,13 @@ pub fn crate_tasks(
     picked.into_iter().map(|i| candidates[i].clone()).collect()
 }
 
+/// Whether the task's name already stands in its file before the cursor (in an import or an
+/// earlier use): where it does, the model can take it from the prompt and cross-file context
+/// has less to add.
+pub fn name_seen_before(task: &Task, file: &str) -> bool {
+    nib_indexer::symbols::words(&file[..task.cursor]).any(|w| w == task.ident)
+}
+
 /// The oracle's context: the defining item's lines, at most `budget` characters (cut at a line).
 pub fn oracle_context(task: &Task, def_file: &str, budget: usize) -> Vec<(String, String)> {
     let (path, first, last) = &task.definition;
@@ -564,6 +571,12 @@ mod tests {
         let text = t.text(&files[0].1);
         assert!(text.contains("|s| \n}"), "{text}");
         assert_eq!(t.definition, ("src/shapes.rs".to_string(), 1, 1));
+        // Both names are imported above their lines; without the import, `Shape` is unseen.
+        assert!(tasks.iter().all(|t| name_seen_before(t, &files[0].1)));
+        let unimported = files[0].1.replacen("    Shape,\n", "", 1);
+        let mut t0 = tasks[0].clone();
+        t0.cursor -= files[0].1.len() - unimported.len();
+        assert!(!name_seen_before(&t0, &unimported));
         let oracle = oracle_context(t, &files[1].1, 1000);
         assert_eq!(
             oracle[0].1,
