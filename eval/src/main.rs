@@ -103,7 +103,7 @@ enum Command {
         #[arg(long, default_value = "eval/reports")]
         reports: PathBuf,
         /// The summaries to include, in order.
-        #[arg(default_values_t = ["santacoder-fim-s300".to_string(), "humaneval-single".to_string(), "humaneval-multi".to_string(), "humaneval-rust".to_string(), "repo-rust-1024".to_string(), "repo-rust-2-1024".to_string(), "repo-rust".to_string(), "replay".to_string(), "replay-polyglot".to_string()])]
+        #[arg(default_values_t = ["santacoder-fim".to_string(), "humaneval-single".to_string(), "humaneval-multi".to_string(), "humaneval-rust".to_string(), "repo-rust-1024".to_string(), "repo-rust-2-1024".to_string(), "repo-rust".to_string(), "replay".to_string(), "replay-polyglot".to_string()])]
         names: Vec<String>,
     },
     /// Typing replay through a real `nib serve`: latency, model calls, typing-through, keystrokes saved.
