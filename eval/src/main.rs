@@ -9,7 +9,7 @@ use nib_eval::santacoder::{self, Outcome};
 use nib_lsp::{Completer, CompleterConfig, CompletionRequest, Multiline};
 use nib_model::BackendKind;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -360,27 +360,22 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                     let mut s = report::Summary::read(&p)?;
                     // Only a run of the same task selection goes beside (a file of the same
                     // name may hold an older run of another shard).
-                    let same = |other: &Path| -> anyhow::Result<Option<report::Summary>> {
+                    for (other, who) in [(&anchor, "llama.cpp"), (&large, "1.5B")] {
                         if !other.exists() {
-                            return Ok(None);
+                            continue;
                         }
                         let o = report::Summary::read(other)?;
-                        if s.same_tasks_as(&o) {
-                            return Ok(Some(o));
+                        if !s.same_tasks_as(&o) {
+                            eprintln!(
+                                "{} ran other tasks ({}); not put beside {n}",
+                                other.display(),
+                                o.command
+                            );
+                        } else if other == &large {
+                            s = s.beside_model(&o, who);
+                        } else {
+                            s = s.beside(&o, who);
                         }
-                        eprintln!(
-                            "{} ran other tasks ({}); not put beside {n}",
-                            other.display(),
-                            o.command
-                        );
-                        Ok(None)
-                    };
-                    let (a, l) = (same(&anchor)?, same(&large)?);
-                    if let Some(a) = a {
-                        s = s.beside(&a, "llama.cpp");
-                    }
-                    if let Some(l) = l {
-                        s = s.beside_model(&l, "1.5B");
                     }
                     summaries.push(s);
                 } else {

@@ -66,7 +66,7 @@ pub fn command_line() -> String {
 /// The flags of a run's command that choose its tasks (`--shard 0/4`, `--seed 1`, ...), in
 /// order: two runs answer the same tasks only where these are equal.
 pub fn task_selection(command: &str) -> Vec<(String, String)> {
-    const SELECTING: [&str; 9] = [
+    const SELECTING: &[&str] = &[
         "--shard",
         "--seed",
         "--limit",
