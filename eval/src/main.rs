@@ -1260,6 +1260,20 @@ fn repo_rust(
             );
         }
         notes.push(lift + ".");
+        // The most a rule that picks, task by task, between no context and nib's could reach:
+        // the tasks either condition answers exactly.
+        let right = |c: &str| -> std::collections::HashSet<&str> {
+            results
+                .iter()
+                .filter(|r| r.condition == c && r.scores.exact)
+                .map(|r| r.task.as_str())
+                .collect()
+        };
+        let either = right("none").union(&right("nib")).count();
+        notes.push(format!(
+            "Choosing after the fact, task by task, whichever of none and nib is right: {:+.1} exact match over none (the most a rule that picks between them could add).",
+            100.0 * (either as f64 - right("none").len() as f64) / tasks.len().max(1) as f64
+        ));
     }
     // How much room cross-file context has: the tasks whose name the file has not shown
     // before the cursor, and each condition's exact match on them.
@@ -1286,6 +1300,27 @@ fn repo_rust(
         unseen.len(),
         on_unseen.join(", ")
     ));
+    // The most that copying from other files could give: the tasks whose rest of the line
+    // stands word for word in another file of the crate, and how many of them no context gets
+    // wrong.
+    let elsewhere: std::collections::HashSet<&str> = tasks
+        .iter()
+        .filter(|t| rr::target_elsewhere(t, &krates[&t.krate].files))
+        .map(|t| t.id.as_str())
+        .collect();
+    if ran("none") {
+        let wrong_without = results
+            .iter()
+            .filter(|r| r.condition == "none" && !r.scores.exact)
+            .filter(|r| elsewhere.contains(&*r.task))
+            .count();
+        notes.push(format!(
+            "The rest of the line stands word for word in another file of the crate in {} of {} tasks, {} of them answered wrongly with no context: the most that copying from other files could add.",
+            elsewhere.len(),
+            tasks.len(),
+            wrong_without
+        ));
+    }
     finish(
         &out,
         report::Summary {

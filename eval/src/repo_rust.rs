@@ -347,6 +347,16 @@ pub fn name_seen_before(task: &Task, file: &str) -> bool {
     nib_indexer::symbols::words(&file[..task.cursor]).any(|w| w == task.ident)
 }
 
+/// Whether the rest of the task's line stands word for word in another of the crate's `files`
+/// (path → text): the tasks that retrieving lines from other files could answer by copying.
+pub fn target_elsewhere(task: &Task, files: &std::collections::HashMap<String, String>) -> bool {
+    let target = task.target.trim();
+    !target.is_empty()
+        && files
+            .iter()
+            .any(|(path, text)| *path != task.path && text.contains(target))
+}
+
 /// The oracle's context: the defining item's lines, at most `budget` characters (cut at a line).
 pub fn oracle_context(task: &Task, def_file: &str, budget: usize) -> Vec<(String, String)> {
     let (path, first, last) = &task.definition;
@@ -577,6 +587,17 @@ mod tests {
         let mut t0 = tasks[0].clone();
         t0.cursor -= files[0].1.len() - unimported.len();
         assert!(!name_seen_before(&t0, &unimported));
+        // `Shape]) -> f64 {` stands only in its own file; `shape_area(s)).sum()` nowhere else
+        // until another file copies it.
+        let mut by_path: std::collections::HashMap<String, String> =
+            files.iter().cloned().collect();
+        assert!(!tasks.iter().any(|t| target_elsewhere(t, &by_path)));
+        by_path.insert(
+            "src/more.rs".into(),
+            "fn h() { shape_area(s)).sum() }".into(),
+        );
+        assert!(!target_elsewhere(&tasks[0], &by_path));
+        assert!(target_elsewhere(&tasks[1], &by_path));
         let oracle = oracle_context(t, &files[1].1, 1000);
         assert_eq!(
             oracle[0].1,
