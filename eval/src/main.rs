@@ -1269,10 +1269,11 @@ fn repo_rust(
                 .map(|r| r.task.as_str())
                 .collect()
         };
-        let either = right("none").union(&right("nib")).count();
+        let none_right = right("none");
+        let gained = right("nib").difference(&none_right).count();
         notes.push(format!(
             "Choosing after the fact, task by task, whichever of none and nib is right: {:+.1} exact match over none (the most a rule that picks between them could add).",
-            100.0 * (either as f64 - right("none").len() as f64) / tasks.len().max(1) as f64
+            100.0 * gained as f64 / tasks.len().max(1) as f64
         ));
     }
     // How much room cross-file context has: the tasks whose name the file has not shown
@@ -1303,12 +1304,12 @@ fn repo_rust(
     // The most that copying from other files could give: the tasks whose rest of the line
     // stands word for word in another file of the crate, and how many of them no context gets
     // wrong.
-    let elsewhere: std::collections::HashSet<&str> = tasks
-        .iter()
-        .filter(|t| rr::target_elsewhere(t, &krates[&t.krate].files))
-        .map(|t| t.id.as_str())
-        .collect();
     if ran("none") {
+        let elsewhere: std::collections::HashSet<&str> = tasks
+            .iter()
+            .filter(|t| rr::target_elsewhere(t, &krates[&t.krate].files))
+            .map(|t| t.id.as_str())
+            .collect();
         let wrong_without = results
             .iter()
             .filter(|r| r.condition == "none" && !r.scores.exact)
