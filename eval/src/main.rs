@@ -12,6 +12,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// How another run's figures go beside a summary (`Summary::beside`, `Summary::beside_model`).
+type BesideFn = fn(&report::Summary, &report::Summary, &str) -> report::Summary;
+
 #[derive(Parser)]
 #[command(name = "nib-eval", about = "Offline evaluation of nib")]
 struct Cli {
@@ -352,29 +355,30 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let mut summaries = Vec::new();
             for n in &names {
                 let p = reports.join(format!("{n}.json"));
-                // llama.cpp's run of the same tasks, where there is one, goes beside nib's.
-                let anchor = reports.join(format!("{n}-llama.json"));
-                // And the larger model's run of the same tasks (`nib model pull large`).
-                let large = reports.join(format!("{n}-1.5b.json"));
+                // llama.cpp's run of the same tasks, where there is one, goes beside nib's, and
+                // so does the larger model's (`nib model pull large`).
+                let besides: [(&str, &str, BesideFn); 2] = [
+                    ("llama", "llama.cpp", report::Summary::beside),
+                    ("1.5b", "1.5B", report::Summary::beside_model),
+                ];
                 if p.exists() {
                     let mut s = report::Summary::read(&p)?;
                     // Only a run of the same task selection goes beside (a file of the same
                     // name may hold an older run of another shard).
-                    for (other, who) in [(&anchor, "llama.cpp"), (&large, "1.5B")] {
+                    for (suffix, who, put) in besides {
+                        let other = reports.join(format!("{n}-{suffix}.json"));
                         if !other.exists() {
                             continue;
                         }
-                        let o = report::Summary::read(other)?;
-                        if !s.same_tasks_as(&o) {
+                        let o = report::Summary::read(&other)?;
+                        if s.same_tasks_as(&o) {
+                            s = put(&s, &o, who);
+                        } else {
                             eprintln!(
                                 "{} ran other tasks ({}); not put beside {n}",
                                 other.display(),
                                 o.command
                             );
-                        } else if other == &large {
-                            s = s.beside_model(&o, who);
-                        } else {
-                            s = s.beside(&o, who);
                         }
                     }
                     summaries.push(s);
@@ -1245,6 +1249,14 @@ fn repo_rust(
     let em = |label: &str| metric(label, "exact match");
     let es = |label: &str| metric(label, "edit similarity");
     let ran = |c: &str| args.conditions.iter().any(|r| r == c);
+    // The tasks each condition answers exactly.
+    let right = |c: &str| -> std::collections::HashSet<&str> {
+        results
+            .iter()
+            .filter(|r| r.condition == c && r.scores.exact)
+            .map(|r| r.task.as_str())
+            .collect()
+    };
     let mut notes = Vec::new();
     if ran("none") && ran("nib") {
         let mut lift = format!(
@@ -1262,15 +1274,7 @@ fn repo_rust(
         notes.push(lift + ".");
         // The most a rule that picks, task by task, between no context and nib's could reach:
         // the tasks either condition answers exactly.
-        let right = |c: &str| -> std::collections::HashSet<&str> {
-            results
-                .iter()
-                .filter(|r| r.condition == c && r.scores.exact)
-                .map(|r| r.task.as_str())
-                .collect()
-        };
-        let none_right = right("none");
-        let gained = right("nib").difference(&none_right).count();
+        let gained = right("nib").difference(&right("none")).count();
         notes.push(format!(
             "Choosing after the fact, task by task, whichever of none and nib is right: {:+.1} exact match over none (the most a rule that picks between them could add).",
             100.0 * gained as f64 / tasks.len().max(1) as f64
@@ -1286,13 +1290,7 @@ fn repo_rust(
     let on_unseen: Vec<String> = args
         .conditions
         .iter()
-        .map(|c| {
-            let right = results
-                .iter()
-                .filter(|r| &r.condition == c && r.scores.exact && unseen.contains(&*r.task))
-                .count();
-            format!("{c} {right}")
-        })
+        .map(|c| format!("{c} {}", right(c).intersection(&unseen).count()))
         .collect();
     notes.push(format!(
         "The name at the cursor already stands in its file before the cursor (an import or an earlier use) in {} of {} tasks; on the {} where it does not, right answers: {}.",
@@ -1310,11 +1308,7 @@ fn repo_rust(
             .filter(|t| rr::target_elsewhere(t, &krates[&t.krate].files))
             .map(|t| t.id.as_str())
             .collect();
-        let wrong_without = results
-            .iter()
-            .filter(|r| r.condition == "none" && !r.scores.exact)
-            .filter(|r| elsewhere.contains(&*r.task))
-            .count();
+        let wrong_without = elsewhere.difference(&right("none")).count();
         notes.push(format!(
             "The rest of the line stands word for word in another file of the crate in {} of {} tasks, {} of them answered wrongly with no context: the most that copying from other files could add.",
             elsewhere.len(),
