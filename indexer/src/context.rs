@@ -316,6 +316,144 @@ pub fn cross_file(
     files
 }
 
+/// Lines in one stretch of the file's own text outside the window; stretches start every half
+/// of that.
+const OWN_LINES: usize = 20;
+
+/// Stretches of the file's own text that [`outside_window`] gives at most.
+const OWN_STRETCHES: usize = 2;
+
+/// What a prompt may show of the file's own text outside the window near the cursor, as
+/// (pieces above the window, pieces below it), each in file order: the import statements that
+/// stand wholly above the window (at most half of `max_chars`), then the stretches of
+/// [`OWN_LINES`] lines, above or below the window, whose identifiers best match those of the
+/// 15 lines before the cursor's line (each identifier weighted by how few stretches use it, as
+/// [`similar_chunks`] weighs other files'; a stretch must share three identifiers and a fifth
+/// of the weight). Stretches go best first while they fit in what is left of `max_chars`,
+/// [`OWN_STRETCHES`] at most, none overlapping another.
+///
+/// `window` is the byte range of `text` the prompt shows (whole lines); `cursor` a byte offset
+/// in it. Only the text given is read: for a file being edited, its buffer.
+pub fn outside_window(
+    lang: Lang,
+    text: &str,
+    window: std::ops::Range<usize>,
+    cursor: usize,
+    max_chars: usize,
+) -> (Vec<String>, Vec<String>) {
+    let imports_at = imports::import_statements(lang, &text[..window.start]);
+    let mut above = Vec::new();
+    let mut used = 0;
+    for r in &imports_at {
+        if used + r.len() > max_chars / 2 {
+            break;
+        }
+        used += r.len();
+    }
+    if used > 0 {
+        let end = imports_at.iter().scan(0, |n, r| {
+            *n += r.len();
+            (*n <= used).then_some(r.clone())
+        });
+        above.push(end.map(|r| &text[r]).collect::<String>());
+    }
+
+    // Line starts, and the lines outside the window: above it (below the imports) and below it.
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .filter(|&i| i < text.len())
+        .collect();
+    let line_of = |byte: usize| starts.partition_point(|&s| s <= byte).saturating_sub(1);
+    let first = imports_at
+        .last()
+        .map_or(0, |r| line_of(r.end.max(1) - 1) + 1);
+    let window_first = line_of(window.start);
+    let window_end = if window.end >= text.len() {
+        starts.len()
+    } else {
+        line_of(window.end)
+    };
+    let mut spans = Vec::new();
+    for (from, to) in [(first, window_first), (window_end, starts.len())] {
+        let mut at = from;
+        while at < to {
+            spans.push((at, (at + OWN_LINES).min(to)));
+            if at + OWN_LINES >= to {
+                break;
+            }
+            at += OWN_LINES / 2;
+        }
+    }
+    let line_start = text[..cursor].rfind('\n').map_or(0, |i| i + 1);
+    let query = crate::symbols::identifiers(last_lines(&text[..line_start], 15));
+    if spans.is_empty() || query.is_empty() {
+        return (above, Vec::new());
+    }
+    // Each stretch's identifiers among the query's.
+    let words = crate::symbols::line_words(text);
+    let bags: Vec<Vec<usize>> = spans
+        .iter()
+        .map(|&(a, b)| {
+            let lo = words.partition_point(|&(l, _)| (l as usize) < a);
+            let hi = words.partition_point(|&(l, _)| (l as usize) < b);
+            let mut hits: Vec<usize> = words[lo..hi]
+                .iter()
+                .filter_map(|(_, h)| query.binary_search(h).ok())
+                .collect();
+            hits.sort_unstable();
+            hits.dedup();
+            hits
+        })
+        .collect();
+    let mut df = vec![0u32; query.len()];
+    for &j in bags.iter().flatten() {
+        df[j] += 1;
+    }
+    let n = spans.len() as f32;
+    let weight: Vec<f32> = df
+        .iter()
+        .map(|&d| ((n - d as f32 + 0.5) / (d as f32 + 0.5) + 1.0).ln())
+        .collect();
+    let total: f32 = weight.iter().sum();
+    let mut scored: Vec<(f32, usize)> = bags
+        .iter()
+        .enumerate()
+        .map(|(i, hits)| (hits.iter().map(|&j| weight[j]).sum::<f32>(), i))
+        .filter(|&(w, i)| bags[i].len() >= 3 && w >= total * MIN_SHARE)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let text_of = |(a, b): (usize, usize)| {
+        let end = starts.get(b).copied().unwrap_or(text.len());
+        text[starts[a]..end].trim_matches('\n').to_string() + "\n"
+    };
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    for (_, i) in scored {
+        if chosen.len() == OWN_STRETCHES {
+            break;
+        }
+        let (a, b) = spans[i];
+        if chosen.iter().any(|&(c, d)| a < d && c < b) {
+            continue;
+        }
+        let len = text_of((a, b)).len();
+        if used + len > max_chars {
+            continue;
+        }
+        used += len;
+        chosen.push((a, b));
+    }
+    chosen.sort_unstable();
+    let mut below = Vec::new();
+    for span in chosen {
+        if span.0 < window_first {
+            above.push(text_of(span));
+        } else {
+            below.push(text_of(span));
+        }
+    }
+    (above, below)
+}
+
 /// The last `n` lines of `text`.
 fn last_lines(text: &str, n: usize) -> &str {
     let start = text

@@ -113,6 +113,80 @@ pub fn resolve(index: &Index, path: &str, lang: Lang, text: &str) -> Vec<(String
     out
 }
 
+/// The file's own import statements as they stand in `text`, whole and in file order, at most
+/// `max_chars` (whole statements only; one that `text` cuts off is left out): what a prompt
+/// shows of a long file's head when the window near the cursor has cut it off. Only unindented
+/// statements count (an import inside a function or a nested module is local to it).
+pub fn import_lines(lang: Lang, text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for r in import_statements(lang, text) {
+        if out.len() + r.len() > max_chars {
+            break;
+        }
+        out.push_str(&text[r]);
+    }
+    out
+}
+
+/// Where [`import_lines`]'s statements stand in `text`: byte ranges of whole lines (each with
+/// its newline; the last line of `text` may lack one), in order.
+pub fn import_statements(lang: Lang, text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut lines = text.split_inclusive('\n').scan(0, |at, line| {
+        *at += line.len();
+        Some((*at - line.len(), line.trim_end_matches(['\n', '\r'])))
+    });
+    while let Some((start, line)) = lines.next() {
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        // Whether a line closes the statement: its first line, then a continuation line.
+        let closes: fn(&str, bool) -> bool = match lang {
+            Lang::Rust if rust_import(line) => |l, _| l.trim_end().ends_with(';'),
+            Lang::Python if line.starts_with("import ") || line.starts_with("from ") => {
+                |l, first| l.contains(')') || (first && !l.contains('('))
+            }
+            Lang::Go if line.starts_with("import ") => {
+                |l, first| l.contains(')') || (first && !l.contains('('))
+            }
+            Lang::JavaScript | Lang::TypeScript | Lang::Tsx if line.starts_with("import ") => {
+                |l, first| l.contains('}') || (first && !l.contains('{'))
+            }
+            Lang::Java if line.starts_with("import ") => |_, _| true,
+            Lang::C | Lang::Cpp if line.starts_with("#include") => |_, _| true,
+            _ => continue,
+        };
+        let mut end = start + line.len();
+        let mut closed = closes(line, true);
+        while !closed {
+            // A statement the text cuts off is left out.
+            let Some((at, next)) = lines.next() else {
+                return out;
+            };
+            end = at + next.len();
+            closed = closes(next, false);
+        }
+        // With its newline.
+        if text[end..].starts_with("\r\n") {
+            end += 2;
+        } else if text[end..].starts_with('\n') {
+            end += 1;
+        }
+        out.push(start..end);
+    }
+    out
+}
+
+/// A Rust line that begins a `use` or `extern crate` item (any visibility).
+fn rust_import(line: &str) -> bool {
+    let t = line
+        .strip_prefix("pub ")
+        .or_else(|| line.strip_prefix("pub(crate) "))
+        .or_else(|| line.strip_prefix("pub(super) "))
+        .unwrap_or(line);
+    t.starts_with("use ") || t.starts_with("extern crate ")
+}
+
 /// Whole `use …;` statements (they may span lines), without `pub`, `use` and the `;`.
 fn rust_use_statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -589,5 +663,63 @@ mod tests {
             java,
             vec![("java/com/acme/Store.java".to_string(), Imported::All)]
         );
+    }
+
+    /// (language, file text, what `import_lines` keeps of it with room for everything).
+    const IMPORT_LINES: &[(Lang, &str, &str)] = &[
+        (
+            Lang::Rust,
+            "//! Docs.\nuse std::fmt;\npub use crate::a::{\n    B,\n    C,\n};\n#[cfg(test)]\nextern crate alloc;\n\nfn f() {\n    use x::y;\n}\nmod m {\n    use super::*;\n}\npub(crate) use self::d::E;\n",
+            "use std::fmt;\npub use crate::a::{\n    B,\n    C,\n};\nextern crate alloc;\npub(crate) use self::d::E;\n",
+        ),
+        (
+            Lang::Python,
+            "import os\nfrom .a import (\n    b,\n    c,\n)\n\ndef f():\n    import json\nfrom x import y\n",
+            "import os\nfrom .a import (\n    b,\n    c,\n)\nfrom x import y\n",
+        ),
+        (
+            Lang::TypeScript,
+            "import {\n  a,\n  b,\n} from './m';\nimport * as fs from 'fs';\nconst x = 1;\n",
+            "import {\n  a,\n  b,\n} from './m';\nimport * as fs from 'fs';\n",
+        ),
+        (
+            Lang::Go,
+            "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\nimport \"io\"\n\nfunc main() {}\n",
+            "import (\n\t\"fmt\"\n\t\"os\"\n)\nimport \"io\"\n",
+        ),
+        (
+            Lang::Java,
+            "package a;\nimport java.util.List;\nimport static b.C.d;\nclass X {}\n",
+            "import java.util.List;\nimport static b.C.d;\n",
+        ),
+        (
+            Lang::C,
+            "#include <stdio.h>\n#include \"m.h\"\n#define N 3\nint main() {}\n",
+            "#include <stdio.h>\n#include \"m.h\"\n",
+        ),
+        // A statement the text cuts off is left out.
+        (Lang::Rust, "use a;\nuse b::{\n    c,", "use a;\n"),
+        (Lang::Rust, "fn main() {}\n", ""),
+    ];
+
+    #[test]
+    fn import_lines_are_whole_unindented_statements() {
+        for (lang, text, want) in IMPORT_LINES {
+            assert_eq!(
+                import_lines(*lang, text, 10_000),
+                *want,
+                "{lang:?}: {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn import_lines_stop_at_the_first_statement_that_does_not_fit() {
+        let text = "use a::b;\nuse c::{\n    d,\n};\nuse e;\n";
+        assert_eq!(import_lines(Lang::Rust, text, 9), "");
+        assert_eq!(import_lines(Lang::Rust, text, 10), "use a::b;\n");
+        // `use e;` would fit after the second, but the second does not: file order is kept.
+        assert_eq!(import_lines(Lang::Rust, text, 20), "use a::b;\n");
+        assert_eq!(import_lines(Lang::Rust, text, 40), text);
     }
 }

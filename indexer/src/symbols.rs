@@ -1007,7 +1007,7 @@ fn imports(lines: &[&str], lang: Lang) -> Vec<String> {
 
 /// The identifier-like words of two or more characters of `text` as `(line, hash)`, in order
 /// (0-based lines, as [`str::lines`] counts them).
-fn line_words(text: &str) -> Vec<(u32, u32)> {
+pub(crate) fn line_words(text: &str) -> Vec<(u32, u32)> {
     let bytes = text.as_bytes();
     let (mut line, mut at) = (0u32, 0);
     let mut out = Vec::with_capacity(text.len() / 16);

@@ -401,6 +401,54 @@ fn similar_chunks_find_the_code_that_looks_like_the_cursors() {
     );
 }
 
+/// The file's own text outside the window: the imports above it, and the stretch (above or
+/// below it) most like the lines before the cursor, never anything inside the window, within
+/// the budget.
+#[test]
+fn outside_window_brings_the_imports_and_the_look_alike_stretch() {
+    use nib_indexer::context::outside_window;
+    use nib_indexer::Lang;
+    let imports = "use std::collections::HashMap;\nuse crate::csv::{\n    parse_header,\n};\n";
+    let filler = |name: &str| {
+        (0..30)
+            .map(|i| format!("fn {name}_{i}(n: u64) -> u64 {{\n    n.wrapping_mul({i})\n}}\n"))
+            .collect::<String>()
+    };
+    let look_alike = "fn load_record(line: &str, header: &[String]) -> HashMap<String, String> {\n    let fields: Vec<&str> = line.split(',').collect();\n    header.iter().cloned().zip(fields.iter().map(|f| f.trim().to_string())).collect()\n}\n";
+    let window = "fn load(text: &str) {\n    let header = parse_header(text.lines().next().unwrap_or(\"\"));\n    for line in text.lines().skip(1) {\n        let fields: Vec<&str> = line.split(',').collect();\n        \n    }\n}\n";
+    let text = format!(
+        "//! Loading.\n{imports}\n{}{window}{}{look_alike}{}",
+        filler("above"),
+        filler("near"),
+        filler("below")
+    );
+    let start = text.find(window).unwrap();
+    let cursor = start + window.find("        \n").unwrap() + 8;
+    // The window: its own lines and the 30 short functions after it.
+    let end = text.find(look_alike).unwrap() - filler("near").len() / 2;
+    let end = text[..end].rfind('\n').unwrap() + 1;
+    let (above, below) = outside_window(Lang::Rust, &text, start..end, cursor, 1500);
+    assert_eq!(above, vec![imports.to_string()], "{above:?}");
+    assert_eq!(below.len(), 1, "{below:?}");
+    assert!(below[0].contains(look_alike), "{below:?}");
+    assert!(!below[0].contains("fn load(text"), "{below:?}");
+    let all: usize = above.iter().chain(&below).map(String::len).sum();
+    assert!(all <= 1500, "{all}");
+    // A budget too small for any stretch: the imports alone, if they fit in half of it.
+    let (above, below) = outside_window(Lang::Rust, &text, start..end, cursor, 150);
+    assert_eq!((above, below), (vec![imports.to_string()], vec![]));
+    let (above, below) = outside_window(Lang::Rust, &text, start..end, cursor, 100);
+    assert_eq!(
+        (above, below),
+        (vec!["use std::collections::HashMap;\n".to_string()], vec![])
+    );
+    let (above, below) = outside_window(Lang::Rust, &text, start..end, cursor, 40);
+    assert_eq!((above, below), (vec![], vec![]));
+    // A window holding the whole file leaves nothing outside it.
+    let (above, below) = outside_window(Lang::Rust, &text, 0..text.len(), cursor, 1500);
+    assert_eq!((above, below), (vec![], vec![]));
+}
+
 /// Writing a cache deletes the caches beside it whose workspace is gone, and nothing else.
 #[test]
 fn caches_of_deleted_workspaces_are_pruned() {
