@@ -73,8 +73,8 @@ impl Answerer {
                     config,
                     &RemoteRequest {
                         prompt: &plan.ids,
-                        prefix: &plan.parts.prefix,
-                        suffix: &plan.parts.suffix,
+                        prefix: &format!("{}{}", plan.parts.above, plan.parts.prefix),
+                        suffix: &format!("{}{}", plan.parts.suffix, plan.parts.below),
                         files: &plan.parts.files,
                         max_tokens: plan.max_tokens,
                         single_line: !plan.multiline,

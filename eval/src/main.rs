@@ -661,6 +661,7 @@ fn fim(
         multiline,
         max_tokens: None,
         files: &[],
+        own_chars: 0,
     };
     let t = Instant::now();
     let completion = c.answer(&req)?;
@@ -1180,6 +1181,12 @@ fn repo_rust(
                 multiline: Multiline::Never,
                 max_tokens: None,
                 files: &files,
+                // The file's own text outside the window is nib's context too.
+                own_chars: if *condition == "nib" {
+                    nib_lsp::settings::Settings::default().own_file_chars()
+                } else {
+                    0
+                },
             };
             let t = Instant::now();
             let completion = c.answer(&req)?;

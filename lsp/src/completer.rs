@@ -96,6 +96,10 @@ pub struct CompletionRequest<'a> {
     /// prompt (they come before the current file and change least often, so the KV cache keeps
     /// them between keystrokes).
     pub files: &'a [(String, String)],
+    /// Characters of the file's own text from outside the window that may come along: its
+    /// imports above the window and the stretches most like the lines before the cursor
+    /// ([`nib_indexer::context::outside_window`]). Part of the context: 0 for none.
+    pub own_chars: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -385,11 +389,24 @@ impl Completer {
         } else {
             String::new()
         };
+        // The file's own text from outside the window.
+        let (above, below) = match nib_indexer::Lang::detect(std::path::Path::new(req.path), "") {
+            Some(lang) if req.own_chars > 0 => nib_indexer::context::outside_window(
+                lang,
+                req.text,
+                window_start..cursor + window.suffix.len(),
+                cursor,
+                req.own_chars,
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
             files: req.files.to_vec(),
             path: req.path.to_string(),
+            above: above.iter().map(|p| format!("{p}\n")).collect(),
             prefix,
+            below: below.iter().map(|p| format!("\n{p}")).collect(),
             suffix: window.suffix,
             middle,
         };
@@ -448,7 +465,11 @@ impl Completer {
         let mut chosen = None;
         // The window from where the last one began, shorter prefixes, and last of all no
         // other files.
-        let bare = CompletionRequest { files: &[], ..*req };
+        let bare = CompletionRequest {
+            files: &[],
+            own_chars: 0,
+            ..*req
+        };
         let candidates = kept_at
             .map(|at| (Prefix::From(at), req))
             .into_iter()
@@ -647,8 +668,8 @@ impl Completer {
                     config,
                     &RemoteRequest {
                         prompt: &ids,
-                        prefix: &parts.prefix,
-                        suffix: &parts.suffix,
+                        prefix: &format!("{}{}", parts.above, parts.prefix),
+                        suffix: &format!("{}{}", parts.suffix, parts.below),
                         files: &parts.files,
                         max_tokens,
                         single_line: !multiline,

@@ -60,6 +60,9 @@ pub struct Request {
     pub max_tokens: Option<usize>,
     /// Other files for the repository-level prompt.
     pub files: Files,
+    /// Characters of the file's own text from outside the window
+    /// ([`CompletionRequest::own_chars`]).
+    pub own_chars: usize,
 }
 
 impl Request {
@@ -725,6 +728,7 @@ fn run_worker(shared: &Shared, on_status: &dyn Fn(Status)) {
                         multiline: req.multiline,
                         max_tokens: req.max_tokens,
                         files: &files,
+                        own_chars: req.own_chars,
                     };
                     let hooks = crate::completer::Hooks {
                         first_line: Some(first_line),
@@ -840,6 +844,7 @@ mod tests {
             multiline: Multiline::Auto,
             max_tokens: None,
             files: Files::Given(Vec::new()),
+            own_chars: 0,
         }
     }
 

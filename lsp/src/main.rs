@@ -583,6 +583,7 @@ impl Loaded {
             multiline: args.multiline,
             max_tokens: args.max_tokens,
             files: &self.files,
+            own_chars: nib_lsp::settings::Settings::default().own_file_chars(),
         }
     }
 }
@@ -672,8 +673,12 @@ fn context(args: CompleteArgs) -> Result<(), Failure> {
             "repo_name": plan.parts.repo_name,
             "path": plan.parts.path,
             "files": files,
+            // The file's own lines from outside the window, before the prefix and after the
+            // suffix.
+            "above": plan.parts.above,
             "prefix": plan.parts.prefix,
             "suffix": plan.parts.suffix,
+            "below": plan.parts.below,
             // The end of the text before the cursor, after the middle marker.
             "middle": plan.parts.middle,
             "multiline": plan.multiline,

@@ -630,6 +630,7 @@ impl Backend {
                 cursor,
                 multiline: s.settings.multiline_mode(),
                 max_tokens: None,
+                own_chars: s.settings.own_file_chars(),
             };
             (engine, req, Position::new(l, c))
         };

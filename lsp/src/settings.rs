@@ -28,7 +28,8 @@ pub struct Settings {
     /// Token budget of the text before the cursor, and of the text after it.
     pub context_tokens: usize,
     pub suffix_tokens: usize,
-    /// Characters of other open files put in the prompt, at most.
+    /// Characters of other files put in the prompt, at most (see also
+    /// [`Settings::own_file_chars`]).
     pub other_files_chars: usize,
     /// Suggest in the middle of a word when the rest of the line is more than closing characters.
     pub mid_word: bool,
@@ -82,6 +83,13 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Characters of the file's own text from outside the window near the cursor (its imports,
+    /// stretches like the code at the cursor) that a prompt may carry: a quarter of the other
+    /// files' budget, so that switching context off switches it off too.
+    pub fn own_file_chars(&self) -> usize {
+        self.other_files_chars / 4
+    }
+
     /// Reads settings from a JSON value: `{...}` or `{"nib": {...}}`. Fields that do not parse
     /// keep their previous value and are named in the returned warnings.
     pub fn merged(&self, value: &serde_json::Value) -> (Settings, Vec<String>) {

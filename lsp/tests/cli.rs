@@ -187,6 +187,73 @@ fn json_output_has_the_documented_fields() {
     }
 }
 
+/// A long file's imports, cut off by the window near the cursor, come back at the start of the
+/// prefix, once; where the window holds them, they are not repeated.
+#[test]
+fn a_long_files_imports_come_back_above_the_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    let imports =
+        "use std::collections::HashMap;\nuse crate::shapes::{\n    Shape,\n    area,\n};\n";
+    let mut text = format!("//! Totals.\n{imports}\n");
+    for i in 0..400 {
+        text.push_str(&format!("pub fn total_{i}(m: &HashMap<u32, Shape>) -> f64 {{\n    m.values().map(area).sum::<f64>() * {i}.0\n}}\n"));
+    }
+    std::fs::write(root.join("src/lib.rs"), &text).unwrap();
+    std::fs::write(
+        root.join("src/shapes.rs"),
+        "pub struct Shape;\npub fn area(s: &Shape) -> f64 { 1.0 }\n",
+    )
+    .unwrap();
+    let prompt = |line: usize| {
+        let out = nib(
+            &[
+                "context",
+                &format!("{}:{line}:5", root.join("src/lib.rs").display()),
+                "--root",
+                root.to_str().unwrap(),
+                "--model",
+                &model,
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Near the end: the window starts far below the imports.
+    let far = prompt(999);
+    let after_marker = far.split("<|fim_prefix|>").nth(1).expect("a FIM prompt");
+    assert!(
+        after_marker.starts_with(&format!("{imports}\n")),
+        "imports not at the start of the prefix:\n{after_marker}"
+    );
+    assert_eq!(
+        far.matches("use std::collections::HashMap;").count(),
+        1,
+        "{far}"
+    );
+    assert!(
+        !far.contains("//! Totals."),
+        "only the imports come back:\n{far}"
+    );
+    // Near the top: the window holds them already.
+    let near = prompt(12);
+    assert_eq!(
+        near.matches("use std::collections::HashMap;").count(),
+        1,
+        "{near}"
+    );
+    assert_eq!(near.matches("    Shape,\n").count(), 1, "{near}");
+}
+
 #[test]
 fn real_model_completes_the_demo_in_plain_mode() {
     let model = common::real_model();

@@ -32,6 +32,7 @@ fn request<'a>(
         multiline,
         max_tokens: None,
         files: &[],
+        own_chars: 0,
     }
 }
 

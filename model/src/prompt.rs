@@ -111,10 +111,16 @@ pub struct PromptParts {
     pub files: Vec<(String, String)>,
     /// Path of the file being edited, relative to the repository root; empty for the plain layout.
     pub path: String,
+    /// Lines of the file from above the window (its imports, a stretch like the code at the
+    /// cursor), each piece followed by a blank line: written before `prefix`.
+    pub above: String,
     /// Text before the cursor, up to where `middle` begins.
     pub prefix: String,
     /// Text after the cursor.
     pub suffix: String,
+    /// Lines of the file from below the window, each piece after a blank line: written after
+    /// `suffix`.
+    pub below: String,
     /// The end of the text before the cursor, written after the middle marker as the start of
     /// the model's own answer (the lines just above the cursor and its line so far). Typing then
     /// changes only the prompt's last tokens, and the prefix and suffix keep their KV cache.
@@ -139,9 +145,11 @@ pub fn build(tok: &Tokenizer, fim: &FimTokens, parts: &PromptParts) -> Vec<u32> 
         ids.extend(tok.encode(&format!("{}\n", parts.path)));
     }
     ids.push(fim.prefix);
+    ids.extend(tok.encode(&parts.above));
     ids.extend(tok.encode(&parts.prefix));
     ids.push(fim.suffix);
     ids.extend(tok.encode(&parts.suffix));
+    ids.extend(tok.encode(&parts.below));
     ids.push(fim.middle);
     ids.extend(tok.encode(&parts.middle));
     ids
