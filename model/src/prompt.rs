@@ -131,7 +131,8 @@ pub struct PromptParts {
 /// Lays out a FIM prompt. With an empty `path` it is the plain
 /// `<prefix>{prefix}<suffix>{suffix}<middle>{middle}` layout; with a path (and a family that has
 /// file separators) it is the repository-level layout, which tells the model the file's name and
-/// so its language, and carries the other files before it.
+/// so its language, and carries the other files before it. `above` and `below` (the file's own
+/// lines from outside the window) go right before the prefix and right after the suffix.
 pub fn build(tok: &Tokenizer, fim: &FimTokens, parts: &PromptParts) -> Vec<u32> {
     let mut ids = Vec::new();
     if let (false, Some(repo), Some(sep)) = (parts.path.is_empty(), fim.repo_name, fim.file_sep) {
