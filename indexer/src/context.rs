@@ -342,21 +342,15 @@ pub fn outside_window(
     max_chars: usize,
 ) -> (Vec<String>, Vec<String>) {
     let imports_at = imports::import_statements(lang, &text[..window.start]);
-    let mut above = Vec::new();
-    let mut used = 0;
+    let mut head = String::new();
     for r in &imports_at {
-        if used + r.len() > max_chars / 2 {
+        if head.len() + r.len() > max_chars / 2 {
             break;
         }
-        used += r.len();
+        head.push_str(&text[r.clone()]);
     }
-    if used > 0 {
-        let end = imports_at.iter().scan(0, |n, r| {
-            *n += r.len();
-            (*n <= used).then_some(r.clone())
-        });
-        above.push(end.map(|r| &text[r]).collect::<String>());
-    }
+    let mut used = head.len();
+    let mut above: Vec<String> = (!head.is_empty()).then_some(head).into_iter().collect();
 
     // Line starts, and the lines outside the window: above it (below the imports) and below it.
     let starts: Vec<usize> = std::iter::once(0)
@@ -426,29 +420,29 @@ pub fn outside_window(
         let end = starts.get(b).copied().unwrap_or(text.len());
         text[starts[a]..end].trim_matches('\n').to_string() + "\n"
     };
-    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    let mut chosen: Vec<((usize, usize), String)> = Vec::new();
     for (_, i) in scored {
         if chosen.len() == OWN_STRETCHES {
             break;
         }
         let (a, b) = spans[i];
-        if chosen.iter().any(|&(c, d)| a < d && c < b) {
+        if chosen.iter().any(|&((c, d), _)| a < d && c < b) {
             continue;
         }
-        let len = text_of((a, b)).len();
-        if used + len > max_chars {
+        let piece = text_of((a, b));
+        if used + piece.len() > max_chars {
             continue;
         }
-        used += len;
-        chosen.push((a, b));
+        used += piece.len();
+        chosen.push(((a, b), piece));
     }
     chosen.sort_unstable();
     let mut below = Vec::new();
-    for span in chosen {
-        if span.0 < window_first {
-            above.push(text_of(span));
+    for ((a, _), piece) in chosen {
+        if a < window_first {
+            above.push(piece);
         } else {
-            below.push(text_of(span));
+            below.push(piece);
         }
     }
     (above, below)
@@ -473,4 +467,22 @@ pub fn lines_of(text: &str, first: u32, last: u32) -> Option<String> {
         .take(last.saturating_sub(first) as usize + 1)
         .collect();
     (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The imports come whole, in file order, up to half the budget: the first that does not
+    /// fit ends them, though a later one would fit.
+    #[test]
+    fn outside_window_imports_stop_at_the_first_that_does_not_fit() {
+        let text = "use a::b;\nuse c::{\n    d,\n};\nuse e;\n";
+        let end = text.len();
+        let head = |max: usize| outside_window(Lang::Rust, text, end..end, end, max).0;
+        assert_eq!(head(18), Vec::<String>::new());
+        assert_eq!(head(20), vec!["use a::b;\n".to_string()]);
+        assert_eq!(head(40), vec!["use a::b;\n".to_string()]);
+        assert_eq!(head(80), vec![text.to_string()]);
+    }
 }

@@ -113,23 +113,10 @@ pub fn resolve(index: &Index, path: &str, lang: Lang, text: &str) -> Vec<(String
     out
 }
 
-/// The file's own import statements as they stand in `text`, whole and in file order, at most
-/// `max_chars` (whole statements only; one that `text` cuts off is left out): what a prompt
-/// shows of a long file's head when the window near the cursor has cut it off. Only unindented
-/// statements count (an import inside a function or a nested module is local to it).
-pub fn import_lines(lang: Lang, text: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for r in import_statements(lang, text) {
-        if out.len() + r.len() > max_chars {
-            break;
-        }
-        out.push_str(&text[r]);
-    }
-    out
-}
-
-/// Where [`import_lines`]'s statements stand in `text`: byte ranges of whole lines (each with
-/// its newline; the last line of `text` may lack one), in order.
+/// Where the file's own import statements stand in `text`, whole and in file order: byte ranges
+/// of whole lines (each with its newline; the last line of `text` may lack one). Only
+/// unindented statements count (an import inside a function or a nested module is local to it);
+/// one that `text` cuts off is left out.
 pub fn import_statements(lang: Lang, text: &str) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut lines = text.split_inclusive('\n').scan(0, |at, line| {
@@ -665,7 +652,7 @@ mod tests {
         );
     }
 
-    /// (language, file text, what `import_lines` keeps of it with room for everything).
+    /// (language, file text, the text of its `import_statements`).
     const IMPORT_LINES: &[(Lang, &str, &str)] = &[
         (
             Lang::Rust,
@@ -703,23 +690,13 @@ mod tests {
     ];
 
     #[test]
-    fn import_lines_are_whole_unindented_statements() {
+    fn import_statements_are_whole_unindented_statements() {
         for (lang, text, want) in IMPORT_LINES {
-            assert_eq!(
-                import_lines(*lang, text, 10_000),
-                *want,
-                "{lang:?}: {text:?}"
-            );
+            let got: String = import_statements(*lang, text)
+                .into_iter()
+                .map(|r| &text[r])
+                .collect();
+            assert_eq!(got, *want, "{lang:?}: {text:?}");
         }
-    }
-
-    #[test]
-    fn import_lines_stop_at_the_first_statement_that_does_not_fit() {
-        let text = "use a::b;\nuse c::{\n    d,\n};\nuse e;\n";
-        assert_eq!(import_lines(Lang::Rust, text, 9), "");
-        assert_eq!(import_lines(Lang::Rust, text, 10), "use a::b;\n");
-        // `use e;` would fit after the second, but the second does not: file order is kept.
-        assert_eq!(import_lines(Lang::Rust, text, 20), "use a::b;\n");
-        assert_eq!(import_lines(Lang::Rust, text, 40), text);
     }
 }

@@ -34,6 +34,16 @@ fn fails(out: &Output, code: i32, needle: &str) {
     assert!(err.contains(needle), "{needle:?} not in {err}");
 }
 
+/// Asserts a zero exit, showing stderr otherwise.
+fn succeeds(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn tiny_model(dir: &std::path::Path) -> String {
     let p = dir.join("tiny.gguf");
     nib_model::tiny::write(&p, &Default::default()).unwrap();
@@ -171,12 +181,7 @@ fn json_output_has_the_documented_fields() {
         &[],
         Some(src),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert!(v["completion"].is_string());
     assert_eq!(v["model"], "nib tiny test model");
@@ -220,12 +225,7 @@ fn a_long_files_imports_come_back_above_the_window_once() {
             &[],
             None,
         );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(&out);
         String::from_utf8(out.stdout).unwrap()
     };
     // Near the end: the window starts far below the imports.
@@ -268,12 +268,7 @@ fn real_model_completes_the_demo_in_plain_mode() {
         &[],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("counts.entry("), "{text}");
 }
