@@ -420,8 +420,9 @@ impl Completer {
     }
 
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
-    /// full window when its uncached part does; else the window from where this file's last
-    /// prompt began, grown by the lines typed since (cached but for them, while it stays
+    /// full window when its uncached part does; else, without the file's own text from outside
+    /// the window (`own_chars`), the full window if that fits; else the window from where this
+    /// file's last prompt began, grown by the lines typed since (cached but for them, while it stays
     /// within the full window's size); else the longest of a few shorter prefixes that fits
     /// (the last without other files; or the shortest), the full prompt then kept for
     /// [`Completer::warm_up`].
@@ -457,6 +458,24 @@ impl Completer {
         };
         let cost =
             |ids: &[u32]| (ids.len() - pool.best_reuse(ids)) as f64 * self.prefill_ms_per_token;
+        if cost(&full.ids) <= deadline {
+            self.warm = None;
+            self.keep_start(req, &full);
+            return full;
+        }
+        // Over the deadline: the file's own text from outside the window goes first, so that it
+        // never costs the window near the cursor, nor the time it takes to make the full window
+        // warm (a machine that prefills it within the deadline still gets it).
+        let lean = CompletionRequest {
+            own_chars: 0,
+            ..*req
+        };
+        let req = &lean;
+        let full = if full.parts.above.is_empty() && full.parts.below.is_empty() {
+            full
+        } else {
+            self.plan_from(req, middle)
+        };
         if cost(&full.ids) <= deadline {
             self.warm = None;
             self.keep_start(req, &full);

@@ -200,6 +200,35 @@ fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     assert_eq!(warm.text, plain.text);
 }
 
+/// Over the deadline, the file's own text from outside the window is the first thing to go:
+/// the full window without it is what the background makes warm and what the next request
+/// gets, so the extra text never costs the window near the cursor on a slow machine.
+#[test]
+fn over_the_deadline_the_files_own_text_yields_to_the_window() {
+    let text = include_str!("../src/completer.rs");
+    let cursor = text.find("    fn sized_plan(").unwrap();
+    let lean = request("lsp/src/completer.rs", text, cursor, Multiline::Never);
+    let req = CompletionRequest {
+        own_chars: 1500,
+        ..lean
+    };
+    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+    let config = CompleterConfig {
+        prefill_deadline_ms: Some(100.0),
+        ..CompleterConfig::default()
+    };
+    let mut c = Completer::new(backend, config).unwrap();
+    let with_own = c.plan(&req).ids.len();
+    let without = c.plan(&lean).ids.len();
+    assert!(with_own > without + 100, "{with_own} vs {without}");
+    let cold = c.complete(&req, &CancelToken::new()).unwrap();
+    assert!(cold.prompt_tokens < without / 2, "{cold:?}");
+    c.warm_up(&CancelToken::new()).unwrap();
+    let warm = c.complete(&req, &CancelToken::new()).unwrap();
+    assert_eq!(warm.prompt_tokens, without, "{warm:?}");
+    assert!(warm.reused_tokens + 1 >= without, "{warm:?}");
+}
+
 /// One case of a golden file: a line `text with | as the cursor => expected`, where `\n` in
 /// either half is an escape; lines starting with `#` are comments.
 struct Golden {
