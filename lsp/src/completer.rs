@@ -422,10 +422,10 @@ impl Completer {
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
     /// full window when its uncached part does; else, without the file's own text from outside
     /// the window (`own_chars`), the full window if that fits; else the window from where this
-    /// file's last prompt began, grown by the lines typed since (cached but for them, while it stays
-    /// within the full window's size); else the longest of a few shorter prefixes that fits
-    /// (the last without other files; or the shortest), the full prompt then kept for
-    /// [`Completer::warm_up`].
+    /// file's last prompt began, grown by the lines typed since (cached but for them, while it
+    /// stays within the full window's size); else the longest of a few shorter prefixes that
+    /// fits (the last without other files; or the shortest), the full prompt (without the own
+    /// text) then kept for [`Completer::warm_up`].
     fn sized_plan(&mut self, req: &CompletionRequest) -> Plan {
         let (Some(deadline), Runner::Local { .. }) =
             (self.config.prefill_deadline_ms, &self.runner)
