@@ -73,8 +73,8 @@ impl Answerer {
                     config,
                     &RemoteRequest {
                         prompt: &plan.ids,
-                        prefix: &format!("{}{}", plan.parts.above, plan.parts.prefix),
-                        suffix: &format!("{}{}", plan.parts.suffix, plan.parts.below),
+                        prefix: &plan.parts.server_prefix(),
+                        suffix: &plan.parts.server_suffix(),
                         files: &plan.parts.files,
                         max_tokens: plan.max_tokens,
                         single_line: !plan.multiline,

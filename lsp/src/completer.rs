@@ -390,15 +390,18 @@ impl Completer {
             String::new()
         };
         // The file's own text from outside the window.
-        let (above, below) = match nib_indexer::Lang::detect(std::path::Path::new(req.path), "") {
-            Some(lang) if req.own_chars > 0 => nib_indexer::context::outside_window(
+        let lang = (req.own_chars > 0)
+            .then(|| nib_indexer::Lang::detect(std::path::Path::new(req.path), ""))
+            .flatten();
+        let (above, below) = match lang {
+            Some(lang) => nib_indexer::context::outside_window(
                 lang,
                 req.text,
                 window_start..cursor + window.suffix.len(),
                 cursor,
                 req.own_chars,
             ),
-            _ => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new()),
         };
         let parts = PromptParts {
             repo_name: req.repo_name.to_string(),
@@ -410,13 +413,20 @@ impl Completer {
             suffix: window.suffix,
             middle,
         };
-        let mut ids = prompt::build(tok, &self.fim, &parts);
+        let (ids, heal) = self.ids_of(&parts);
+        (parts, ids, heal, middle_line)
+    }
+
+    /// The prompt's tokens for `parts`, and what token healing took off their end.
+    fn ids_of(&self, parts: &PromptParts) -> (Vec<u32>, Vec<u8>) {
+        let mut ids = prompt::build(&self.tok, &self.fim, parts);
+        let local = matches!(self.runner, Runner::Local { .. });
         let heal = if local && self.config.token_healing {
-            heal(tok, &self.fim, &mut ids)
+            heal(&self.tok, &self.fim, &mut ids)
         } else {
             Vec::new()
         };
-        (parts, ids, heal, middle_line)
+        (ids, heal)
     }
 
     /// The plan whose prefill fits `prefill_deadline_ms` at this machine's measured speed: the
@@ -466,6 +476,7 @@ impl Completer {
         // Over the deadline: the file's own text from outside the window goes first, so that it
         // never costs the window near the cursor, nor the time it takes to make the full window
         // warm (a machine that prefills it within the deadline still gets it).
+        // The window stays; only the prompt is laid out again.
         let lean = CompletionRequest {
             own_chars: 0,
             ..*req
@@ -474,7 +485,18 @@ impl Completer {
         let full = if full.parts.above.is_empty() && full.parts.below.is_empty() {
             full
         } else {
-            self.plan_from(req, middle)
+            let parts = PromptParts {
+                above: String::new(),
+                below: String::new(),
+                ..full.parts
+            };
+            let (ids, heal) = self.ids_of(&parts);
+            Plan {
+                parts,
+                ids,
+                heal,
+                ..full
+            }
         };
         if cost(&full.ids) <= deadline {
             self.warm = None;
@@ -484,11 +506,7 @@ impl Completer {
         let mut chosen = None;
         // The window from where the last one began, shorter prefixes, and last of all no
         // other files.
-        let bare = CompletionRequest {
-            files: &[],
-            own_chars: 0,
-            ..*req
-        };
+        let bare = CompletionRequest { files: &[], ..*req };
         let candidates = kept_at
             .map(|at| (Prefix::From(at), req))
             .into_iter()
@@ -687,8 +705,8 @@ impl Completer {
                     config,
                     &RemoteRequest {
                         prompt: &ids,
-                        prefix: &format!("{}{}", parts.above, parts.prefix),
-                        suffix: &format!("{}{}", parts.suffix, parts.below),
+                        prefix: &parts.server_prefix(),
+                        suffix: &parts.server_suffix(),
                         files: &parts.files,
                         max_tokens,
                         single_line: !multiline,

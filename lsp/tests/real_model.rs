@@ -169,6 +169,17 @@ fn a_generation_stops_when_its_text_is_no_longer_wanted() {
     assert!(!after.text.trim().is_empty(), "{after:?}");
 }
 
+/// A completer of its own (its KV caches and prefill speed start fresh) whose prompts are
+/// sized to a prefill deadline of `ms`.
+fn with_deadline(ms: f64) -> Completer {
+    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
+    let config = CompleterConfig {
+        prefill_deadline_ms: Some(ms),
+        ..CompleterConfig::default()
+    };
+    Completer::new(backend, config).unwrap()
+}
+
 /// A prompt whose prefill would miss the deadline gets a shorter prefix, and the full window
 /// is computed in the background (`warm_up`); the next request then takes the full window,
 /// and its completion is the one a completer without a deadline gives.
@@ -177,12 +188,7 @@ fn a_cold_prompt_is_sized_to_the_deadline_and_the_full_window_follows() {
     let text = include_str!("../src/completer.rs");
     let cursor = text.find("    fn sized_plan(").unwrap();
     let req = request("lsp/src/completer.rs", text, cursor, Multiline::Never);
-    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
-    let config = CompleterConfig {
-        prefill_deadline_ms: Some(100.0),
-        ..CompleterConfig::default()
-    };
-    let mut c = Completer::new(backend, config).unwrap();
+    let mut c = with_deadline(100.0);
     let full = c.plan(&req).ids.len();
     let cold = c.complete(&req, &CancelToken::new()).unwrap();
     assert!(
@@ -212,12 +218,7 @@ fn over_the_deadline_the_files_own_text_yields_to_the_window() {
         own_chars: 1500,
         ..lean
     };
-    let backend = load_backend(BackendKind::Cpu, &common::real_model()).expect("load model");
-    let config = CompleterConfig {
-        prefill_deadline_ms: Some(100.0),
-        ..CompleterConfig::default()
-    };
-    let mut c = Completer::new(backend, config).unwrap();
+    let mut c = with_deadline(100.0);
     let with_own = c.plan(&req).ids.len();
     let without = c.plan(&lean).ids.len();
     assert!(with_own > without + 100, "{with_own} vs {without}");

@@ -128,6 +128,19 @@ pub struct PromptParts {
     pub middle: String,
 }
 
+impl PromptParts {
+    /// The text before the cursor for a server that lays out its own prompt: `above`, then
+    /// `prefix` (`middle` stays apart: a server writes it after its own middle marker).
+    pub fn server_prefix(&self) -> String {
+        format!("{}{}", self.above, self.prefix)
+    }
+
+    /// The text after the cursor for such a server: `suffix`, then `below`.
+    pub fn server_suffix(&self) -> String {
+        format!("{}{}", self.suffix, self.below)
+    }
+}
+
 /// Lays out a FIM prompt. With an empty `path` it is the plain
 /// `<prefix>{prefix}<suffix>{suffix}<middle>{middle}` layout; with a path (and a family that has
 /// file separators) it is the repository-level layout, which tells the model the file's name and
